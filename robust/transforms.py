@@ -1,0 +1,242 @@
+"""The transform interface: parametrised, batched, seeded image transformations.
+
+A :class:`Transform` separates *drawing* parameters (:meth:`Transform.sample`,
+:meth:`Transform.at_severity`, :meth:`Transform.grid`) from *applying* them
+(:meth:`Transform.apply`, a pure function of the images and the parameters). The same object
+therefore serves random augmentation, worst-case search (parameters optimised by gradient or
+enumerated on a grid), severity sweeps and hypothesis shrinking (parameters shrink toward the
+identity).
+
+Conventions: images are float ``[N, C, H, W]`` in ``[0, 1]``; parameters are a dict of tensors of
+shape ``[N]`` (one value per image) on the images' device; integer ``seed`` parameters drive
+counter-based noise (:mod:`robust.noise`) so each image's result depends only on its own seed.
+"""
+from __future__ import annotations
+
+import itertools
+from abc import ABC, abstractmethod
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from robust.errors import InputError
+from robust.registry import Registry, parse_number, parse_spec
+from robust.validation import check_images
+
+Params = dict[str, torch.Tensor]
+
+MAX_SEVERITY = 5.0
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a transform.
+
+    ``kind`` says how severity acts on it:
+    ``"magnitude"``: severity ``s`` in ``[0, 5]`` moves it from ``identity`` toward ``low`` or ``high``
+    by the fraction ``s / 5`` (side drawn at random when both sides exist);
+    ``"free"``: drawn uniformly in ``[low, high]`` whatever the severity (e.g. a direction angle);
+    ``"seed"``: an integer noise seed, never optimised.
+    """
+
+    name: str
+    low: float
+    high: float
+    identity: float = 0.0
+    kind: str = "magnitude"
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("magnitude", "free", "seed"):
+            raise ValueError(f"Param.kind must be magnitude, free or seed, got {self.kind!r}")
+        if self.kind != "seed" and not (self.low <= self.identity <= self.high or self.kind == "free"):
+            raise ValueError(f"Param {self.name}: identity {self.identity} outside [{self.low}, {self.high}]")
+
+    @property
+    def optimisable(self) -> bool:
+        return self.kind != "seed"
+
+
+TRANSFORMS: Registry[type["Transform"]] = Registry("transform")
+
+
+class Transform(ABC):
+    """Base class: subclasses declare ``name``, ``params`` and implement :meth:`apply`.
+
+    ``differentiable`` is true when :meth:`apply` is differentiable in the images and in every
+    optimisable parameter (so gradient-based search and training can use it).
+    """
+
+    name: ClassVar[str] = "transform"
+    params: ClassVar[tuple[Param, ...]] = ()
+    differentiable: ClassVar[bool] = True
+
+    # -- parameters -------------------------------------------------------------------------
+    @property
+    def param_names(self) -> list[str]:
+        return [p.name for p in self.params]
+
+    def param(self, name: str) -> Param:
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise InputError(f"{self.name} parameter", "one of " + ", ".join(self.param_names), name)
+
+    def identity(self, n: int, device: torch.device | str = "cpu") -> Params:
+        """Parameters that leave images unchanged (seeds 0)."""
+        out: Params = {}
+        for p in self.params:
+            if p.kind == "seed":
+                out[p.name] = torch.zeros(n, dtype=torch.int64, device=device)
+            else:
+                out[p.name] = torch.full((n,), float(p.identity), device=device)
+        return out
+
+    def sample(self, n: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> Params:
+        """Parameters drawn uniformly over their full ranges (random augmentation)."""
+        gen_device = generator.device if generator is not None else torch.device("cpu")
+        out: Params = {}
+        for p in self.params:
+            if p.kind == "seed":
+                out[p.name] = torch.randint(0, 2**62, (n,), generator=generator, device=gen_device, dtype=torch.int64).to(device)
+            else:
+                u = torch.rand(n, generator=generator, device=gen_device)
+                out[p.name] = (p.low + (p.high - p.low) * u).to(device)
+        return out
+
+    def at_severity(
+        self,
+        severity: float | torch.Tensor,
+        n: int,
+        generator: torch.Generator | None = None,
+        device: torch.device | str = "cpu",
+    ) -> Params:
+        """Parameters at a severity in ``[0, 5]`` (scalar or ``[N]``): 0 is the identity, 5 the range's edge.
+
+        Integer severities 1..5 are the levels of severity sweeps; any real value in between is valid,
+        which is what augmentation and hypothesis shrinking use.
+        """
+        sev = torch.as_tensor(severity, dtype=torch.float32)
+        if sev.dim() == 0:
+            sev = sev.expand(n)
+        if sev.shape != (n,):
+            raise InputError("severity", f"a number or a tensor of shape [{n}]", f"shape {tuple(sev.shape)}")
+        if bool(((sev < 0) | (sev > MAX_SEVERITY) | ~torch.isfinite(sev)).any()):
+            raise InputError("severity", f"values in [0, {MAX_SEVERITY:g}]", sev.tolist() if n <= 8 else "out-of-range values")
+        frac = (sev / MAX_SEVERITY).to(device)
+        base = self.sample(n, generator, device)
+        gen_device = generator.device if generator is not None else torch.device("cpu")
+        out: Params = {}
+        for p in self.params:
+            if p.kind != "magnitude":
+                out[p.name] = base[p.name]
+                continue
+            up, down = p.high - p.identity, p.identity - p.low
+            if up > 0 and down > 0:
+                coin = torch.rand(n, generator=generator, device=gen_device).to(device) < 0.5
+                reach = torch.where(coin, torch.full_like(frac, up), torch.full_like(frac, -down))
+            else:
+                reach = torch.full_like(frac, up if up > 0 else -down)
+            out[p.name] = p.identity + frac * reach
+        return out
+
+    def grid(self, steps: int = 5) -> list[dict[str, float]]:
+        """A grid over the optimisable parameters (``steps`` values each, identity included)."""
+        axes = []
+        names = []
+        for p in self.params:
+            if not p.optimisable:
+                continue
+            values = torch.linspace(p.low, p.high, steps).tolist()
+            if p.kind == "magnitude" and p.identity not in values:
+                values = sorted(values + [p.identity])
+            axes.append(values)
+            names.append(p.name)
+        return [dict(zip(names, combo)) for combo in itertools.product(*axes)]
+
+    def expand(self, values: Mapping[str, float], n: int, device: torch.device | str = "cpu", seed: int = 0) -> Params:
+        """Broadcast one parameter setting (e.g. a grid point) to a batch of ``n``; seeds are ``seed + i``."""
+        out: Params = {}
+        for p in self.params:
+            if p.kind == "seed":
+                out[p.name] = torch.arange(n, dtype=torch.int64, device=device) + int(values.get(p.name, seed))
+            else:
+                out[p.name] = torch.full((n,), float(values.get(p.name, p.identity)), device=device)
+        return out
+
+    def clamp(self, params: Params) -> Params:
+        """Project parameters back into their ranges (after a gradient step)."""
+        out = dict(params)
+        for p in self.params:
+            if p.optimisable and p.name in out:
+                out[p.name] = out[p.name].clamp(p.low, p.high)
+        return out
+
+    def check_params(self, params: Mapping[str, torch.Tensor], n: int) -> None:
+        for p in self.params:
+            if p.name not in params:
+                raise InputError(f"{self.name} params", "keys " + ", ".join(self.param_names), sorted(params))
+            value = params[p.name]
+            if not isinstance(value, torch.Tensor) or value.shape != (n,):
+                raise InputError(f"{self.name} params[{p.name!r}]", f"a tensor of shape [{n}]", getattr(value, "shape", type(value).__name__))
+
+    def describe(self, params: Mapping[str, torch.Tensor], index: int = 0) -> str:
+        """``"brightness(delta=0.312)"`` for one image of the batch."""
+        parts = []
+        for p in self.params:
+            v = params[p.name][index]
+            parts.append(f"{p.name}={int(v)}" if p.kind == "seed" else f"{p.name}={float(v):.4g}")
+        return f"{self.name}({', '.join(parts)})"
+
+    # -- application ------------------------------------------------------------------------
+    @abstractmethod
+    def apply(self, images: torch.Tensor, params: Params) -> torch.Tensor:
+        """Transform ``images`` with per-image ``params``; pure, batched, output in ``[0, 1]``."""
+
+    def __call__(
+        self,
+        images: torch.Tensor,
+        params: Params | None = None,
+        *,
+        severity: float | torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Apply given ``params``, or parameters at ``severity``, or random ones."""
+        check_images(images)
+        n = images.shape[0]
+        if params is None:
+            if severity is None:
+                params = self.sample(n, generator, images.device)
+            else:
+                params = self.at_severity(severity, n, generator, images.device)
+        self.check_params(params, n)
+        return self.apply(images, params)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def register_transform(cls: type[Transform]) -> type[Transform]:
+    """Class decorator: register a transform under its ``name``."""
+    return TRANSFORMS.add(cls.name, cls)
+
+
+def get_transform(spec: str | Transform, **kwargs: Any) -> Transform:
+    """A transform instance from a name (``"brightness"``) or an instance (returned as is)."""
+    if isinstance(spec, Transform):
+        return spec
+    parsed = parse_spec(spec, "transform")
+    cls = TRANSFORMS.get(parsed.name if parsed.target is None else f"{parsed.name}:{parsed.target}")
+    return cls(**{**parsed.options, **kwargs})
+
+
+def severity_from_spec(text: str | None) -> float | None:
+    """``"3"`` -> 3.0; ``None`` -> None; out-of-range values raise :class:`InputError`."""
+    if text is None:
+        return None
+    value = parse_number(text, "severity")
+    if not (0 <= value <= MAX_SEVERITY) or math.isnan(value):
+        raise InputError("severity", f"a value in [0, {MAX_SEVERITY:g}]", text)
+    return value
