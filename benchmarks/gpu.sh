@@ -20,7 +20,14 @@ run() {  # run NAME CMD...: log to $OUT/NAME.log, keep going when one fails
   tail -n 5 "$OUT/$name.log"
 }
 
-run synthetic python3 benchmarks/bench_synthetic.py --device cuda --json "$OUT/synthetic.json"
+run synthetic python3 benchmarks/bench_synthetic.py --device cuda --train --json "$OUT/synthetic.json"
+run corruptions python3 benchmarks/bench_corruptions.py --device cuda --threads 0 --parts throughput,calibration --batch-224 64 --batch-32 1024 --json "$OUT/corruptions.json"
+run pgd_smallcnn python3 benchmarks/bench_pgd.py --device cuda --n 512 --batch-size 256 --json "$OUT/pgd_smallcnn.json"
+run pgd_resnet18 python3 benchmarks/bench_pgd.py --device cuda --arch timm:resnet18 --n 512 --batch-size 256 --json "$OUT/pgd_resnet18.json"
+run square_onnx python3 benchmarks/bench_square_onnx.py --device cuda --n 128 --json "$OUT/square_onnx.json"
+run demo python3 -m robust.cli demo --out "$OUT/demo" --device cuda
+run audit python3 -m robust.cli audit -m "$OUT/demo/classifier" -d synthetic:test_iid --device cuda -o "$OUT/audit" --allow-errors
+run plugin_examples python3 -m pytest examples --robust-profile=ci --robust-device=cuda --robust-report="$OUT/plugin-report" -q
 
 echo
 echo "== summary"

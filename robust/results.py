@@ -187,6 +187,7 @@ class AuditResult:
     data: dict[str, Any] = field(default_factory=dict)  # name, fingerprint, n, class_names, ...
     environment: dict[str, Any] = field(default_factory=dict)  # versions, device, seed, command
     created: float = field(default_factory=time.time)
+    complete: bool = True  # False while an audit is still running (or was interrupted)
 
     @property
     def passed(self) -> bool:
@@ -215,6 +216,7 @@ class AuditResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "created": self.created,
+            "complete": self.complete,
             "model": dict(self.model),
             "data": dict(self.data),
             "environment": dict(self.environment),
@@ -230,7 +232,10 @@ def _build(cls: type, data: dict[str, Any]) -> Any:
 
 
 def audit_from_dict(data: dict[str, Any]) -> AuditResult:
-    """Rebuild an :class:`AuditResult` (without images) from :meth:`AuditResult.to_dict` output."""
+    """Rebuild an :class:`AuditResult` (without images) from :meth:`AuditResult.to_dict` output.
+
+    Strips come back with their values and captions and an empty image list.
+    """
     suites = []
     for s in data.get("suites", []):
         cases = [
@@ -238,7 +243,8 @@ def audit_from_dict(data: dict[str, Any]) -> AuditResult:
             for c in s.get("cases", [])
         ]
         curves = [_build(Curve, c) for c in s.get("curves", [])]
-        suites.append(_build(SuiteResult, {**s, "cases": cases, "curves": curves, "strips": []}))
+        strips = [Strip(st["name"], [], list(st.get("values", [])), list(st.get("captions", []))) for st in s.get("strips", [])]
+        suites.append(_build(SuiteResult, {**s, "cases": cases, "curves": curves, "strips": strips}))
     gates = [_build(GateResult, g) for g in data.get("gates", [])]
     return AuditResult(
         suites=suites,
@@ -247,4 +253,5 @@ def audit_from_dict(data: dict[str, Any]) -> AuditResult:
         data=data.get("data", {}),
         environment=data.get("environment", {}),
         created=data.get("created", 0.0),
+        complete=bool(data.get("complete", True)),
     )

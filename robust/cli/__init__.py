@@ -12,8 +12,18 @@ from robust.errors import RobustError
 
 # name -> "module:attribute"; each sub-command lives in its own module under robust.cli.
 COMMANDS: dict[str, str] = {
+    "audit": "robust.cli.audit_cmd:audit",
+    "report": "robust.cli.report_cmd:report",
+    "attack": "robust.cli.attack_cmd:attack",
+    "corrupt": "robust.cli.corrupt_cmd:corrupt",
     "data": "robust.cli.data_cmd:data",
     "demo": "robust.cli.demo_cmd:demo",
+    "train": "robust.cli.train_cmd:train",
+    "export": "robust.cli.export_cmd:export",
+    "gan": "robust.cli.gan_cmd:gan",
+    "invert": "robust.cli.natra_cmd:invert",
+    "directions": "robust.cli.natra_cmd:directions",
+    "search": "robust.cli.search_cmd:search",
 }
 
 

@@ -1,0 +1,31 @@
+"""Failure finders: pixel attacks, epsilon sweeps and worst-case search over transformation parameters.
+
+Attacks are registered by name (:data:`ATTACKS`) and built from spec strings::
+
+    from attacks import get_attack, epsilon_sweep, transform_search
+    result = get_attack("pgd:linf@8/255,steps=20")(classifier, images, labels, seed=0)
+    sweep = epsilon_sweep(classifier, images, labels, "apgd:linf", [1/255, 2/255, 4/255, 8/255])
+    worst = transform_search(classifier, images, labels, "rotation", method="gradient")
+
+Every attack takes a :class:`robust.models.Classifier` (normalisation lives there), images in
+``[0, 1]`` and labels; runs batched on the model's device in eval mode; and is deterministic by seed.
+"""
+from __future__ import annotations
+
+from attacks.base import (AMP_DTYPES, ATTACKS, LOSSES, NORMS, Attack, AttackResult, AttackRun, AttackWarning,
+                          attack_loss, format_eps, get_attack, list_attacks, project)
+from attacks.latent import LatentAttackResult, direction_attack
+from attacks.pgd import APGD, FGSM, PGD, apgd_checkpoints
+from attacks.sage import SageConfig, SageResult, failure_regions, random_search, sage_search
+from attacks.square import Square, square_fraction
+from attacks.sweep import SweepResult, check_eps_grid, epsilon_sweep
+from attacks.transform_search import (METHODS, SearchOutcome, TransformSearchResult, classifier_objective,
+                                      search_parameters, transform_search)
+
+__all__ = [
+    "AMP_DTYPES", "APGD", "ATTACKS", "Attack", "AttackResult", "AttackRun", "AttackWarning", "FGSM", "LOSSES",
+    "METHODS", "NORMS", "PGD", "SageConfig", "SageResult", "SearchOutcome", "Square", "SweepResult", "TransformSearchResult", "apgd_checkpoints",
+    "attack_loss", "check_eps_grid", "classifier_objective", "epsilon_sweep", "failure_regions", "format_eps", "get_attack",
+    "list_attacks", "project", "random_search", "sage_search", "search_parameters", "square_fraction", "transform_search",
+    "LatentAttackResult", "direction_attack",
+]

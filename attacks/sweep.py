@@ -1,0 +1,133 @@
+"""Epsilon sweeps: robust accuracy per budget and each image's smallest breaking budget on a grid.
+
+The budgets are attacked from the smallest up, and an image broken at one budget is broken at every
+larger one (its adversarial example stays inside the larger ball), so each budget only attacks the
+images that still resist: a sweep costs little more than its largest budget alone.
+"""
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from attacks.base import Attack, check_classifier, check_eps, format_eps, get_attack
+from robust.errors import InputError
+from robust.models import Classifier
+from robust.results import Curve
+from robust.validation import check_labels
+
+
+@dataclass
+class SweepResult:
+    """Robust accuracy at each budget, and per image the smallest budget on the grid that broke it.
+
+    ``min_eps`` is 0 for images the model gets wrong unattacked and ``inf`` for images never broken;
+    ``adversarial`` holds each broken image's example at its ``min_eps`` (the clean image otherwise);
+    ``attack`` is the spec without a budget (``pgd:linf,steps=20``).
+    """
+
+    eps: list[float]
+    robust_accuracy: list[float]
+    min_eps: torch.Tensor
+    clean_accuracy: float
+    adversarial: torch.Tensor
+    predictions: torch.Tensor
+    labels: torch.Tensor
+    attack: str
+    norm: str
+    queries: int
+    seed: int = 0
+
+    @property
+    def success(self) -> torch.Tensor:
+        """Images broken at some budget of the grid (or misclassified clean)."""
+        return torch.isfinite(self.min_eps)
+
+    def failures(self) -> torch.Tensor:
+        """Indices of images the model had right and an attack on the grid broke."""
+        return (torch.isfinite(self.min_eps) & (self.min_eps > 0)).nonzero().squeeze(1)
+
+    def to_curve(self, name: str | None = None) -> Curve:
+        return Curve(name or self.attack, list(self.eps), list(self.robust_accuracy), x_label=f"eps ({self.norm})",
+                     y_label="robust accuracy")
+
+    def summary(self) -> dict[str, Any]:
+        broken = self.min_eps[torch.isfinite(self.min_eps) & (self.min_eps > 0)]
+        return {
+            "attack": self.attack,
+            "norm": self.norm,
+            "n": int(self.labels.shape[0]),
+            "clean_accuracy": self.clean_accuracy,
+            "eps": list(self.eps),
+            "eps_text": [format_eps(e) for e in self.eps],
+            "robust_accuracy": list(self.robust_accuracy),
+            "median_min_eps": float(broken.median()) if broken.numel() else None,
+            "queries": int(self.queries),
+            "seed": self.seed,
+        }
+
+
+def check_eps_grid(eps_grid: Sequence[Any], norm: str, dims: int | None = None) -> list[float]:
+    """Budgets as sorted unique floats; 0 is allowed (it is the clean accuracy)."""
+    if isinstance(eps_grid, (str, bytes)) or not isinstance(eps_grid, Sequence) or len(eps_grid) == 0:
+        raise InputError("eps_grid", "a non-empty list of budgets such as [1/255, 2/255, 4/255, 8/255]", eps_grid)
+    values = []
+    for e in eps_grid:
+        try:
+            is_zero = float(e) == 0.0
+        except (TypeError, ValueError):
+            raise InputError("eps_grid", "numbers", e) from None
+        values.append(0.0 if is_zero else check_eps(e, norm, "eps_grid", dims=dims))
+    return sorted(set(values))
+
+
+def epsilon_sweep(classifier: Classifier, images: torch.Tensor, labels: Any, attack: str | Attack, eps_grid: Sequence[float],
+                  *, seed: int = 0, targets: Any = None, progress: Callable[[Any], Any] | None = None,
+                  **overrides: Any) -> SweepResult:
+    """Run ``attack`` (an :class:`Attack` or spec string; ``overrides`` set its options) at every budget.
+
+    ``progress`` wraps the budget iterator (e.g. a tqdm factory) for long sweeps.
+    """
+    clf = check_classifier(classifier)
+    base = get_attack(attack, **overrides)
+    images = clf.check_input(images)
+    n = images.shape[0]
+    labels = check_labels(labels, n, clf.num_classes)
+    grid = check_eps_grid(eps_grid, base.norm, dims=images[0].numel())
+    min_eps = torch.full((n,), math.inf)
+    adversarial = images.detach().clone()
+    predictions = torch.empty(n, dtype=torch.int64)
+    if targets is not None:
+        targets = check_labels(targets, n, clf.num_classes, "targets").cpu()
+    robust: list[float] = []
+    budgets = [e for e in grid if e > 0]
+    iterator = progress(budgets) if progress is not None else budgets
+    clean = clf.predict(images).cpu()
+    predictions[:] = clean
+    queries = n
+    correct = clean == labels.cpu() if targets is None else clean != targets
+    clean_accuracy = float((clean == labels.cpu()).float().mean())
+    min_eps[~correct] = 0.0
+    remaining = correct.nonzero().squeeze(1)
+    if 0.0 in grid:
+        robust.append(clean_accuracy)
+    for eps in iterator:
+        if remaining.numel():
+            sub = remaining.to(images.device)
+            sub_targets = targets[remaining] if targets is not None else None
+            result = base.with_eps(eps)(clf, images[sub], labels[sub], seed=seed, targets=sub_targets, sample_ids=remaining)
+            queries += result.queries
+            broke = result.success.cpu()
+            newly = remaining[broke]
+            min_eps[newly] = eps
+            adversarial[newly.to(images.device)] = result.adversarial[broke.to(result.adversarial.device)].to(adversarial.device)
+            predictions[newly] = result.predictions.cpu()[broke]
+            remaining = remaining[~broke]
+        robust.append(float((predictions == labels.cpu()).float().mean()))
+    return SweepResult(eps=grid, robust_accuracy=robust, min_eps=min_eps, clean_accuracy=clean_accuracy,
+                       adversarial=adversarial, predictions=predictions, labels=labels.cpu(), attack=re.sub(r"@[^,]*", "", base.spec),
+                       norm=base.norm, queries=queries, seed=seed)

@@ -1,0 +1,218 @@
+"""NaTra on the synthetic benchmark: inversion quality and speed, direction quality, NaturalTransform throughput.
+
+Three parts, each against a baseline run in the same process:
+
+* ``inversion``: ``test_shift`` images inverted by optimisation only from the mean code with 10x the
+  steps (the baseline), by the encoder alone, by encoder + shifting, and by encoder + shifting +
+  expansion; mean PSNR/SSIM and time per image (bars: expansion >= 30 dB at 32x32; encoder +
+  shifting reaches the baseline's PSNR in >= 10x less time).
+* ``directions``: for each finder, ``--candidates`` directions are found, their ranges calibrated,
+  scored for class preservation (the shipped oracle as judge) and selected; the first ``--top``
+  kept ones are measured with the ground-truth factor regressor (dominant factor, purity, oracle
+  class kept). Bars: every nuisance factor has a kept direction with purity >= 0.7 and class kept
+  >= 0.95; no kept direction changes the oracle class for more than 5% of samples.
+* ``throughput``: NaturalTransform images/s per mode at ``--batch`` (baseline: one plain
+  synthesis pass of the same batch).
+
+    python benchmarks/bench_natra.py --generator demo --device cpu --n 64 --json natra.json
+    python benchmarks/bench_natra.py --generator demo --device cuda --n 512 --batch 512 --json natra-gpu.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from augment.natra import NaturalTransform  # noqa: E402
+from robust.data import load_dataset  # noqa: E402
+from robust.gan.checkpoint import load, load_demo  # noqa: E402
+from robust.gan.directions import factor_effects, find_directions, score_directions, select_directions  # noqa: E402
+from robust.gan.encoder import encoder_for, train_encoder  # noqa: E402
+from robust.gan.inversion import InversionConfig, invert_batch, latent_stats, sample_ws  # noqa: E402
+from robust.gan.metrics import load_factor_regressor, load_oracle  # noqa: E402
+from robust.seeding import resolve_device  # noqa: E402
+from robust.synthetic import FACTOR_NAMES  # noqa: E402
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import os
+
+    return f"CPU {os.cpu_count()} cores ({platform.processor() or platform.machine()}), {torch.get_num_threads()} threads"
+
+
+def bench_inversion(G: Any, encoder: Any, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    data = load_dataset("synthetic:test_shift", n=args.n, seed=args.seed)
+    images = data.images.to(device)
+    stats = latent_stats(G, seed=args.seed)
+    rows: dict[str, dict[str, float]] = {}
+    variants = [("optimisation only (mean code)", None, args.baseline_steps, None),
+                ("encoder only", encoder, 0, None),
+                ("encoder + shifting", encoder, args.steps, None),
+                ("encoder + shifting + expansion", encoder, args.steps, args.expand_res),
+                ("shifting only (mean code)", None, args.steps, None)]
+    for name, enc, steps, expand in variants:
+        if enc is None and "encoder" in name:
+            continue
+        sync(device)
+        start = time.perf_counter()
+        result = invert_batch(G, images, encoder=enc, steps=steps, expand_res=expand, seed=args.seed, stats=stats, batch_size=args.batch)
+        sync(device)
+        elapsed = time.perf_counter() - start
+        rows[name] = {"steps": steps, "expand_res": expand, "psnr": float(result.psnr.mean()), "ssim": float(result.ssim.mean()),
+                      "ms_per_image": 1000 * elapsed / images.shape[0]}
+        print(f"  {name:<34} steps {steps:4d}  PSNR {rows[name]['psnr']:6.2f} dB  SSIM {rows[name]['ssim']:.4f}  "
+              f"{rows[name]['ms_per_image']:9.1f} ms/image", flush=True)
+    base = rows["optimisation only (mean code)"]
+    key = "encoder + shifting" if "encoder + shifting" in rows else "shifting only (mean code)"
+    out: dict[str, Any] = {"n": int(images.shape[0]), "rows": rows, "config": vars(InversionConfig()),
+                           "speedup_vs_baseline": base["ms_per_image"] / rows[key]["ms_per_image"],
+                           "psnr_gap_vs_baseline": rows[key]["psnr"] - base["psnr"], "compared": key}
+    expanded = rows.get("encoder + shifting + expansion")
+    out["bar_expansion_30db"] = bool(expanded and expanded["psnr"] >= 30.0)
+    out["bar_reaches_baseline_10x_faster"] = bool(out["psnr_gap_vs_baseline"] >= 0 and out["speedup_vs_baseline"] >= 10)
+    print(f"  {key}: {out['speedup_vs_baseline']:.1f}x faster than the baseline, PSNR {out['psnr_gap_vs_baseline']:+.2f} dB", flush=True)
+    return out
+
+
+def bench_directions(G: Any, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    oracle = load_oracle(device=device)
+    regressor = load_factor_regressor(device=device)
+    stats = latent_stats(G, seed=args.seed)
+    out: dict[str, Any] = {}
+    for method in args.finders.split(","):
+        start = time.perf_counter()
+        options = {"steps": args.householder_steps} if method == "householder" else {}
+        found = find_directions(G, method, args.candidates, seed=args.seed, stats=stats, class_free=args.class_free, **options)
+        found = score_directions(G, found, judge=oracle, n=args.score_n, seed=args.seed)
+        found = select_directions(found, min_preservation=args.min_preservation)
+        kept_idx = found.kept.nonzero().squeeze(1)
+        # The kept directions first (finder order), then the best-scored others, so the table always has --top rows.
+        rest = [i for i in torch.argsort(found.scores["score"], descending=True, stable=True).tolist() if i not in kept_idx.tolist()]
+        measured = (kept_idx.tolist() + rest)[: args.top]
+        seconds = time.perf_counter() - start
+        top = found.select(measured)
+        effects = factor_effects(G, top, regressor=regressor, oracle=oracle, n=args.effect_n, seed=args.seed)
+        rows = []
+        for effect, idx in zip(effects, measured):
+            rows.append({"index": idx, "name": found.names[idx], "kept": bool(found.kept[idx]), "dominant": effect["dominant"],
+                         "purity": effect["purity"], "class_kept": effect["class_kept"], "change": effect["change"],
+                         "range": [float(found.ranges[idx, 0]), float(found.ranges[idx, 1])],
+                         "preservation": float(found.scores["class_preservation"][idx]),
+                         "alignment": float(found.scores["class_alignment"][idx])})
+        kept_rows = [r for r in rows if r["kept"]]
+        covered = sorted({r["dominant"] for r in kept_rows if r["purity"] >= 0.7 and r["class_kept"] >= 0.95})
+        breaking = [r["name"] for r in kept_rows if r["class_kept"] < 0.95]
+        out[method] = {"candidates": args.candidates, "kept": int(found.kept.sum()), "measured": len(rows), "seconds": seconds,
+                       "rows": rows, "covered": covered, "missing": [f for f in FACTOR_NAMES if f not in covered],
+                       "class_breaking_kept": breaking, "meta": {k: v for k, v in found.meta.items() if k != "generator_fingerprint"}}
+        print(f"  {method}: {int(found.kept.sum())}/{args.candidates} kept, {seconds:.0f} s; factors covered (purity>=0.7, class kept>=0.95): "
+              f"{', '.join(covered) or 'none'}; kept directions changing the class >5%: {len(breaking)}", flush=True)
+        for r in rows:
+            print(f"    {r['name']:<16} {'kept' if r['kept'] else '    '} -> {r['dominant']:<15} purity {r['purity']:.2f}  "
+                  f"class kept {r['class_kept']:.3f}  preservation {r['preservation']:.3f}  alignment {r['alignment']:.3f}", flush=True)
+    return out
+
+
+def bench_throughput(G: Any, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    oracle = load_oracle(device=device)
+    stats = latent_stats(G, seed=args.seed)
+    directions = find_directions(G, "sefa", 16, seed=args.seed, stats=stats, calibrate_kwargs={"n": 32})
+    ws, _ = sample_ws(G, args.batch, seed=args.seed)
+    with torch.no_grad():
+        images = G.to_unit(G.synthesis(ws))
+    labels = oracle.predict(images)
+
+    def timed(fn: Any) -> float:
+        fn()
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(args.repeats):
+            fn()
+        sync(device)
+        return (time.perf_counter() - start) / args.repeats
+
+    def plain() -> None:
+        with torch.no_grad():
+            G.synthesis(ws)
+
+    base = timed(plain)
+    out: dict[str, Any] = {"batch": args.batch, "synthesis_images_per_s": args.batch / base}
+    print(f"  plain synthesis: {args.batch / base:9.1f} images/s", flush=True)
+    for mode in ("random", "worst_of_k", "gradient"):
+        nt = NaturalTransform(G, directions, mode, classifier=oracle, k=4, steps=5)
+        seconds = timed(lambda nt=nt: nt(images, labels, ws=ws, seed=0))
+        out[mode] = {"images_per_s": args.batch / seconds, "cost_vs_synthesis": seconds / base}
+        print(f"  NaturalTransform {mode:<10}: {args.batch / seconds:9.1f} images/s ({seconds / base:.1f}x a synthesis pass)", flush=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--generator", default="demo", help="'demo' or a generator/snapshot checkpoint.")
+    parser.add_argument("--encoder", default="auto", help="auto, none, an encoder file, or train:STEPS (train one here).")
+    parser.add_argument("--parts", default="inversion,directions,throughput")
+    parser.add_argument("--n", type=int, default=64, help="test_shift images inverted.")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--baseline-steps", type=int, default=300)
+    parser.add_argument("--expand-res", type=int, default=16)
+    parser.add_argument("--finders", default="sefa,ganspace,householder")
+    parser.add_argument("--candidates", type=int, default=32)
+    parser.add_argument("--top", type=int, default=16)
+    parser.add_argument("--score-n", type=int, default=128)
+    parser.add_argument("--effect-n", type=int, default=128)
+    parser.add_argument("--min-preservation", type=float, default=0.95)
+    parser.add_argument("--class-free", action="store_true", help="Remove the class subspace from every direction first.")
+    parser.add_argument("--householder-steps", type=int, default=100)
+    parser.add_argument("--batch", type=int, default=64, help="Throughput batch (and inversion chunk).")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    G = load_demo(device) if args.generator == "demo" else load(args.generator, device)
+    parts = args.parts.split(",")
+    result: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(device), "device": str(device),
+                              "generator": args.generator, "command": " ".join(sys.argv), "torch": torch.__version__}
+    print(f"NaTra benchmark on {result['machine']}, generator {args.generator}", flush=True)
+    if "inversion" in parts:
+        encoder = None
+        if args.encoder.startswith("train:"):
+            start = time.perf_counter()
+            reals = load_dataset("synthetic:generator", n=10_000, seed=args.seed + 1).images
+            encoder, report = train_encoder(G, real_images=reals, steps=int(args.encoder.split(":", 1)[1]), seed=args.seed)
+            result["encoder_training"] = {**report, "seconds": time.perf_counter() - start}
+        else:
+            encoder = encoder_for(G, args.encoder)
+        print(f"inversion ({'with' if encoder is not None else 'without'} an encoder):", flush=True)
+        result["inversion"] = bench_inversion(G, encoder, args, device)
+    if "directions" in parts:
+        print("directions:", flush=True)
+        result["directions"] = bench_directions(G, args, device)
+    if "throughput" in parts:
+        print(f"throughput (batch {args.batch}):", flush=True)
+        result["throughput"] = bench_throughput(G, args, device)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    main()

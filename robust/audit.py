@@ -1,0 +1,523 @@
+"""The audit runner: named suites measured on one classifier and one dataset, gated and reported.
+
+A suite is one registered function ``fn(ctx: AuditContext, spec: Spec) -> SuiteResult``
+(:data:`SUITES`; the built-in ones live in :mod:`robust.suites`). :func:`run_audit` loads the
+model, data and generator as the adapters accept them, runs each suite in isolation (an exception
+marks that suite ``error`` and the others go on), writes ``report.json`` after every suite so an
+interrupted audit keeps what it measured (``resume=True`` skips the suites already done), then
+evaluates the gates and writes every report format. The report records what reproduces the run:
+package versions, seed, device, fingerprints of the model, data and generator, and the command.
+"""
+from __future__ import annotations
+
+import importlib
+import math
+import platform
+import re
+import shlex
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from robust import __version__
+from robust.data import ImageSet, load_dataset
+from robust.errors import InputError, RobustError
+from robust.models import Classifier, load_classifier
+from robust.registry import Registry, Spec, parse_spec
+from robust.results import AuditResult, CaseResult, FailureExample, SuiteResult, metric_key
+from robust.seeding import derive_seed, resolve_device, seed_everything
+
+SuiteFn = Callable[["AuditContext", Spec], SuiteResult]
+
+#: Suites by name; ``@SUITES.register("name", description=...)`` adds one.
+SUITES: Registry[SuiteFn] = Registry("suite")
+
+#: What ``robust audit`` runs when no suite is named (``shift`` skips itself on non-synthetic data).
+DEFAULT_SUITES: tuple[str, ...] = ("clean", "shift", "corruptions", "pgd:linf@8/255", "transforms")
+#: Added to the defaults when a generator is given and the suite is registered.
+GENERATOR_SUITES: tuple[str, ...] = ("natural", "sage")
+#: Spec options the runner reads itself (not passed on to a suite's own parameters).
+RUNNER_OPTIONS = ("name",)
+FAILURES_PER_CASE = 8
+EXIT_OK, EXIT_GATE_FAILED, EXIT_USAGE, EXIT_SUITE_ERROR = 0, 1, 2, 3
+_PACKAGES = ("torch", "torchvision", "numpy", "timm", "kornia", "onnxruntime", "safetensors", "matplotlib", "jinja2", "jsonschema")
+
+
+class SuiteSkipped(RobustError):
+    """Raised by a suite that does not apply (e.g. ``shift`` without synthetic data): status ``skipped``."""
+
+
+def load_suites() -> Registry[SuiteFn]:
+    """Import :mod:`robust.suites` (which registers every built-in suite); returns :data:`SUITES`."""
+    importlib.import_module("robust.suites")
+    return SUITES
+
+
+# -- the context a suite runs in ----------------------------------------------------------------
+
+@dataclass
+class AuditContext:
+    """Everything a suite needs: the classifier, the evaluated data, budgets, seeds and helpers.
+
+    ``data`` is the evaluation set (already cut to ``max_samples``, images on the CPU);
+    ``data_source`` is what the user passed (a spec string such as ``synthetic:test_iid`` lets a
+    suite rebuild the benchmark). ``deadline`` is a ``time.monotonic()`` value or None.
+    """
+
+    classifier: Classifier
+    data: ImageSet
+    data_source: Any = None
+    generator: Any = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    seed: int = 0
+    max_samples: int | None = None
+    deadline: float | None = None
+    failures_per_case: int = FAILURES_PER_CASE
+    progress: bool | None = None
+    suite_key: str = ""
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.data.class_names)
+
+    def seed_for(self, *names: object) -> int:
+        """A seed for one random choice of the running suite (independent of the other suites)."""
+        return derive_seed(self.seed, "audit", self.suite_key, *names)
+
+    def time_left(self) -> float | None:
+        """Seconds left of the audit's time budget (None without a budget)."""
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def out_of_time(self) -> bool:
+        left = self.time_left()
+        return left is not None and left <= 0
+
+    def sample_count(self, spec: Spec, default: int) -> int:
+        """Images a suite should use: its ``n=`` option, else the audit's ``max_samples``, else ``default``."""
+        n = spec.options.get("n", self.max_samples if self.max_samples is not None else default)
+        if not isinstance(n, int) or n < 1:
+            raise InputError(f"{spec.name} option n", "a positive whole number of images", n)
+        return n
+
+    def subset(self, n: int) -> ImageSet:
+        """At most ``n`` images of the evaluation data (seeded, class-balanced)."""
+        return self.data.take(n, self.seed)
+
+    def progress_bar(self, iterable: Any = None, total: int | None = None, desc: str = "") -> Any:
+        from tqdm.auto import tqdm
+
+        return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True,
+                    disable=self.progress is False or None)
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits (CPU, float32) of images in ``[0, 1]``, batched without gradients."""
+        return self.classifier.logits(images).float().cpu()
+
+    def evaluate(
+        self,
+        name: str,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        logits: torch.Tensor | None = None,
+        originals: torch.Tensor | None = None,
+        indices: Sequence[int] | torch.Tensor | None = None,
+        describe: Callable[[int], str] | None = None,
+        failure_params: Callable[[int], dict[str, Any]] | None = None,
+        seeds: Sequence[int] | torch.Tensor | None = None,
+        params: dict[str, Any] | None = None,
+        failures: int | None = None,
+        extra_metrics: dict[str, float] | None = None,
+        per_class: bool = True,
+        failure_mask: torch.Tensor | None = None,
+    ) -> CaseResult:
+        """A :class:`CaseResult` with accuracy, per-class accuracy and the most confident mistakes.
+
+        ``images`` are what the model saw; ``originals`` the clean inputs they came from (shown
+        beside each failure); ``indices`` their positions in the data (default ``0..N-1``);
+        ``describe(i)`` / ``failure_params(i)`` / ``seeds[i]`` say how to reproduce image ``i``.
+        ``per_class=False`` leaves the per-class breakdown out (for suites with many cases);
+        ``failure_mask`` restricts the failures shown to some images (e.g. those an attack broke).
+        """
+        labels = labels.cpu()
+        if logits is None:
+            logits = self.logits(images)
+        logits = logits.float().cpu()
+        probs = logits.softmax(1)
+        confidence, predictions = probs.max(1)
+        correct = predictions == labels
+        by_class: dict[str, float] = {}
+        for c, cname in enumerate(self.class_names if per_class else []):
+            mask = labels == c
+            if bool(mask.any()):
+                by_class[cname] = float(correct[mask].float().mean())
+        metrics = {"acc": float(correct.float().mean())}
+        metrics.update(extra_metrics or {})
+        limit = self.failures_per_case if failures is None else failures
+        shown = ~correct if failure_mask is None else ~correct & failure_mask.cpu().bool()
+        wrong = shown.nonzero().squeeze(1)
+        # Most confident mistakes first; a stable sort keeps ties in data order (deterministic).
+        order = wrong[torch.argsort(-confidence[wrong], stable=True)][:limit].tolist()
+        examples = []
+        for i in order:
+            examples.append(FailureExample(
+                index=int(indices[i]) if indices is not None else i,
+                label=int(labels[i]),
+                prediction=int(predictions[i]),
+                confidence=float(confidence[i]),
+                description=describe(i) if describe else "",
+                params=failure_params(i) if failure_params else {},
+                seed=int(seeds[i]) if seeds is not None else None,
+                image=images[i],
+                original=originals[i] if originals is not None else None,
+            ))
+        return CaseResult(metric_key(name), metrics, dict(params or {}), n=int(labels.numel()), per_class=by_class, failures=examples)
+
+
+# -- loading the inputs ---------------------------------------------------------------------------
+
+_MODULE_PATH_RE = re.compile(r"^[A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$")
+
+
+def resolve_model(
+    model: Any,
+    data: ImageSet,
+    *,
+    num_classes: int | None = None,
+    input_size: Sequence[int] | None = None,
+    weights: str | Path | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    device: torch.device | str | None = None,
+) -> Classifier:
+    """Any model the adapters accept, plus ``"package.module:attribute"`` (an nn.Module, a Classifier,
+    or a function returning one). Class count, input size and class names default to the data's."""
+    if isinstance(model, str) and _MODULE_PATH_RE.match(model) and not model.startswith("timm:") and not Path(model).exists():
+        module_name, attr = model.split(":")
+        try:
+            obj = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise InputError("model", "an importable package.module:attribute", f"{model} ({exc})") from None
+        if callable(obj) and not isinstance(obj, (torch.nn.Module, Classifier)):
+            obj = obj()
+        model = obj
+    size = tuple(input_size) if input_size is not None else (data.channels, *data.size)
+    names = data.class_names if (num_classes is None or num_classes == data.num_classes) else None
+    clf = load_classifier(model, num_classes=num_classes or data.num_classes, input_size=size, weights=weights,
+                          class_names=names, mean=mean, std=std, device=device)
+    clf.check_compatible(data)
+    return clf
+
+
+def resolve_generator(generator: Any, device: torch.device) -> Any:
+    """``None``; ``"demo"`` (the shipped demo generator); a generator checkpoint path; or a generator module."""
+    if generator is None:
+        return None
+    if isinstance(generator, torch.nn.Module):
+        return generator.to(device)
+    try:
+        gan = importlib.import_module("robust.gan")
+    except ImportError as exc:
+        raise InputError("generator", "robust.gan (the generator package) to be installed", f"an import error ({exc})") from None
+    return gan.load_demo(device=device) if str(generator) == "demo" else gan.load(generator, device=device)
+
+
+def _fingerprint_module(module: Any) -> str | None:
+    from robust.io import fingerprint_tensors
+
+    if isinstance(module, torch.nn.Module):
+        return fingerprint_tensors(*[t for _, t in sorted(module.state_dict().items())])
+    return None
+
+
+def _command_line() -> str:
+    argv = list(sys.argv)
+    if argv and Path(argv[0]).name == "robust":
+        argv[0] = "robust"
+    return shlex.join(argv)
+
+
+def environment(seed: int, device: torch.device, command: str | None) -> dict[str, Any]:
+    """Versions, platform, device, seed and command: what it takes to reproduce an audit."""
+    from importlib import metadata
+
+    packages: dict[str, str | None] = {}
+    for name in _PACKAGES:
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = None
+    if device.type == "cuda":
+        device_name = torch.cuda.get_device_name(device)
+    else:
+        device_name = platform.processor() or platform.machine()
+    return {
+        "robust": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": packages,
+        "device": str(device),
+        "device_name": device_name,
+        "threads": torch.get_num_threads(),
+        "seed": int(seed),
+        "command": command if command is not None else _command_line(),
+    }
+
+
+# -- specs ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PlannedSuite:
+    """A suite to run: its result name (metric-path prefix), the spec it gets and the spec as written."""
+
+    name: str
+    spec: Spec
+    key: str
+
+
+def plan_suites(suites: Iterable[str | Spec]) -> list[PlannedSuite]:
+    """Parse suite specs, check their names are registered and their result names unique.
+
+    ``name=`` in a spec renames its result (``pgd:l2@0.5,name=pgd_l2``) so one suite can run twice.
+    """
+    load_suites()
+    planned: list[PlannedSuite] = []
+    seen: set[str] = set()
+    for item in suites:
+        spec = item if isinstance(item, Spec) else parse_spec(str(item), "suite")
+        SUITES.get(spec.name)
+        options = dict(spec.options)
+        name = str(options.pop("name", spec.name))
+        if name != metric_key(name):
+            raise InputError(f"suite {spec} name", "letters, digits, '_' or '-'", name)
+        if name in seen:
+            raise InputError("suites", "distinct result names (add name=... to one of the specs)", f"{name!r} twice")
+        seen.add(name)
+        planned.append(PlannedSuite(name, Spec(spec.name, spec.target, spec.at, options), str(spec)))
+    if not planned:
+        raise InputError("suites", "at least one suite (" + ", ".join(SUITES.names()) + ")", "none")
+    return planned
+
+
+def default_suites(generator: Any = None) -> list[str]:
+    load_suites()
+    suites = [s for s in DEFAULT_SUITES if parse_spec(s).name in SUITES]
+    if generator is not None:
+        suites += [s for s in GENERATOR_SUITES if s in SUITES]
+    return suites
+
+
+# -- running --------------------------------------------------------------------------------------
+
+def _run_one(ctx: AuditContext, planned: PlannedSuite) -> SuiteResult:
+    fn = SUITES.get(planned.spec.name)
+    ctx.suite_key = planned.key
+    # Code that draws from the global generators still repeats itself per suite.
+    seed_everything(derive_seed(ctx.seed, "audit-global", planned.key) % (2**31))
+    start = time.perf_counter()
+    try:
+        if ctx.out_of_time():
+            raise SuiteSkipped("the audit's time budget ran out before this suite started")
+        suite = fn(ctx, planned.spec)
+        if not isinstance(suite, SuiteResult):
+            raise TypeError(f"suite {planned.spec.name!r} returned {type(suite).__name__}, not a SuiteResult")
+        suite.name = planned.name
+    except SuiteSkipped as exc:
+        suite = SuiteResult(planned.name, status="skipped", error=str(exc))
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # a failing suite is reported, and the others still run
+        if ctx.device.type == "cuda":
+            torch.cuda.empty_cache()
+        lines = traceback.format_exception(exc)
+        suite = SuiteResult(planned.name, status="error", error=f"{type(exc).__name__}: {exc}",
+                            details={"traceback": "".join(lines[-12:])})
+    suite.duration_s = time.perf_counter() - start
+    suite.params = {"spec": planned.key, **suite.params}
+    return suite
+
+
+def _previous(out: Path, current: AuditResult) -> dict[str, SuiteResult]:
+    """Finished suites of an earlier run of the same audit (same model, data, generator, seed) in ``out``."""
+    from reports import load_report
+
+    path = out / "report.json"
+    if not path.is_file():
+        return {}
+    previous = load_report(path)
+    checks = [("model", previous.model.get("fingerprint"), current.model.get("fingerprint")),
+              ("data", previous.data.get("fingerprint"), current.data.get("fingerprint")),
+              ("generator", (previous.environment.get("generator") or {}).get("fingerprint"),
+               (current.environment.get("generator") or {}).get("fingerprint")),
+              ("seed", previous.environment.get("seed"), current.environment.get("seed"))]
+    for what, before, now in checks:
+        if before != now:
+            raise InputError(f"resume from {path}", f"a report of the same {what} ({now})", f"{what} {before}")
+    return {s.params.get("spec"): s for s in previous.suites if s.status == "ok"}
+
+
+def run_audit(
+    model: Any,
+    data: Any,
+    suites: Iterable[str | Spec] | None = None,
+    *,
+    gates: Iterable[str] = (),
+    generator: Any = None,
+    out: str | Path | None = None,
+    seed: int = 0,
+    resume: bool = False,
+    max_samples: int | None = None,
+    device: str | torch.device = "auto",
+    time_budget: float | None = None,
+    formats: Iterable[str] = ("json", "html", "md", "junit"),
+    failures_per_case: int = FAILURES_PER_CASE,
+    model_options: dict[str, Any] | None = None,
+    command: str | None = None,
+    progress: bool | None = None,
+    on_suite: Callable[[SuiteResult], None] | None = None,
+) -> AuditResult:
+    """Run ``suites`` (specs such as ``"corruptions"`` or ``"pgd:linf@8/255"``; None: the defaults).
+
+    ``model``: anything :func:`resolve_model` accepts (``model_options`` go to it: num_classes,
+    input_size, weights, mean, std). ``data``: anything :func:`robust.data.load_dataset` accepts.
+    ``gates``: expressions such as ``"clean.acc>=0.9"`` (checked before anything runs).
+    ``out``: folder for the reports (``report.json`` is rewritten after every suite).
+    ``resume``: keep the finished suites of the report already in ``out``. ``max_samples``: cap on
+    evaluated images; ``time_budget``: seconds, after which remaining suites are skipped.
+    ``on_suite`` is called with each finished suite.
+    """
+    from reports import FORMATS, evaluate_gates, parse_gate, write_reports
+
+    started = time.time()
+    clock = time.monotonic()
+    if max_samples is not None and (not isinstance(max_samples, int) or max_samples < 1):
+        raise InputError("max_samples", "a positive whole number", max_samples)
+    if time_budget is not None and not (isinstance(time_budget, (int, float)) and time_budget > 0 and math.isfinite(time_budget)):
+        raise InputError("time_budget", "a positive number of seconds", time_budget)
+    if resume and out is None:
+        raise InputError("resume", "an output folder (out=...) holding the report to resume", None)
+    dev = resolve_device(device)
+    if suites is None:
+        suites = default_suites(generator)
+    planned = plan_suites(suites)
+    parsed_gates = [parse_gate(g) for g in gates]
+    names = {p.name for p in planned}
+    for gate in parsed_gates:
+        if gate.suite not in names:
+            raise InputError(f"gate {gate.expression!r}", "a metric of one of the suites " + ", ".join(sorted(names)), f"suite {gate.suite!r}")
+    formats = list(formats)
+    for name in formats:
+        FORMATS.get(name)
+
+    dataset = load_dataset(data, n=max_samples, seed=seed)
+    classifier = resolve_model(model, dataset, device=dev, **(model_options or {}))
+    if classifier.has_gradients:
+        classifier.to(dev)
+    gen = resolve_generator(generator, dev)
+    ctx = AuditContext(classifier, dataset, data_source=data, generator=gen, device=dev, seed=seed, max_samples=max_samples,
+                       deadline=None if time_budget is None else clock + float(time_budget),
+                       failures_per_case=failures_per_case, progress=progress)
+
+    env = environment(seed, dev, command)
+    env.update({"suites": [p.key for p in planned], "gates": [g.expression for g in parsed_gates],
+                "max_samples": max_samples, "time_budget": time_budget})
+    if gen is not None:
+        env["generator"] = {"source": str(generator) if not isinstance(generator, torch.nn.Module) else type(generator).__name__,
+                            "fingerprint": _fingerprint_module(gen)}
+    model_info = {**classifier.describe(), "source": str(model) if isinstance(model, (str, Path)) else classifier.name}
+    data_info = {**dataset.describe(), "source": str(data) if isinstance(data, (str, Path)) else dataset.name, "max_samples": max_samples}
+    result = AuditResult(model=model_info, data=data_info, environment=env, created=started, complete=False)
+
+    out_dir = Path(out) if out is not None else None
+    done = _previous(out_dir, result) if resume and out_dir else {}
+    if done:
+        env["resumed"] = sorted(k for k in done if k in {p.key for p in planned})
+
+    for planned_suite in ctx.progress_bar(planned, desc="audit"):
+        if planned_suite.key in done:
+            suite = done[planned_suite.key]
+            suite.name = planned_suite.name
+        else:
+            suite = _run_one(ctx, planned_suite)
+        result.suites.append(suite)
+        if out_dir is not None:
+            write_reports(result, out_dir, ["json"])
+        if on_suite is not None:
+            on_suite(suite)
+
+    result.gates = evaluate_gates(result, parsed_gates)
+    result.complete = True
+    env["duration_s"] = time.monotonic() - clock
+    if out_dir is not None:
+        write_reports(result, out_dir, formats if "json" in formats else ["json", *formats])
+    return result
+
+
+def exit_code(result: AuditResult, allow_errors: bool = False) -> int:
+    """0: every gate passed and no suite errored; 1: a gate failed; 3: a suite errored (unless allowed)."""
+    if not result.passed:
+        return EXIT_GATE_FAILED
+    if not allow_errors and any(s.status == "error" for s in result.suites):
+        return EXIT_SUITE_ERROR
+    return EXIT_OK
+
+
+# -- configuration files ----------------------------------------------------------------------------
+
+CONFIG_KEYS = {
+    "model": str, "data": str, "generator": str, "suites": list, "gates": list, "out": str, "seed": int,
+    "max_samples": int, "time_budget": (int, float), "device": str, "formats": list, "failures": int,
+    "resume": bool, "allow_errors": bool, "model_options": dict,
+}
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read an audit configuration (TOML) holding the same settings as the command line.
+
+    Keys: model, data, generator, suites (list of specs), gates (list of expressions), out, seed,
+    max_samples, time_budget, device, formats, failures, resume, allow_errors, and a
+    ``[model_options]`` table (num_classes, input_size, weights, mean, std). ``out`` and
+    ``weights`` are relative to the file; so are model, data and generator when such a file exists.
+    """
+    from robust.errors import FileFormatError
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        try:
+            import tomli as tomllib
+        except ImportError:
+            raise InputError("config", "Python 3.11+ or the tomli package for TOML files", "Python 3.10 without tomli") from None
+    path = Path(path)
+    if not path.is_file():
+        raise FileFormatError(path, "an existing TOML file", "no such file")
+    try:
+        config = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise FileFormatError(path, "valid TOML", f"unreadable ({exc})") from None
+    unknown = sorted(set(config) - set(CONFIG_KEYS))
+    if unknown:
+        raise InputError(f"config {path.name}", "keys " + ", ".join(CONFIG_KEYS), "unknown " + ", ".join(unknown))
+    for key, kind in CONFIG_KEYS.items():
+        if key in config and (not isinstance(config[key], kind) or (kind is int and isinstance(config[key], bool))):
+            raise InputError(f"config {path.name}: {key}", f"a {getattr(kind, '__name__', 'number')}", config[key])
+    options = config.get("model_options", {})
+    allowed = {"num_classes", "input_size", "weights", "mean", "std"}
+    if set(options) - allowed:
+        raise InputError(f"config {path.name}: model_options", "keys " + ", ".join(sorted(allowed)), sorted(set(options) - allowed))
+    base = path.parent
+    for key in ("model", "data", "generator"):
+        if key in config and not Path(config[key]).is_absolute() and (base / config[key]).exists():
+            config[key] = str(base / config[key])
+    if "out" in config and not Path(config["out"]).is_absolute():
+        config["out"] = str(base / config["out"])
+    if "weights" in options and not Path(options["weights"]).is_absolute():
+        options["weights"] = str(base / options["weights"])
+    return config
+

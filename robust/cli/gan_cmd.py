@@ -1,0 +1,373 @@
+"""``robust gan``: train, sample, measure and import StyleGAN2-ADA generators."""
+from __future__ import annotations
+
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from robust.cli.common import device_option, progress, seed_option
+
+
+@click.group()
+def gan() -> None:
+    """Generators of natural variation (our own StyleGAN2-ADA).
+
+    \b
+    Presets: tiny (tests), synthetic32 (the demo generator), cifar, paper256.
+    Example: robust gan train --data synthetic:generator --condition class,texture,fill,mark --out runs/demo
+    """
+
+
+def _overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
+    from robust.errors import InputError
+    from robust.registry import _parse_value
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise InputError("--set", "key=value (a GANConfig field)", pair)
+        key, value = pair.split("=", 1)
+        out[key.strip()] = None if value.strip().lower() == "none" else _parse_value(value.strip())
+    return out
+
+
+def hardware_description(device: Any) -> str:
+    import torch
+
+    if getattr(device, "type", str(device)) == "cuda":
+        return f"GPU: {torch.cuda.get_device_name(device)} x{torch.cuda.device_count()}"
+    import os
+
+    return f"CPU: {os.cpu_count()} cores ({platform.processor() or platform.machine()}), {torch.get_num_threads()} torch threads"
+
+
+def _relaunch_distributed(gpus: int) -> None:
+    """Re-run this command under torchrun with ``gpus`` processes (without the ``--gpus`` option)."""
+    import subprocess
+
+    args, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+            continue
+        if arg == "--gpus":
+            skip = True
+            continue
+        if arg.startswith("--gpus="):
+            continue
+        args.append(arg)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", "-m", "robust.cli", *args]
+    raise SystemExit(subprocess.call(cmd))
+
+
+@gan.command()
+@click.option("--data", "data_spec", default="synthetic:generator", show_default=True, help="Dataset (a built-in name or a path).")
+@click.option("--limit", "n", type=click.IntRange(1), default=None, help="Use a seeded subset of this many images.")
+@click.option("--condition", default="class", show_default=True,
+              help="Comma-separated token groups: class and/or categorical factors (texture,fill,mark); 'none' for unconditional.")
+@click.option("--preset", "preset_name", default="synthetic32", show_default=True, help="tiny, synthetic32, cifar or paper256.")
+@click.option("--set", "overrides", multiple=True, help="Override a config field, e.g. --set batch=64 --set r1_gamma=0.1.")
+@click.option("--kimg", type=float, default=None, help="Train until this many thousand real images were shown (default: the preset's).")
+@click.option("--snapshot-kimg", type=float, default=None, help="Snapshot (+ grid + metrics) every this many kimg.")
+@click.option("--minutes", type=click.FloatRange(0, min_open=True), default=None,
+              help="Stop after this much training time (then snapshot and export as usual).")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Run folder (snapshots, sample grids, log.jsonl).")
+@click.option("--resume", type=click.Path(exists=True), default=None, help="A snapshot, or a run folder (its latest snapshot).")
+@click.option("--new-data", is_flag=True, default=False, help="With --resume: allow data other than the snapshot's (fine-tuning).")
+@click.option("--metrics", "metric_names", default="auto", show_default=True,
+              help="Metrics at each snapshot: synthetic, fd, none, or auto (synthetic on the synthetic benchmark).")
+@click.option("--metric-samples", type=click.IntRange(100), default=2000, show_default=True, help="Samples per snapshot metric.")
+@click.option("--export", type=click.Path(dir_okay=False), default=None, help="Also write the final EMA generator here (with a provenance JSON).")
+@click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
+@click.option("--gpus", type=click.IntRange(1), default=1, show_default=True, help="More than 1: re-run under torchrun (one process per GPU).")
+@click.option("--progress/--no-progress", "show_progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+@seed_option
+@device_option
+def train(data_spec: str, n: int | None, condition: str, preset_name: str, overrides: tuple[str, ...], kimg: float | None,
+          snapshot_kimg: float | None, minutes: float | None, out: str, resume: str | None, new_data: bool, metric_names: str,
+          metric_samples: int, export: str | None, threads: int | None, gpus: int, show_progress: bool | None, seed: int,
+          device: str) -> None:
+    """Train a StyleGAN2-ADA generator (resumable; bit-exact on a CPU).
+
+    Example: robust gan train --data synthetic:generator --condition class,texture,fill,mark --preset synthetic32 --kimg 300 --out runs/demo
+    """
+    import torch
+
+    from robust.data import load_dataset
+    from robust.gan.presets import preset
+    from robust.gan.training import Trainer, distributed_env, latest_snapshot, prepare_data
+    from robust.seeding import resolve_device
+
+    rank, world, local_rank = distributed_env()
+    if gpus > 1 and world == 1:
+        _relaunch_distributed(gpus)
+    if threads:
+        torch.set_num_threads(threads)
+    dev = resolve_device(device)
+    if world > 1:
+        import torch.distributed as dist
+
+        if dev.type == "cuda":
+            dev = torch.device("cuda", local_rank)
+            torch.cuda.set_device(dev)
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    config = preset(preset_name, **_overrides(overrides))
+    groups = [] if condition.strip().lower() in ("", "none") else [g.strip() for g in condition.split(",") if g.strip()]
+    dataset = load_dataset(data_spec, n=n, seed=seed)
+    data = prepare_data(dataset, groups, resolution=config.resolution)
+    metrics = _build_metrics(metric_names, data_spec, dataset, dev, seed, metric_samples) if rank == 0 else {}
+    resume_path = None
+    if resume is not None:
+        resume_path = Path(resume)
+        if resume_path.is_dir():
+            resume_path = latest_snapshot(resume_path)
+            if resume_path is None:
+                raise click.BadParameter(f"no snapshot-*.safetensors in {resume}", param_hint="--resume")
+        trainer = Trainer.resume(resume_path, data, device=dev, metrics=metrics, rank=rank, world_size=world,
+                                 config_overrides=_overrides(overrides) or None, check_data=not new_data)
+    else:
+        trainer = Trainer(config, data, seed=seed, device=dev, metrics=metrics, rank=rank, world_size=world)
+    total = kimg if kimg is not None else trainer.config.kimg
+    args_text = " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if world > 1:
+        command = f"torchrun --standalone --nproc_per_node={world} -m robust.cli {args_text}"
+    else:
+        command = f"robust {args_text}" if Path(sys.argv[0]).name == "robust" else " ".join(shlex.quote(a) for a in sys.argv)
+    import os
+
+    trainer.runs.append({"command": command, "hardware": hardware_description(dev), "world_size": world,
+                         "load_average_at_start": round(os.getloadavg()[0], 1),
+                         "from_kimg": trainer.cur_nimg / 1000, "started": time.strftime("%Y-%m-%d %H:%M")})
+    if rank == 0:
+        click.echo(f"{data.name}: {len(data)} images {data.resolution}x{data.resolution}, conditioning {data.conditioning}; "
+                   f"preset {trainer.config.name}; G {sum(p.numel() for p in trainer.G.parameters()):,} params, "
+                   f"D {sum(p.numel() for p in trainer.D.parameters()):,}; {hardware_description(dev)}; "
+                   f"from kimg {trainer.cur_nimg / 1000:.1f} to {total:g}", err=True)
+    bar = progress(total=round(total * 1000), desc="gan", unit="img", disable=None if show_progress is None else not show_progress)
+    bar.update(trainer.cur_nimg)
+    last = {"t": 0.0}
+
+    def on_step(stats: Any) -> None:
+        bar.update(stats.kimg * 1000 - bar.n)
+        now = time.time()
+        if now - last["t"] > 1.0:
+            last["t"] = now
+            s = stats.losses
+            bar.set_postfix_str(f"kimg {stats.kimg:.1f} G {s.get('loss_G', 0):.3f} D {s.get('loss_D', 0):.3f} p {stats.p:.3f}")
+
+    try:
+        history = trainer.run(total, out_dir=out, snapshot_kimg=snapshot_kimg, on_step=on_step,
+                              max_seconds=minutes * 60 if minutes else None)
+    finally:
+        bar.close()
+    if rank != 0:
+        return
+    final = history[-1] if history else {}
+    click.echo("final: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in final.items()))
+    if export:
+        from robust.gan.checkpoint import save_generator
+
+        extra = {
+            "command": command, "runs": trainer.runs, "seed": trainer.seed, "hardware": hardware_description(dev), "world_size": world,
+            "wall_seconds": round(trainer.wall_seconds, 1), "kimg": trainer.cur_nimg / 1000, "preset": trainer.config.to_dict(),
+            "data": {"spec": data_spec, "name": data.name, "n": len(data), "fingerprint": data.fingerprint},
+            "resumed_from": str(resume_path) if resume_path else None, "metrics": {k: v for k, v in final.items()},
+            "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
+        }
+        paths = save_generator(trainer.G_ema, export, extra)
+        click.echo(f"generator written to {paths[0]}")
+
+
+def _build_metrics(names: str, data_spec: str, dataset: Any, device: Any, seed: int, n: int) -> dict[str, Any]:
+    chosen = [m.strip() for m in names.split(",") if m.strip()]
+    if chosen in ([], ["none"]):
+        return {}
+    from robust.gan import metrics as gm
+
+    if chosen == ["auto"]:
+        chosen = ["synthetic"] if str(data_spec).startswith("synthetic") and gm.oracle_available() else []
+    return {name: gm.snapshot_metric(name, dataset, device=device, seed=seed, n=n) for name in chosen}
+
+
+@gan.command("oracle")
+@click.option("--n", type=click.IntRange(1000), default=30_000, show_default=True, help="Training renders.")
+@click.option("--epochs", type=click.IntRange(1), default=6, show_default=True)
+@click.option("--width", type=click.IntRange(4), default=16, show_default=True, help="SmallCNN width.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Prefix for <out>.safetensors/.json (oracle) and <out>_factors.* (regressor); default: the package assets.")
+@click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
+@click.option("--seed", type=int, default=1, show_default=True, help="Benchmark seed of the training renders (not the generator's data).")
+@device_option
+def oracle(n: int, epochs: int, width: int, out: str | None, threads: int | None, seed: int, device: str) -> None:
+    """Train the oracle and factor regressor that judge generators of the synthetic benchmark.
+
+    Example: robust gan oracle --n 30000 --epochs 6
+    """
+    import torch
+
+    from robust.gan import metrics as gm
+    from robust.seeding import resolve_device
+
+    if threads:
+        torch.set_num_threads(threads)
+    dev = resolve_device(device)
+    start = time.time()
+    oracle_model, regressor, report = gm.train_oracle(
+        n=n, epochs=epochs, width=width, seed=seed, device=dev,
+        on_epoch=lambda r: click.echo(f"epoch {r['epoch']}: loss {r['loss']:.3f}, held-out class acc {r['acc.class']:.4f}", err=True))
+    report["seconds"] = round(time.time() - start, 1)
+    report["hardware"] = hardware_description(dev)
+    report["command"] = "robust " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    oracle_path = Path(out) if out else gm.ORACLE
+    regressor_path = Path(str(out) + "_factors") if out else gm.FACTOR_REGRESSOR
+    gm.save_oracle(oracle_model, regressor, report, oracle_path=oracle_path, regressor_path=regressor_path)
+    click.echo("held-out: " + ", ".join(f"{k}={v:.3f}" for k, v in report.items() if k.startswith(("acc.", "mae."))))
+    click.echo(f"oracle written to {oracle_path}.safetensors, regressor to {regressor_path}.safetensors")
+
+
+def _load_generator(spec: str, device: Any) -> Any:
+    from robust.gan.checkpoint import load, load_demo
+
+    return load_demo(device) if spec == "demo" else load(spec, device)
+
+
+@gan.command()
+@click.option("--generator", "generator_spec", default="demo", show_default=True,
+              help="'demo' (the shipped generator), a generator/snapshot checkpoint or an official .pkl.")
+@click.option("-n", "count", type=click.IntRange(1, 4096), default=64, show_default=True, help="Number of samples.")
+@click.option("--prompt", default=None, help="Fix some tokens, e.g. class=disk,texture=stripes (others drawn at random).")
+@click.option("--psi", type=float, default=1.0, show_default=True, help="Truncation psi (1: none).")
+@click.option("--columns", type=click.IntRange(1, 64), default=8, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default="samples.png", show_default=True, help="PNG grid to write.")
+@click.option("--npz", type=click.Path(dir_okay=False), default=None, help="Also save images, labels and tokens to this .npz.")
+@seed_option
+@device_option
+def sample(generator_spec: str, count: int, prompt: str | None, psi: float, columns: int, out: str, npz: str | None, seed: int,
+           device: str) -> None:
+    """Draw samples from a generator into a PNG grid (and optionally an .npz dataset).
+
+    Example: robust gan sample --generator demo --prompt class=star,texture=stripes -n 16 --out stars.png
+    """
+    import torch
+
+    from robust.gan.metrics import generate
+    from robust.gan.training import write_png
+    from robust.seeding import derive_seed, make_generator, resolve_device
+
+    G = _load_generator(generator_spec, resolve_device(device))
+    tokens = None
+    if G.conditioning is not None:
+        tokens = G.conditioning.sample(count, make_generator(derive_seed(seed, "sample-tokens")))
+        for group, index in (G.conditioning.parse(prompt) if prompt else {}).items():
+            tokens[group] = torch.full((count,), index, dtype=torch.long)
+    elif prompt:
+        raise click.BadParameter("this generator is unconditional", param_hint="--prompt")
+    images, tokens = generate(G, count, tokens=tokens, seed=seed, truncation_psi=psi)
+    write_png(out, images, columns)
+    click.echo(f"wrote {out} ({count} samples)")
+    if npz:
+        from robust.data import ImageSet
+
+        if tokens and "class" in tokens:
+            labels, names = tokens["class"], G.conditioning.tokens("class")
+        else:
+            labels, names = torch.zeros(count, dtype=torch.long), ["sample"]
+        ImageSet(images, labels, names, factors={k: v for k, v in tokens.items() if k != "class"}, name="gan-samples").save_npz(npz)
+        click.echo(f"wrote {npz}")
+
+
+@gan.command()
+@click.option("--generator", "generator_spec", default="demo", show_default=True, help="'demo', a checkpoint or an official .pkl.")
+@click.option("--metric", "metric_name", type=click.Choice(["synthetic", "fd"]), default="synthetic", show_default=True)
+@click.option("--data", "data_spec", default="synthetic:generator", show_default=True, help="Reference data for fd.")
+@click.option("-n", "count", type=click.IntRange(100), default=2000, show_default=True, help="Samples (and real images).")
+@click.option("--psi", type=float, default=1.0, show_default=True, help="Truncation psi.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the figures to this JSON file.")
+@seed_option
+@device_option
+def metrics(generator_spec: str, metric_name: str, data_spec: str, count: int, psi: float, json_path: str | None, seed: int,
+            device: str) -> None:
+    """Measure a generator: oracle class/token agreement, factor coverage, Frechet distance.
+
+    Example: robust gan metrics --generator demo -n 2000 --json demo-metrics.json
+    """
+    from robust.gan import metrics as gm
+    from robust.io import write_json
+    from robust.seeding import resolve_device
+
+    dev = resolve_device(device)
+    G = _load_generator(generator_spec, dev)
+    start = time.time()
+    if metric_name == "synthetic":
+        figures = gm.synthetic_metrics(G, n=count, seed=seed, truncation_psi=psi)
+    else:
+        from robust.data import load_dataset
+
+        figures = gm.fd_metric(load_dataset(data_spec, seed=seed), n=count, seed=seed, device=dev)(G)
+    figures["seconds"] = round(time.time() - start, 1)
+    for key, value in figures.items():
+        click.echo(f"{key:<40} {value:.4f}" if isinstance(value, float) else f"{key:<40} {value}")
+    if json_path:
+        write_json(json_path, {"generator": generator_spec, "metric": metric_name, "n": count, "psi": psi, "seed": seed, "figures": figures})
+
+
+@gan.command("import")
+@click.argument("pkl", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Prefix of the converted <out>.safetensors/.json.")
+@click.option("--with-discriminator/--no-discriminator", default=False, show_default=True, help="Also write <out>_D.safetensors.")
+def import_pkl(pkl: str, out: str, with_discriminator: bool) -> None:
+    """Convert an official StyleGAN2-ADA .pkl into our safetensors format without running code from it.
+
+    Example: robust gan import network-snapshot.pkl --out ffhq256
+    """
+    from robust.gan.checkpoint import save_generator
+    from robust.gan.pickle_import import load_official
+    from robust.io import save_checkpoint
+
+    ckpt = load_official(pkl, networks=("G_ema", "D") if with_discriminator else ("G_ema",))
+    G = ckpt.G_ema
+    paths = save_generator(G, out, extra={**getattr(G, "extra", {}), "training_set_kwargs": ckpt.training_set_kwargs})
+    click.echo(f"G_ema: {G.img_resolution}x{G.img_resolution}, z {G.z_dim}, w {G.w_dim}, c {G.c_dim}, {G.num_ws} ws -> {paths[0]}")
+    if with_discriminator and ckpt.D is not None:
+        d_paths = save_checkpoint(f"{out}_D", ckpt.D.state_dict(), {"format": "robust-gan-discriminator", "version": 1,
+                                                                     "discriminator": ckpt.D.init_args})
+        click.echo(f"D -> {d_paths[0]}")
+
+
+@gan.command("export")
+@click.argument("snapshot", type=click.Path(exists=True))
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Prefix of <out>.safetensors/.json.")
+@click.option("--fp16/--fp32", default=False, show_default=True, help="Store weights in half precision (half the size).")
+def export(snapshot: str, out: str, fp16: bool) -> None:
+    """Write a snapshot's EMA generator with its provenance (commands, seed, hardware, time, kimg, metrics).
+
+    Example: robust gan export runs/demo/snapshot-000200000.safetensors --out robust/assets/demo_generator
+    """
+    import torch
+
+    from robust.gan.checkpoint import SNAPSHOT_FORMAT, generator_config, generator_from_state
+    from robust.io import load_checkpoint, save_checkpoint
+
+    tensors, state = load_checkpoint(snapshot, SNAPSHOT_FORMAT)
+    G = generator_from_state(state["generator"], tensors, snapshot, "G_ema.")
+    history = state.get("history", [])
+    entry = next((h for h in reversed(history) if h.get("nimg") == state["cur_nimg"]), {})
+    extra = {
+        "command": state["runs"][-1]["command"] if state.get("runs") else None, "runs": state.get("runs", []),
+        "seed": state["seed"], "hardware": state["runs"][-1]["hardware"] if state.get("runs") else None,
+        "world_size": state.get("world_size", 1), "wall_seconds": round(float(state.get("wall_seconds", 0.0)), 1),
+        "kimg": state["cur_nimg"] / 1000, "preset": state["config"], "data": state["data"], "metrics": entry,
+        "exported_from": str(Path(snapshot).name), "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
+        "weights_dtype": "float16" if fp16 else "float32",
+    }
+    weights = {k: (v.half() if fp16 and v.is_floating_point() else v) for k, v in G.state_dict().items()}
+    paths = save_checkpoint(out, weights, generator_config(G, extra))
+    click.echo(f"generator written to {paths[0]} ({paths[0].stat().st_size / 1e6:.2f} MB), kimg {extra['kimg']:g}")

@@ -1,0 +1,244 @@
+"""``robust invert``, ``robust directions`` and ``robust gan train-encoder``: the NaTra tools on the command line."""
+from __future__ import annotations
+
+import json
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from robust.cli.common import device_option, progress, seed_option
+
+
+def _command_line() -> str:
+    args = " ".join(shlex.quote(a) for a in sys.argv[1:])
+    return f"robust {args}" if Path(sys.argv[0]).name in ("robust", "__main__.py") else " ".join(shlex.quote(a) for a in sys.argv)
+
+
+def _hardware(device: Any) -> str:
+    import os
+
+    import torch
+
+    if getattr(device, "type", str(device)) == "cuda":
+        return f"GPU: {torch.cuda.get_device_name(device)}"
+    return f"CPU: {os.cpu_count()} cores ({platform.processor() or platform.machine()}), {torch.get_num_threads()} torch threads"
+
+
+def _setup(threads: int | None, device: str) -> Any:
+    import torch
+
+    from robust.seeding import resolve_device
+
+    if threads:
+        torch.set_num_threads(threads)
+    return resolve_device(device)
+
+
+def _load_generator(spec: str, device: Any) -> Any:
+    from robust.gan.checkpoint import load, load_demo
+
+    return load_demo(device) if spec == "demo" else load(spec, device)
+
+
+def _indices(text: str, name: str) -> list[int]:
+    from robust.errors import InputError
+
+    try:
+        return [int(p) for p in text.replace(" ", "").split(",") if p]
+    except ValueError:
+        raise InputError(name, "comma-separated direction indices such as 0,3,5", text) from None
+
+
+def load_discriminator(path: str, device: Any) -> Any:
+    """A discriminator from a GAN training snapshot or a ``robust-gan-discriminator`` file."""
+    from robust.errors import FileFormatError
+    from robust.gan.networks import Discriminator
+    from robust.io import checkpoint_paths, load_checkpoint, read_json
+
+    config = read_json(checkpoint_paths(path)[1])
+    fmt = config.get("format") if isinstance(config, dict) else None
+    if fmt not in ("robust-gan-snapshot", "robust-gan-discriminator"):
+        raise FileFormatError(path, "a GAN training snapshot or a robust-gan-discriminator file", f"format {fmt!r}")
+    tensors, config = load_checkpoint(path, fmt)
+    prefix = "D." if fmt == "robust-gan-snapshot" else ""
+    D = Discriminator(**config["discriminator"])
+    missing, unexpected = D.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, strict=False)
+    if missing or unexpected:
+        raise FileFormatError(path, "discriminator weights matching its config", f"missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}")
+    return D.eval().requires_grad_(False).to(device)
+
+
+@click.command()
+@click.option("--generator", "generator_spec", default="demo", show_default=True, help="'demo', a generator/snapshot checkpoint or an official .pkl.")
+@click.option("--data", "data_spec", default="synthetic:test_shift", show_default=True, help="Images to invert (a built-in name or a path).")
+@click.option("--n", type=click.IntRange(1), default=256, show_default=True, help="Invert a seeded, class-balanced subset of this many images.")
+@click.option("--encoder", "encoder_spec", default="auto", show_default=True,
+              help="auto (the shipped encoder when it belongs to the generator), none (start at the mean code) or an encoder file.")
+@click.option("--steps", type=click.IntRange(0), default=30, show_default=True, help="Shifting steps (batched Adam on the W+ codes).")
+@click.option("--expand-res", type=int, default=None, help="Also optimise the feature map at this resolution (latent codes expansion).")
+@click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Code cache folder (default: ~/.cache/robust/codes).")
+@click.option("--cache/--no-cache", default=True, show_default=True, help="Reuse and write cached codes.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also write the codes to <out>.safetensors/.json.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the summary as JSON.")
+@click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
+@seed_option
+@device_option
+def invert(generator_spec: str, data_spec: str, n: int, encoder_spec: str, steps: int, expand_res: int | None, batch_size: int,
+           cache_dir: str | None, cache: bool, out: str | None, json_path: str | None, threads: int | None, seed: int, device: str) -> None:
+    """Invert images into the generator's W+ space (encoder + batched shifting, optional expansion).
+
+    Prints mean PSNR/SSIM of the reconstructions and the time per image; codes are cached for
+    training and audits.
+
+    Example: robust invert --generator demo --data synthetic:test_shift --n 512 --steps 30 --expand-res 16
+    """
+    from robust.data import load_dataset
+    from robust.gan.codes_cache import load_or_invert
+    from robust.io import write_json
+
+    dev = _setup(threads, device)
+    G = _load_generator(generator_spec, dev)
+    data = load_dataset(data_spec, n=n, seed=seed)
+    bar = progress(total=len(data), desc="invert", unit="img")
+    start = time.perf_counter()
+    try:
+        codes = load_or_invert(G, data, cache_dir=cache_dir, use_cache=cache, encoder=encoder_spec, steps=steps, expand_res=expand_res,
+                               seed=seed, batch_size=batch_size, progress=lambda done: bar.update(done - bar.n))
+    finally:
+        bar.close()
+    summary = {**codes.summary(), "wall_seconds": round(time.perf_counter() - start, 2), "data": data_spec, "generator": generator_spec,
+               "hardware": _hardware(dev), "command": _command_line()}
+    click.echo(f"{len(codes)} images: PSNR {summary['psnr']:.2f} dB, SSIM {summary['ssim']:.4f}, "
+               f"{codes.meta.get('seconds_per_image', 0.0) * 1000:.1f} ms/image (inversion), key {codes.key}")
+    if out:
+        paths = codes.save(out)
+        click.echo(f"codes written to {paths[0]}")
+    if json_path:
+        write_json(json_path, summary)
+
+
+@click.command()
+@click.option("--generator", "generator_spec", default="demo", show_default=True, help="'demo', a generator/snapshot checkpoint or an official .pkl.")
+@click.option("--method", default="sefa", show_default=True, help="A direction finder: sefa, ganspace or householder.")
+@click.option("-k", "k", type=click.IntRange(1), default=16, show_default=True, help="Number of directions.")
+@click.option("--layers", default="all", show_default=True, help="W+ layers edited: all, coarse, middle, fine, a-b or 0,1,2.")
+@click.option("--class-free/--no-class-free", default=False, show_default=True,
+              help="Remove each direction's part in the class-conditioning subspace (conditional generators).")
+@click.option("--judge", "judge_spec", default="auto", show_default=True,
+              help="Class judge: auto (oracle for synthetic 32x32, else trained on samples), oracle, train, none, or a classifier file.")
+@click.option("--discriminator", "discriminator_path", default=None, help="A GAN snapshot or discriminator file (realism check, householder loss).")
+@click.option("--score-n", type=click.IntRange(8), default=128, show_default=True, help="Samples per direction for class preservation.")
+@click.option("--min-preservation", type=click.FloatRange(0, 1), default=0.95, show_default=True)
+@click.option("--max-alignment", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Largest alignment with the class subspace kept.")
+@click.option("--include", default="", help="Direction indices always kept (e.g. 0,3).")
+@click.option("--exclude", default="", help="Direction indices never kept.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the directions to <out>.safetensors/.json.")
+@click.option("--strips", type=click.Path(file_okay=False), default=None, help="Write one traversal PNG per direction here.")
+@click.option("--factors/--no-factors", default=False, show_default=True,
+              help="Report each direction's effect on the synthetic benchmark's ground-truth factors (32x32 synthetic generators).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the direction table as JSON.")
+@click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
+@seed_option
+@device_option
+def directions(generator_spec: str, method: str, k: int, layers: str, class_free: bool, judge_spec: str, discriminator_path: str | None, score_n: int,
+               min_preservation: float, max_alignment: float, include: str, exclude: str, out: str | None, strips: str | None,
+               factors: bool, json_path: str | None, threads: int | None, seed: int, device: str) -> None:
+    """Discover latent directions without labels, calibrate their ranges, keep the class-independent ones.
+
+    Example: robust directions --generator demo --method sefa -k 16 --out demo_dirs --strips strips/ --factors
+    """
+    from robust.gan import directions as D
+    from robust.gan.metrics import load_oracle, oracle_available
+    from robust.io import write_json
+    from robust.models import load_classifier
+
+    dev = _setup(threads, device)
+    G = _load_generator(generator_spec, dev)
+    disc = load_discriminator(discriminator_path, dev) if discriminator_path else None
+    start = time.perf_counter()
+    found = D.find_directions(G, method, k, layers, seed, class_free=class_free, discriminator=disc)
+    judge = None
+    synthetic_like = G.img_resolution == 32 and G.img_channels == 3 and oracle_available()
+    if judge_spec in ("auto", "oracle") and synthetic_like:
+        judge = load_oracle(device=dev)
+    elif judge_spec in ("auto", "train") and G.conditioning is not None and "class" in G.conditioning.names:
+        judge = D.train_judge(G, seed=seed)
+    elif judge_spec not in ("auto", "none", "oracle", "train"):
+        judge = load_classifier(judge_spec, device=dev)
+    elif judge_spec in ("oracle", "train"):
+        raise click.BadParameter(f"{judge_spec} is not available for this generator", param_hint="--judge")
+    if judge is not None:
+        found = D.score_directions(G, found, judge=judge, n=score_n, seed=seed)
+    found = D.select_directions(found, min_preservation=min_preservation, max_alignment=max_alignment,
+                                include=_indices(include, "--include"), exclude=_indices(exclude, "--exclude"))
+    found.meta.update({"command": _command_line(), "hardware": _hardware(dev), "seconds": round(time.perf_counter() - start, 1),
+                       "date": time.strftime("%Y-%m-%d")})
+    rows = found.table()
+    if factors:
+        for row, effect in zip(rows, D.factor_effects(G, found, seed=seed)):
+            row.update(dominant_factor=effect["dominant"], purity=effect["purity"], oracle_class_kept=effect["class_kept"])
+    for row in rows:
+        extra = "".join(f" {key}={row[key]:.3f}" for key in ("class_preservation", "class_alignment", "purity") if key in row)
+        factor = f" factor={row['dominant_factor']}" if "dominant_factor" in row else ""
+        kept = " kept" if row.get("kept") else ""
+        click.echo(f"{row['index']:3d} {row['name']:<16} [{row['low']:+.3f}, {row['high']:+.3f}]{extra}{factor}{kept}")
+    if out:
+        paths = found.save(out, G)
+        click.echo(f"directions written to {paths[0]}")
+    if strips:
+        written = D.write_traversals(G, found, strips, seed=seed)
+        click.echo(f"{len(written)} traversal strips written to {strips}")
+    if json_path:
+        write_json(json_path, {"method": method, "layers": found.layers, "rows": rows, "meta": found.meta})
+
+
+@click.command("train-encoder")
+@click.option("--generator", "generator_spec", default="demo", show_default=True, help="'demo', a generator/snapshot checkpoint or an official .pkl.")
+@click.option("--data", "data_spec", default=None, help="Real images to add a reconstruction loss on (e.g. synthetic:generator).")
+@click.option("--n", type=click.IntRange(1), default=10_000, show_default=True, help="Real images used (a seeded subset).")
+@click.option("--steps", type=click.IntRange(1), default=2000, show_default=True)
+@click.option("--batch-size", type=click.IntRange(2), default=32, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Write <out>.safetensors and <out>.json (with provenance).")
+@click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
+@seed_option
+@device_option
+def train_encoder(generator_spec: str, data_spec: str | None, n: int, steps: int, batch_size: int, lr: float, out: str,
+                  threads: int | None, seed: int, device: str) -> None:
+    """Train the inversion encoder of a generator on its own samples (known codes) and optional real images.
+
+    Example: robust gan train-encoder --generator demo --data synthetic:generator --steps 2000 --out robust/assets/demo_encoder
+    """
+    import torch
+
+    from robust.data import load_dataset
+    from robust.gan.encoder import save_encoder, train_encoder as fit
+
+    dev = _setup(threads, device)
+    G = _load_generator(generator_spec, dev)
+    reals = load_dataset(data_spec, n=n, seed=seed).images if data_spec else None
+    bar = progress(total=steps, desc="encoder", unit="step")
+    last = {"t": 0.0}
+
+    def on_step(step: int, stats: dict[str, float]) -> None:
+        bar.update(1)
+        now = time.time()
+        if now - last["t"] > 1.0:
+            last["t"] = now
+            bar.set_postfix_str(" ".join(f"{k} {v:.4f}" for k, v in stats.items()))
+
+    try:
+        encoder, report = fit(G, real_images=reals, steps=steps, batch_size=batch_size, lr=lr, seed=seed, on_step=on_step)
+    finally:
+        bar.close()
+    extra = {"command": _command_line(), "seed": seed, "hardware": _hardware(dev), "date": time.strftime("%Y-%m-%d"),
+             "torch": torch.__version__, "generator": generator_spec, "data": data_spec, "report": report}
+    paths = save_encoder(encoder, out, G, extra)
+    click.echo(json.dumps(report))
+    click.echo(f"encoder written to {paths[0]}")

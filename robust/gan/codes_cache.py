@@ -1,0 +1,175 @@
+"""Inversion codes cached on disk: a dataset is inverted once per generator and settings, then reused.
+
+``load_or_invert(G, data)`` returns a :class:`CodeSet` (W+ codes, expansion residuals, per-image
+PSNR/SSIM) for every image of ``data``, in order. The file
+``<cache_dir>/<data name>-<key>.safetensors`` (+ ``.json``) is keyed by the dataset's and the
+generator's fingerprints and the inversion settings, so training (the ``natra`` recipe), audits and
+attacks share one inversion. Index a :class:`CodeSet` with the dataset indices of a batch::
+
+    codes = load_or_invert(G, train_set, expand_res=16)
+    ws, residual = codes.batch(batch_indices, device)
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from robust.data import ImageSet
+from robust.errors import FileFormatError, InputError
+from robust.gan.encoder import Encoder, encoder_for, generator_fingerprint
+from robust.gan.inversion import InversionConfig, LatentStats, check_expand_res, invert_batch, latent_stats
+from robust.gan.networks import Discriminator, Generator
+from robust.io import fingerprint_tensors, load_checkpoint, save_checkpoint
+from robust.models import Classifier
+
+CODES_FORMAT = "robust-gan-codes"
+CACHE_ENV = "ROBUST_CACHE_DIR"
+
+
+def default_cache_dir() -> Path:
+    """``$ROBUST_CACHE_DIR/codes`` when set, else ``~/.cache/robust/codes``."""
+    root = os.environ.get(CACHE_ENV)
+    return (Path(root) if root else Path.home() / ".cache" / "robust") / "codes"
+
+
+@dataclass
+class CodeSet:
+    """Codes of a dataset: ``ws [N, num_ws, w_dim]``, ``residual [N, C, r, r]`` (or None) at
+    ``expand_res``, ``psnr``/``ssim`` ``[N]`` of the reconstructions; ``key`` names the cache entry."""
+
+    ws: torch.Tensor
+    residual: torch.Tensor | None
+    expand_res: int | None
+    psnr: torch.Tensor
+    ssim: torch.Tensor
+    key: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.ws.shape[0])
+
+    def batch(self, indices: torch.Tensor | list[int] | slice, device: torch.device | str | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(ws, residual)`` of the images at ``indices`` (dataset positions), on ``device``."""
+        if not isinstance(indices, slice):
+            indices = torch.as_tensor(indices, dtype=torch.long).cpu()
+            if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= len(self)):
+                raise InputError("indices", f"dataset positions in [0, {len(self) - 1}]", indices.tolist()[:8])
+        ws = self.ws[indices]
+        residual = self.residual[indices] if self.residual is not None else None
+        if device is not None:
+            ws = ws.to(device)
+            residual = residual.to(device) if residual is not None else None
+        return ws, residual
+
+    def summary(self) -> dict[str, Any]:
+        return {"n": len(self), "psnr": float(self.psnr.mean()), "ssim": float(self.ssim.mean()), "expand_res": self.expand_res,
+                "key": self.key, **{k: v for k, v in self.meta.items() if k in ("seconds_per_image", "steps", "encoder")}}
+
+    def save(self, path: str | Path) -> tuple[Path, Path]:
+        tensors = {"ws": self.ws, "psnr": self.psnr, "ssim": self.ssim}
+        if self.residual is not None:
+            tensors["residual"] = self.residual
+        config = {"format": CODES_FORMAT, "version": 1, "key": self.key, "expand_res": self.expand_res, "meta": self.meta}
+        return save_checkpoint(path, tensors, config)
+
+
+def load_codes(path: str | Path) -> CodeSet:
+    tensors, config = load_checkpoint(path, CODES_FORMAT)
+    try:
+        return CodeSet(tensors["ws"], tensors.get("residual"), config.get("expand_res"), tensors["psnr"], tensors["ssim"],
+                       str(config.get("key", "")), dict(config.get("meta", {})))
+    except KeyError as exc:
+        raise FileFormatError(path, "a codes file with ws, psnr and ssim", f"missing {exc}") from None
+
+
+def _module_fingerprint(obj: Any) -> str | None:
+    if obj is None:
+        return None
+    if isinstance(obj, Classifier):
+        return obj.fingerprint()
+    if isinstance(obj, torch.nn.Module):
+        return fingerprint_tensors(*[t for _, t in sorted(obj.state_dict().items())])
+    return getattr(obj, "__qualname__", type(obj).__qualname__)
+
+
+def cache_key(G: Generator, data_fingerprint: str, *, encoder: Encoder | None, steps: int, expand_res: int | None,
+              expand_steps: int | None, seed: int, config: InversionConfig, feature_net: Any = None) -> str:
+    """A 16-hex-digit key of everything that determines the codes."""
+    parts = {"data": data_fingerprint, "generator": generator_fingerprint(G), "encoder": _module_fingerprint(encoder),
+             "steps": steps, "expand_res": expand_res, "expand_steps": expand_steps, "seed": seed, "config": vars(config),
+             "features": _module_fingerprint(feature_net), "format": 1}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _class_conditioning(G: Generator, data: ImageSet) -> torch.Tensor | None:
+    """``c`` carrying each image's class when the generator's class tokens are the dataset's class names
+    (only the class group is read by the inversion: it picks the class-mean start code)."""
+    cond = G.conditioning
+    if cond is None or "class" not in cond.names or cond.tokens("class") != list(data.class_names):
+        return None
+    tokens = {name: torch.zeros(len(data), dtype=torch.long) for name in cond.names}
+    tokens["class"] = data.labels.long()
+    return cond.encode(tokens)
+
+
+def load_or_invert(
+    G: Generator,
+    data: ImageSet | torch.Tensor,
+    *,
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+    encoder: Any = "auto",
+    steps: int = 30,
+    expand_res: int | None = None,
+    expand_steps: int | None = None,
+    seed: int = 0,
+    batch_size: int = 256,
+    config: InversionConfig | None = None,
+    feature_net: Discriminator | Classifier | Callable[[torch.Tensor], list[torch.Tensor]] | None = None,
+    stats: LatentStats | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> CodeSet:
+    """Codes of every image of ``data`` (an :class:`robust.data.ImageSet` or images ``[N, C, H, W]``).
+
+    Read from the cache when an entry with the same key exists, else inverted with
+    :func:`robust.gan.inversion.invert_batch` (``encoder``: an Encoder, a file, ``"auto"`` for the
+    shipped demo encoder when it belongs to ``G``, or ``"none"``) and written atomically.
+    ``use_cache=False`` neither reads nor writes.
+    """
+    images = data.images if isinstance(data, ImageSet) else data
+    if not isinstance(images, torch.Tensor):
+        raise InputError("data", "an ImageSet or an image tensor [N, C, H, W]", type(data).__name__)
+    name = data.name if isinstance(data, ImageSet) else "images"
+    data_fp = data.fingerprint() if isinstance(data, ImageSet) else fingerprint_tensors(images)
+    expand_res = check_expand_res(G, expand_res)
+    config = config or InversionConfig()
+    enc = encoder_for(G, encoder)
+    key = cache_key(G, data_fp, encoder=enc, steps=int(steps), expand_res=expand_res, expand_steps=expand_steps, seed=int(seed),
+                    config=config, feature_net=feature_net)
+    path = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    path = path / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}-{key}"
+    if use_cache and path.with_name(path.name + ".safetensors").is_file():
+        codes = load_codes(path)
+        if codes.key == key and len(codes) == images.shape[0]:
+            return codes
+    c = _class_conditioning(G, data) if isinstance(data, ImageSet) and enc is None else None
+    result = invert_batch(G, images, c, encoder=enc, steps=steps, expand_res=expand_res, expand_steps=expand_steps, seed=seed,
+                          feature_net=feature_net, config=config, stats=stats or latent_stats(G, seed=seed),
+                          batch_size=batch_size, progress=progress)
+    meta = {"data": name, "data_fingerprint": data_fp, "generator_fingerprint": generator_fingerprint(G), "steps": int(steps),
+            "encoder": _module_fingerprint(enc) or "none",
+            "seed": int(seed), "seconds_per_image": result.seconds_per_image}
+    codes = CodeSet(result.ws.cpu(), result.residual.cpu() if result.residual is not None else None, expand_res,
+                    result.psnr.cpu(), result.ssim.cpu(), key, meta)
+    if use_cache:
+        codes.save(path)
+    return codes

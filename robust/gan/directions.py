@@ -1,0 +1,888 @@
+"""Unsupervised latent directions: finders, realistic magnitude ranges, class-independence scores, strips.
+
+Finders are registered by name in :data:`DIRECTION_FINDERS` and return unit directions in W,
+optionally restricted to a range of W+ layers (an edit moves only those layers' codes):
+
+* ``sefa`` (Shen & Zhou 2021, closed-form factorisation): eigenvectors of ``A^T A`` for the
+  concatenated style-affine weights ``A`` of the chosen layers (each output unit's weight vector
+  normalised to unit length), by falling eigenvalue.
+* ``ganspace`` (Harkonen et al. 2020): principal axes of sampled ``w`` (within-class by default,
+  so class changes do not dominate), or principal axes of an intermediate feature map regressed
+  back onto W.
+* ``householder`` (Song et al. 2023): the concatenated affine weights re-parametrised as a
+  low-rank ``U diag(s) V^T`` whose orthonormal factors are products of Householder reflections,
+  briefly fine-tuned (a distillation loss toward the original generator, plus the non-saturating
+  GAN loss when a discriminator is given); the directions are the columns of ``V`` by ``|s|``.
+
+:func:`calibrate_ranges` finds for each direction the magnitudes at which images stay realistic
+(the code stays inside the W distribution, image statistics stay within those of samples, and the
+discriminator, when given, does not object); :func:`score_directions` measures how well each
+direction preserves the class (a judge classifier's decision along the direction, and the
+direction's alignment with the class-conditioning subspace of W); :func:`select_directions` keeps
+those above the thresholds, with the user's includes and excludes. Magnitudes are in W units
+(the directions are unit vectors).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robust.errors import FileFormatError, InputError
+from robust.gan.checkpoint import ASSETS
+from robust.gan.encoder import generator_fingerprint
+from robust.gan.inversion import LatentStats, check_ws, latent_stats, sample_ws, synthesize
+from robust.gan.networks import Discriminator, Generator
+from robust.io import checkpoint_paths, load_checkpoint, save_checkpoint
+from robust.models import Classifier
+from robust.registry import Registry
+from robust.seeding import derive_seed, make_generator
+from robust.validation import check_number
+
+DIRECTIONS_FORMAT = "robust-gan-directions"
+DEMO_DIRECTIONS = ASSETS / "demo_directions"
+#: Score names :func:`score_directions` fills in.
+SCORE_NAMES = ("class_preservation", "class_alignment", "score")
+
+
+# -- the result type ------------------------------------------------------------------------------
+
+@dataclass
+class Directions:
+    """``K`` unit directions in W and how far each may be followed.
+
+    ``vectors [K, w_dim]`` (unit rows); ``layers``: the W+ layers an edit moves (None: all);
+    ``ranges [K, 2]``: realistic magnitudes ``(low <= 0 <= high)`` in W units; ``names``;
+    ``method``: the finder; ``values [K]``: the finder's strength of each direction (eigenvalue,
+    variance or singular value); ``scores``: per-direction scores (``class_preservation``,
+    ``class_alignment``, ``score``); ``kept [K]``: the selection (None: not selected yet);
+    ``meta``: provenance (generator fingerprint, seed, options).
+    """
+
+    vectors: torch.Tensor
+    layers: list[int] | None
+    ranges: torch.Tensor
+    names: list[str]
+    method: str = ""
+    values: torch.Tensor | None = None
+    scores: dict[str, torch.Tensor] = field(default_factory=dict)
+    kept: torch.Tensor | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.vectors, torch.Tensor) or self.vectors.dim() != 2 or self.vectors.shape[0] < 1:
+            raise InputError("vectors", "a tensor [K, w_dim] with K >= 1", getattr(self.vectors, "shape", type(self.vectors).__name__))
+        k = self.vectors.shape[0]
+        self.vectors = self.vectors.float() / self.vectors.float().norm(dim=1, keepdim=True).clamp_min(1e-12)
+        self.ranges = torch.as_tensor(self.ranges, dtype=torch.float32)
+        if self.ranges.shape != (k, 2) or bool((self.ranges[:, 0] > 0).any() | (self.ranges[:, 1] < 0).any()):
+            raise InputError("ranges", f"a tensor [{k}, 2] of (low <= 0 <= high)", self.ranges.tolist() if k <= 4 else tuple(self.ranges.shape))
+        if len(self.names) != k:
+            raise InputError("names", f"{k} names", len(self.names))
+        if self.layers is not None:
+            self.layers = sorted({int(i) for i in self.layers})
+            if not self.layers or self.layers[0] < 0:
+                raise InputError("layers", "non-negative W+ layer indices (or None for all)", self.layers)
+        for key, value in self.scores.items():
+            if value.shape != (k,):
+                raise InputError(f"scores[{key!r}]", f"a tensor [{k}]", tuple(value.shape))
+        if self.kept is not None and self.kept.shape != (k,):
+            raise InputError("kept", f"a bool tensor [{k}]", tuple(self.kept.shape))
+
+    def __len__(self) -> int:
+        return int(self.vectors.shape[0])
+
+    @property
+    def w_dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    def to(self, device: torch.device | str) -> Directions:
+        return Directions(self.vectors.to(device), self.layers, self.ranges.to(device), list(self.names), self.method,
+                          self.values.to(device) if self.values is not None else None,
+                          {k: v.to(device) for k, v in self.scores.items()},
+                          self.kept.to(device) if self.kept is not None else None, dict(self.meta))
+
+    def select(self, indices: Sequence[int] | torch.Tensor) -> Directions:
+        """The directions at ``indices`` (in that order)."""
+        idx = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
+        if idx.numel() == 0:
+            raise InputError("indices", "at least one direction index", "none")
+        if int(idx.min()) < 0 or int(idx.max()) >= len(self):
+            raise InputError("indices", f"direction indices in [0, {len(self) - 1}]", idx.tolist())
+        cpu = idx.cpu().tolist()
+        return Directions(self.vectors[idx.to(self.vectors.device)], self.layers, self.ranges[idx.to(self.ranges.device)],
+                          [self.names[i] for i in cpu], self.method,
+                          self.values[idx.to(self.values.device)] if self.values is not None else None,
+                          {k: v[idx.to(v.device)] for k, v in self.scores.items()},
+                          self.kept[idx.to(self.kept.device)] if self.kept is not None else None,
+                          {**self.meta, "selected_from": [int(i) for i in cpu]})
+
+    def kept_directions(self) -> Directions:
+        """Only the kept directions (all of them when no selection was made)."""
+        if self.kept is None:
+            return self
+        idx = self.kept.nonzero().squeeze(1)
+        if idx.numel() == 0:
+            raise InputError("directions", "at least one kept direction (lower the thresholds or include some)", "none kept")
+        return self.select(idx)
+
+    def layer_mask(self, num_ws: int, device: torch.device | str | None = None) -> torch.Tensor:
+        """``[num_ws]`` float mask of the layers an edit moves."""
+        mask = torch.ones(num_ws, device=device)
+        if self.layers is not None:
+            if self.layers[-1] >= num_ws:
+                raise InputError("directions layers", f"W+ layer indices below {num_ws}", self.layers)
+            mask = torch.zeros(num_ws, device=device)
+            mask[self.layers] = 1.0
+        return mask
+
+    def offsets(self, magnitudes: torch.Tensor, num_ws: int) -> torch.Tensor:
+        """Code offsets ``[N, num_ws, w_dim]`` for magnitudes ``[N, K]`` (differentiable in them)."""
+        if magnitudes.dim() != 2 or magnitudes.shape[1] != len(self):
+            raise InputError("magnitudes", f"a tensor [N, {len(self)}]", tuple(magnitudes.shape))
+        step = magnitudes.float() @ self.vectors.to(magnitudes.device)
+        return step[:, None, :] * self.layer_mask(num_ws, magnitudes.device)[None, :, None]
+
+    def apply(self, ws: torch.Tensor, magnitudes: torch.Tensor) -> torch.Tensor:
+        """``ws [N, num_ws, w_dim]`` moved by ``magnitudes [N, K]`` along every direction."""
+        if ws.dim() != 3 or ws.shape[2] != self.w_dim or magnitudes.shape[0] != ws.shape[0]:
+            raise InputError("ws", f"a tensor [N, num_ws, {self.w_dim}] matching magnitudes [N, K]", (tuple(ws.shape), tuple(magnitudes.shape)))
+        return ws + self.offsets(magnitudes.to(ws.device), ws.shape[1]).to(ws.dtype)
+
+    def along(self, index: int, values: torch.Tensor) -> torch.Tensor:
+        """Magnitudes ``[N, K]`` that move only along direction ``index`` by ``values [N]``."""
+        if not 0 <= int(index) < len(self):
+            raise InputError("direction index", f"an index in [0, {len(self) - 1}]", index)
+        out = torch.zeros(values.shape[0], len(self), device=values.device)
+        out[:, int(index)] = values.float()
+        return out
+
+    def describe(self, index: int, magnitude: float | None = None) -> str:
+        """``"sefa_3 [-2.1, 1.9]"`` or, with a magnitude, ``"sefa_3 at +1.25"``."""
+        if magnitude is None:
+            low, high = self.ranges[index].tolist()
+            return f"{self.names[index]} [{low:+.3g}, {high:+.3g}]"
+        return f"{self.names[index]} at {magnitude:+.3g}"
+
+    def table(self) -> list[dict[str, Any]]:
+        """One row per direction: index, name, range, value, scores, kept."""
+        rows = []
+        for i in range(len(self)):
+            row: dict[str, Any] = {"index": i, "name": self.names[i], "low": float(self.ranges[i, 0]), "high": float(self.ranges[i, 1])}
+            if self.values is not None:
+                row["value"] = float(self.values[i])
+            for key, value in self.scores.items():
+                row[key] = float(value[i])
+            if self.kept is not None:
+                row["kept"] = bool(self.kept[i])
+            rows.append(row)
+        return rows
+
+    def save(self, path: str | Path, generator: Generator | None = None) -> tuple[Path, Path]:
+        """Write ``path.safetensors`` (vectors, ranges, values, scores, kept) and ``path.json``."""
+        tensors = {"vectors": self.vectors, "ranges": self.ranges}
+        if self.values is not None:
+            tensors["values"] = self.values.float()
+        for key, value in self.scores.items():
+            tensors[f"scores.{key}"] = value.float()
+        if self.kept is not None:
+            tensors["kept"] = self.kept.to(torch.uint8)
+        meta = dict(self.meta)
+        if generator is not None:
+            meta["generator_fingerprint"] = generator_fingerprint(generator)
+        config = {"format": DIRECTIONS_FORMAT, "version": 1, "method": self.method, "layers": self.layers, "names": list(self.names),
+                  "meta": meta}
+        return save_checkpoint(path, tensors, config)
+
+
+def load_directions(path: str | Path, generator: Generator | None = None) -> Directions:
+    """Read a directions file; with ``generator``, check that they were found for that generator."""
+    tensors, config = load_checkpoint(path, DIRECTIONS_FORMAT)
+    try:
+        directions = Directions(tensors["vectors"], config.get("layers"), tensors["ranges"], list(config["names"]), config.get("method", ""),
+                                tensors.get("values"), {k[len("scores."):]: v for k, v in tensors.items() if k.startswith("scores.")},
+                                tensors["kept"].bool() if "kept" in tensors else None, dict(config.get("meta", {})))
+    except KeyError as exc:
+        raise FileFormatError(path, "directions with vectors, ranges and names", f"missing {exc}") from None
+    if generator is not None:
+        fp = directions.meta.get("generator_fingerprint")
+        if fp is not None and fp != generator_fingerprint(generator):
+            raise InputError("directions", f"directions found for this generator (fingerprint {generator_fingerprint(generator)})",
+                             f"directions of generator {fp}")
+        if directions.w_dim != generator.w_dim:
+            raise InputError("directions", f"vectors of size {generator.w_dim} (the generator's w_dim)", directions.w_dim)
+    return directions
+
+
+def directions_for(G: Generator, spec: Any = "auto") -> Directions | None:
+    """A :class:`Directions`, a file path, or ``"auto"`` (the shipped demo directions when ``G`` is the
+    generator they were found for, else ``None``)."""
+    if spec is None or isinstance(spec, Directions):
+        return spec
+    if str(spec) in ("auto", "demo"):
+        weights, _ = checkpoint_paths(DEMO_DIRECTIONS)
+        if not weights.is_file():
+            if str(spec) == "demo":
+                raise FileFormatError(weights, "the shipped demo directions", "no such file")
+            return None
+        try:
+            return load_directions(DEMO_DIRECTIONS, G)
+        except InputError:
+            if str(spec) == "demo":
+                raise
+            return None
+    return load_directions(spec, G)
+
+
+# -- layers ---------------------------------------------------------------------------------------
+
+def resolve_layers(G: Generator, layers: Any) -> list[int] | None:
+    """``None``/``"all"`` -> None (every layer); ``"coarse"``/``"middle"``/``"fine"`` (thirds of W+);
+    ``"a-b"`` (inclusive); ``"1,3,5"``; or a sequence of ints."""
+    n = G.num_ws
+    if layers is None or layers == "all":
+        return None
+    if isinstance(layers, str):
+        text = layers.strip()
+        thirds = {"coarse": (0, math.ceil(n / 3)), "middle": (math.ceil(n / 3), math.ceil(2 * n / 3)), "fine": (math.ceil(2 * n / 3), n)}
+        if text in thirds:
+            a, b = thirds[text]
+            chosen = list(range(a, max(b, a + 1)))
+        else:
+            chosen = []
+            try:
+                for part in filter(None, (p.strip() for p in text.split(","))):
+                    if "-" in part:
+                        a, b = (int(v) for v in part.split("-", 1))
+                        chosen.extend(range(a, b + 1))
+                    else:
+                        chosen.append(int(part))
+            except ValueError:
+                raise InputError("layers", "all, coarse, middle, fine, a-b or a comma list of W+ layer indices", layers) from None
+    else:
+        chosen = [int(i) for i in layers]
+    chosen = sorted(set(chosen))
+    if not chosen or chosen[0] < 0 or chosen[-1] >= n:
+        raise InputError("layers", f"W+ layer indices in [0, {n - 1}]", layers)
+    return None if chosen == list(range(n)) else chosen
+
+
+def _affine_weights(G: Generator, layers: list[int] | None) -> list[torch.Tensor]:
+    """Effective weights ``[out, w_dim]`` of the style affines that read the chosen W+ layers."""
+    out = []
+    for index, affine in G.style_affines():
+        if layers is None or index in layers:
+            out.append(affine.weight.detach().float() * float(getattr(affine, "weight_gain", 1.0)))
+    if not out:
+        raise InputError("layers", "W+ layers that some style affine reads", layers)
+    return out
+
+
+def _canonical_signs(vectors: torch.Tensor) -> torch.Tensor:
+    """Flip each row so its largest-magnitude entry is positive (eigenvectors are defined up to sign)."""
+    idx = vectors.abs().argmax(dim=1, keepdim=True)
+    return vectors * torch.sign(vectors.gather(1, idx)).clamp_min(0).mul(2).sub(1)
+
+
+def _default_ranges(vectors: torch.Tensor, stats: LatentStats, sigmas: float = 3.0) -> torch.Tensor:
+    spread = stats.spread(vectors.to(stats.components.device)).cpu()
+    return torch.stack([-sigmas * spread, sigmas * spread], dim=1)
+
+
+# -- finders --------------------------------------------------------------------------------------
+
+Finder = Callable[..., Directions]
+#: Direction finders by name: ``fn(G, k, layers, seed, **options) -> Directions``.
+DIRECTION_FINDERS: Registry[Finder] = Registry("direction finder")
+
+
+def sefa_from_weights(weights: Sequence[torch.Tensor], k: int, normalize: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Closed-form factorisation: the top-``k`` eigenvectors ``[k, w_dim]`` of ``A^T A`` and their eigenvalues.
+
+    ``A`` is the row-wise concatenation of ``weights`` (each ``[out, w_dim]``); with ``normalize``
+    every row (one output unit's weight vector) is scaled to unit length first, as in SeFa.
+    """
+    A = torch.cat([w.detach().double() for w in weights], dim=0)
+    if normalize:
+        A = A / A.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    values, vectors = torch.linalg.eigh(A.T @ A)
+    order = torch.argsort(values, descending=True)[: int(k)]
+    return _canonical_signs(vectors[:, order].T.float()), values[order].float()
+
+
+@DIRECTION_FINDERS.register("sefa", description="closed-form factorisation of the style-affine weights (SeFa)")
+def sefa_directions(G: Generator, k: int = 16, layers: list[int] | None = None, seed: int = 0, *, normalize: bool = True,
+                    stats: LatentStats | None = None) -> Directions:
+    k = min(int(k), G.w_dim)
+    vectors, values = sefa_from_weights(_affine_weights(G, layers), k, normalize)
+    stats = stats or latent_stats(G, seed=seed)
+    return Directions(vectors, layers, _default_ranges(vectors, stats), [f"sefa_{i}" for i in range(k)], "sefa", values,
+                      meta={"normalize": normalize})
+
+
+@DIRECTION_FINDERS.register("ganspace", description="principal axes of sampled w, or of a feature map regressed onto W (GANSpace)")
+def ganspace_directions(G: Generator, k: int = 16, layers: list[int] | None = None, seed: int = 0, *, n: int = 10_000,
+                        center: str = "class", activations: int | None = None, stats: LatentStats | None = None,
+                        batch_size: int = 256) -> Directions:
+    """PCA of ``n`` sampled codes; ``center="class"`` removes each class's mean first (within-class axes).
+
+    With ``activations=res`` the PCA runs on the feature map at that resolution (up to 2000
+    samples) and each component is regressed back onto W (least squares of centred w on the
+    component coefficients).
+    """
+    if center not in ("class", "mean"):
+        raise InputError("center", "class or mean", center)
+    k = min(int(k), G.w_dim)
+    stats = stats or latent_stats(G, seed=seed)
+    count = min(int(n), 2000) if activations is not None else int(n)
+    ws, c = sample_ws(G, count, seed=derive_seed(seed, "ganspace"))
+    w = ws[:, 0].double()
+    if center == "class" and c is not None and stats.class_means is not None and G.conditioning is not None:
+        w_c = w - stats.class_means.to(w.device).double()[G.conditioning.decode(c)["class"].to(w.device)]
+    else:
+        w_c = w - w.mean(0)
+    if activations is None:
+        _, s, vh = torch.linalg.svd(w_c, full_matrices=False)
+        vectors, values = vh[:k].float(), (s[:k].square() / (count - 1)).float()
+    else:
+        res = int(activations)
+        G.synthesis.feature_shape(res)
+        feats = []
+        with torch.no_grad():
+            for i in range(0, count, batch_size):
+                _, f = G.synthesis(ws[i: i + batch_size], return_features=[res])
+                feats.append(f[res].flatten(1).double())
+        X = torch.cat(feats)
+        X = X - X.mean(0)
+        u, s, _ = torch.linalg.svd(X, full_matrices=False)
+        coef = u[:, :k] * s[:k]
+        # Least-squares map from component coefficients to centred codes: one W direction per component.
+        B = torch.linalg.lstsq(coef, w_c).solution
+        vectors, values = B.float(), (s[:k].square() / (count - 1)).float()
+    vectors = _canonical_signs(vectors)
+    return Directions(vectors, layers, _default_ranges(vectors, stats), [f"ganspace_{i}" for i in range(vectors.shape[0])], "ganspace",
+                      values, meta={"n": count, "center": center, "activations": activations})
+
+
+def householder_vectors(Q: torch.Tensor) -> torch.Tensor:
+    """Householder vectors ``[m, r]`` (unit diagonal, zero above it) whose reflections' product has ``Q``'s
+    columns as its first ``r`` columns, up to each column's sign."""
+    a, _ = torch.geqrf(Q.double())
+    m, r = Q.shape
+    return (a.tril(-1) + torch.eye(m, r, dtype=a.dtype, device=a.device)).to(Q.dtype)
+
+
+def householder_orthonormal(vectors: torch.Tensor) -> torch.Tensor:
+    """The first ``r`` columns ``[m, r]`` of the product of the reflections ``I - 2 v v^T / |v|^2`` (orthonormal)."""
+    m, r = vectors.shape
+    v = vectors.tril(-1) + torch.eye(m, r, dtype=vectors.dtype, device=vectors.device)
+    return torch.linalg.householder_product(v, 2.0 / v.square().sum(0))
+
+
+class HouseholderProjector(nn.Module):
+    """A matrix ``[m, n]`` of rank ``r`` as ``U diag(s) V^T``; ``U``, ``V`` have orthonormal columns, each
+    the product of ``r`` Householder reflections, so they stay orthonormal under any gradient step.
+
+    Initialised from the truncated SVD of ``weight``: equal to it at full rank.
+    """
+
+    def __init__(self, weight: torch.Tensor, rank: int):
+        super().__init__()
+        m, n = weight.shape
+        rank = int(rank)
+        if not 1 <= rank <= min(m, n):
+            raise InputError("rank", f"a rank in [1, {min(m, n)}]", rank)
+        U, S, Vh = torch.linalg.svd(weight.detach().double(), full_matrices=False)
+        U, S, V = U[:, :rank], S[:rank], Vh[:rank].T
+        self.u = nn.Parameter(householder_vectors(U))
+        self.v = nn.Parameter(householder_vectors(V))
+        # Each reflection product matches U's (V's) columns up to sign; the signs go into s.
+        du = (householder_orthonormal(self.u.data) * U).sum(0).sign()
+        dv = (householder_orthonormal(self.v.data) * V).sum(0).sign()
+        self.s = nn.Parameter(S * du * dv)
+        self.float()
+
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return householder_orthonormal(self.u), self.s, householder_orthonormal(self.v)
+
+    def forward(self) -> torch.Tensor:
+        U, s, V = self.factors()
+        return (U * s) @ V.T
+
+
+@DIRECTION_FINDERS.register("householder", description="low-rank orthogonal (Householder) re-parametrisation of the style affines, fine-tuned")
+def householder_directions(G: Generator, k: int = 16, layers: list[int] | None = None, seed: int = 0, *, rank: int | None = None,
+                           steps: int = 100, batch_size: int = 16, lr: float = 2e-3, discriminator: Discriminator | None = None,
+                           gan_weight: float = 0.1, stats: LatentStats | None = None) -> Directions:
+    """Householder projector over the chosen layers' concatenated affines, fine-tuned for ``steps`` steps.
+
+    The fine-tuned copy of ``G`` must keep producing the original's images for the same codes
+    (squared pixel error); with a ``discriminator`` its non-saturating GAN loss (weight
+    ``gan_weight``) is added. ``G`` itself is not changed. ``rank`` defaults to ``max(k, w_dim // 4)``.
+    """
+    stats = stats or latent_stats(G, seed=seed)
+    affines = [(idx, aff) for idx, aff in G.style_affines() if layers is None or idx in layers]
+    weights = _affine_weights(G, layers)
+    A = torch.cat(weights)
+    k = min(int(k), G.w_dim, A.shape[0])
+    rank = min(max(k, int(rank) if rank is not None else max(k, G.w_dim // 4)), min(A.shape))
+    projector = HouseholderProjector(A, rank).to(G.device)
+    report: dict[str, Any] = {"rank": rank, "steps": int(steps), "discriminator": discriminator is not None}
+    if steps > 0:
+        student = copy.deepcopy(G).eval().requires_grad_(False)
+        names = {id(m): name for name, m in student.named_modules()}
+        chosen = [a for i, a in student.style_affines() if layers is None or i in layers]
+        targets = [(names[id(aff_s)] + ".weight", aff.weight.shape[0], float(getattr(aff, "weight_gain", 1.0)))
+                   for (_, aff), aff_s in zip(affines, chosen)]
+
+        def student_images(ws: torch.Tensor) -> torch.Tensor:
+            full, params, start = projector(), {}, 0
+            for name, rows, gain in targets:
+                params[name] = full[start: start + rows] / gain
+                start += rows
+            return _call_synthesis(student, params, ws)
+
+        # A fixed batch measures how far the re-parametrised generator is from the original.
+        probe, _ = sample_ws(G, 64, seed=derive_seed(seed, "householder-probe"))
+        with torch.no_grad():
+            probe_target = G.synthesis(probe, noise_mode="const")
+            report["initial_error"] = float((student_images(probe) - probe_target).square().mean())
+        opt = torch.optim.Adam(projector.parameters(), lr=lr)
+        flags = [(p, p.requires_grad) for p in (discriminator.parameters() if discriminator is not None else [])]
+        if discriminator is not None:
+            discriminator.requires_grad_(False)
+        try:
+            for step in range(int(steps)):
+                ws, c = sample_ws(G, batch_size, seed=derive_seed(seed, "householder", step))
+                with torch.no_grad():
+                    teacher = G.synthesis(ws, noise_mode="const")
+                img = student_images(ws)
+                loss = (img - teacher).square().mean()
+                if discriminator is not None:
+                    loss = loss + gan_weight * F.softplus(-discriminator(img, c.to(G.device) if c is not None else None)).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        finally:
+            for p, flag in flags:
+                p.requires_grad_(flag)
+        with torch.no_grad():
+            report["final_error"] = float((student_images(probe) - probe_target).square().mean())
+    with torch.no_grad():
+        _, s, V = (t.detach() for t in projector.factors())
+    order = torch.argsort(s.abs(), descending=True)[:k]
+    vectors = _canonical_signs(V[:, order].T.float().cpu())
+    return Directions(vectors, layers, _default_ranges(vectors, stats), [f"householder_{i}" for i in range(k)], "householder",
+                      s.abs()[order].float().cpu(), meta=report)
+
+
+def _call_synthesis(student: Generator, params: dict[str, torch.Tensor], ws: torch.Tensor) -> torch.Tensor:
+    """``student.synthesis(ws)`` with some of its parameters replaced by ``params`` (names relative to the generator)."""
+    prefix = "synthesis."
+    local = {name[len(prefix):]: value for name, value in params.items() if name.startswith(prefix)}
+    return torch.func.functional_call(student.synthesis, local, (ws,), {"noise_mode": "const", "fused": False}, strict=False)
+
+
+def without_class_subspace(directions: Directions, basis: torch.Tensor, min_norm: float = 0.2) -> Directions:
+    """Each direction minus its projection on the class subspace ``basis [w_dim, d]``, renormalised;
+    directions keeping less than ``min_norm`` of their length (mostly class) are dropped."""
+    V = directions.vectors.to(basis.device)
+    rest = V - (V @ basis) @ basis.T
+    norms = rest.norm(dim=1)
+    keep = (norms >= min_norm).nonzero().squeeze(1).cpu()
+    if keep.numel() == 0:
+        raise InputError("directions", "some direction outside the class subspace", "every direction lies in it")
+    out = directions.select(keep)
+    out.vectors = rest[keep.to(rest.device)].cpu() / norms[keep.to(norms.device)].cpu()[:, None]
+    out.meta = {**directions.meta, "class_free": {"dropped": [directions.names[i] for i in range(len(directions)) if i not in keep.tolist()],
+                                                   "kept_norm": [float(norms[i]) for i in keep.tolist()]}}
+    out.meta.pop("selected_from", None)
+    return out
+
+
+def find_directions(G: Generator, method: str = "sefa", k: int = 16, layers: Any = None, seed: int = 0, *,
+                    calibrate: bool = True, class_free: bool = False, discriminator: Discriminator | None = None,
+                    stats: LatentStats | None = None, calibrate_kwargs: dict[str, Any] | None = None, **options: Any) -> Directions:
+    """Directions from a registered finder, with realistic ranges (:func:`calibrate_ranges`) unless ``calibrate=False``.
+
+    ``layers``: see :func:`resolve_layers`; ``class_free`` removes from every direction its part in
+    the class-conditioning subspace (:func:`class_subspace`, conditional generators) and drops the
+    directions that were mostly class; ``options`` go to the finder (e.g. ``normalize`` for sefa,
+    ``activations`` for ganspace, ``rank``/``steps`` for householder).
+    """
+    finder = DIRECTION_FINDERS.get(method)
+    k = check_number(k, "k", low=1, integer=True)
+    chosen = resolve_layers(G, layers)
+    stats = stats or latent_stats(G, seed=seed)
+    if method == "householder":
+        options["discriminator"] = discriminator
+    directions = finder(G, k, chosen, seed, stats=stats, **options)
+    if class_free:
+        basis = class_subspace(G, seed=seed)
+        if basis is None:
+            raise InputError("class_free", "a generator conditioned on a 'class' group", G.conditioning)
+        directions = without_class_subspace(directions, basis)
+        directions.ranges = _default_ranges(directions.vectors, stats)
+    directions.meta.update({"generator_fingerprint": generator_fingerprint(G), "seed": seed, "k": k})
+    if calibrate:
+        directions = calibrate_ranges(G, directions, stats=stats, discriminator=discriminator, seed=seed, **(calibrate_kwargs or {}))
+    return directions
+
+
+# -- realistic ranges -----------------------------------------------------------------------------
+
+def image_statistics(images01: torch.Tensor) -> torch.Tensor:
+    """Per-image statistics ``[N, 2C + 2]``: channel means and standard deviations, the fraction of
+    saturated pixels, and the mean absolute Laplacian (high-frequency energy)."""
+    x = images01.float()
+    means = x.mean(dim=(2, 3))
+    stds = x.std(dim=(2, 3))
+    saturated = ((x < 0.01) | (x > 0.99)).float().mean(dim=(1, 2, 3))
+    kernel = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], device=x.device)
+    lap = F.conv2d(x.flatten(0, 1)[:, None], kernel[None, None], padding=1).abs().mean(dim=(1, 2, 3)).view(x.shape[0], -1).mean(1)
+    return torch.cat([means, stds, saturated[:, None], lap[:, None]], dim=1)
+
+
+@dataclass
+class RealismCheck:
+    """What a realistic image of the generator looks like: bands of image statistics, the W
+    distribution's radius, and the discriminator's lowest usual logit (when there is one)."""
+
+    stats: LatentStats
+    low: torch.Tensor
+    high: torch.Tensor
+    discriminator: Discriminator | None = None
+    d_floor: float | None = None
+
+    @classmethod
+    @torch.no_grad()
+    def fit(cls, G: Generator, stats: LatentStats, *, discriminator: Discriminator | None = None, n: int = 512, seed: int = 0,
+            quantile: float = 0.005, batch_size: int = 256) -> RealismCheck:
+        ws, c = sample_ws(G, n, seed=derive_seed(seed, "realism"))
+        feats, logits = [], []
+        for i in range(0, n, batch_size):
+            img = G.synthesis(ws[i: i + batch_size], noise_mode="const")
+            feats.append(image_statistics(G.to_unit(img)))
+            if discriminator is not None:
+                logits.append(discriminator(img, c[i: i + batch_size].to(G.device) if c is not None else None).flatten())
+        s = torch.cat(feats)
+        low, high = torch.quantile(s, quantile, dim=0), torch.quantile(s, 1 - quantile, dim=0)
+        # A little slack: the bands are estimated from a finite sample.
+        slack = 0.05 * (high - low) + 1e-4
+        floor = float(torch.quantile(torch.cat(logits), 0.01)) if logits else None
+        return cls(stats, low - slack, high + slack, discriminator, floor)
+
+    @torch.no_grad()
+    def __call__(self, G: Generator, ws: torch.Tensor, c: torch.Tensor | None = None, images: torch.Tensor | None = None) -> torch.Tensor:
+        """``[N]`` bool: the code is inside the W distribution and its image looks like the generator's samples."""
+        ok = (self.stats.whitened_distance(ws) <= self.stats.radius).all(dim=1)
+        raw = G.synthesis(ws, noise_mode="const") if images is None else images * 2 - 1
+        s = image_statistics(G.to_unit(raw))
+        ok &= ((s >= self.low.to(s.device)) & (s <= self.high.to(s.device))).all(dim=1)
+        if self.discriminator is not None and self.d_floor is not None:
+            ok &= self.discriminator(raw, c.to(raw.device) if c is not None else None).flatten() >= self.d_floor
+        return ok
+
+
+@torch.no_grad()
+def calibrate_ranges(G: Generator, directions: Directions, *, stats: LatentStats | None = None, discriminator: Discriminator | None = None,
+                     n: int = 64, max_sigma: float = 4.0, grid: int = 8, min_fraction: float = 0.9, seed: int = 0,
+                     check: RealismCheck | None = None) -> Directions:
+    """Per direction and side, the largest magnitude (on a grid up to ``max_sigma`` standard deviations
+    of W along the direction) up to which at least ``min_fraction`` of ``n`` samples stay realistic.
+
+    Realistic (:class:`RealismCheck`): every edited layer's code within the W distribution's radius,
+    image statistics within the band of unedited samples, and the discriminator's logit above its
+    1st percentile on samples when a discriminator is given.
+    """
+    n = check_number(n, "n", low=1, integer=True)
+    grid = check_number(grid, "grid", low=1, integer=True)
+    stats = (stats or latent_stats(G, seed=seed)).to(G.device)
+    check = check or RealismCheck.fit(G, stats, discriminator=discriminator, seed=seed)
+    ws, c = sample_ws(G, n, seed=derive_seed(seed, "calibrate"))
+    spread = stats.spread(directions.vectors.to(G.device)).cpu()
+    base_ok = check(G, ws, c)
+    counted = base_ok if bool(base_ok.any()) else torch.ones_like(base_ok)
+    ranges = torch.zeros(len(directions), 2)
+    for i in range(len(directions)):
+        for side, col in ((-1.0, 0), (1.0, 1)):
+            reach = 0.0
+            for j in range(1, grid + 1):
+                alpha = side * max_sigma * float(spread[i]) * j / grid
+                mags = directions.along(i, torch.full((n,), alpha, device=G.device))
+                ok = check(G, directions.apply(ws, mags), c)
+                # Samples that are unusual before any edit do not count against the direction.
+                if float(ok[counted].float().mean()) < min_fraction:
+                    break
+                reach = alpha
+            ranges[i, col] = reach
+    out = copy.copy(directions)
+    out.ranges = ranges.to(directions.ranges.device)
+    out.meta = {**directions.meta, "calibration": {"n": n, "max_sigma": max_sigma, "grid": grid, "min_fraction": min_fraction,
+                                                     "discriminator": discriminator is not None}}
+    return out
+
+
+# -- class independence ---------------------------------------------------------------------------
+
+@torch.no_grad()
+def class_subspace(G: Generator, *, n: int = 256, energy: float = 0.99, seed: int = 0) -> torch.Tensor | None:
+    """An orthonormal basis ``[w_dim, d]`` (``d < K`` classes) of the W directions of the class conditioning.
+
+    For ``n`` random ``z`` (and other tokens), the code of every class is computed; each class's
+    mean code minus the mean over classes is the class embedding's effect in W. The basis is the
+    principal axes holding ``energy`` of those effects. ``None`` for generators without a ``class``
+    conditioning group.
+    """
+    if G.conditioning is None or "class" not in G.conditioning.names:
+        return None
+    num = len(G.conditioning.tokens("class"))
+    gen = make_generator(derive_seed(seed, "class-subspace"))
+    z = torch.randn(n, G.z_dim, generator=gen).to(G.device)
+    tokens = G.conditioning.sample(n, gen)
+    means = []
+    for k in range(num):
+        tokens["class"] = torch.full((n,), k, dtype=torch.long)
+        means.append(G.mapping(z, G.conditioning.encode(tokens).to(G.device))[:, 0].double().mean(0))
+    effects = torch.stack(means)
+    effects = effects - effects.mean(0)
+    _, s, vh = torch.linalg.svd(effects, full_matrices=False)
+    share = s.square().cumsum(0) / s.square().sum().clamp_min(1e-30)
+    d = min(int((share < energy).sum()) + 1, max(1, num - 1))
+    return vh[:d].T.float()
+
+
+def train_judge(G: Generator, *, n: int = 5000, epochs: int = 3, width: int = 16, seed: int = 0, batch_size: int = 128,
+                lr: float = 3e-3) -> Classifier:
+    """A SmallCNN trained to tell the conditioned class from the generator's own samples (the reference judge)."""
+    from robust.models import build_classifier
+
+    if G.conditioning is None or "class" not in G.conditioning.names:
+        raise InputError("generator", "a generator conditioned on a 'class' group (or give a judge classifier)", G.conditioning)
+    names = G.conditioning.tokens("class")
+    gen = make_generator(derive_seed(seed, "judge"))
+    classes = torch.arange(n) % len(names)
+    ws, _ = sample_ws(G, n, seed=derive_seed(seed, "judge-samples"), classes=classes)
+    with torch.no_grad():
+        images = torch.cat([G.to_unit(G.synthesis(ws[i: i + 256], noise_mode="const")) for i in range(0, n, 256)])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, "judge-init") % (1 << 31))
+        judge = build_classifier("smallcnn", len(names), (G.img_channels, G.img_resolution, G.img_resolution), class_names=names,
+                                 device=G.device, width=width)
+    net = judge.network
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=5e-4)
+    total, step = epochs * math.ceil(n / batch_size), 0
+    net.train()
+    for _ in range(int(epochs)):
+        order = torch.randperm(n, generator=gen)
+        for i in range(0, n, batch_size):
+            idx = order[i: i + batch_size]
+            for group in opt.param_groups:
+                group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / total))
+            loss = F.cross_entropy(net(images[idx].to(G.device)), classes[idx].to(G.device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+    net.eval()
+    judge.name = "judge"
+    judge.accuracy_on_samples = judge.accuracy(images[: min(n, 1000)], classes[: min(n, 1000)])
+    return judge
+
+
+def score_directions(G: Generator, directions: Directions, *, judge: Classifier | None = None, n: int = 128,
+                     fractions: Sequence[float] = (-1.0, -0.5, 0.5, 1.0), seed: int = 0, batch_size: int = 256) -> Directions:
+    """Fill ``scores``: ``class_preservation`` (the fraction of ``n`` samples whose judged class stays
+    the same at every magnitude ``fraction x`` the direction's range), ``class_alignment`` (the norm
+    of the direction's projection on :func:`class_subspace`, the span of the class embedding's
+    effects in W; NaN without class conditioning) and
+    ``score = preservation x (1 - alignment)``.
+
+    ``judge`` defaults to :func:`train_judge` on the generator's samples (class-conditional
+    generators only); for others give a classifier of the generator's domain.
+    """
+    if judge is None:
+        judge = train_judge(G, seed=seed)
+    if judge.input_size[0] != G.img_channels:
+        raise InputError("judge", f"a classifier of {G.img_channels}-channel images", judge.input_size)
+    with torch.no_grad():
+        return _score(G, directions, judge, n, fractions, seed, batch_size)
+
+
+def _score(G: Generator, directions: Directions, judge: Classifier, n: int, fractions: Sequence[float], seed: int,
+           batch_size: int) -> Directions:
+    ws, c = sample_ws(G, n, seed=derive_seed(seed, "score"))
+
+    def judged(codes: torch.Tensor) -> torch.Tensor:
+        out = []
+        for i in range(0, codes.shape[0], batch_size):
+            out.append(judge.predict(G.to_unit(G.synthesis(codes[i: i + batch_size], noise_mode="const")).to(judge.device)).cpu())
+        return torch.cat(out)
+
+    base = judged(ws)
+    preservation = torch.zeros(len(directions))
+    for i in range(len(directions)):
+        same = torch.ones(n, dtype=torch.bool)
+        for frac in fractions:
+            low, high = directions.ranges[i].tolist()
+            alpha = float(frac) * (high if frac > 0 else -low)
+            if alpha == 0:
+                continue
+            same &= judged(directions.apply(ws, directions.along(i, torch.full((n,), alpha, device=G.device)))) == base
+        preservation[i] = same.float().mean()
+    basis = class_subspace(G, seed=seed)
+    if basis is None:
+        alignment = torch.full((len(directions),), float("nan"))
+    else:
+        alignment = (directions.vectors.to(basis.device) @ basis).norm(dim=1).clamp(0, 1).cpu()
+    score = preservation * (1 - torch.nan_to_num(alignment, nan=0.0))
+    out = copy.copy(directions)
+    out.scores = {**directions.scores, "class_preservation": preservation, "class_alignment": alignment, "score": score}
+    out.meta = {**directions.meta, "scoring": {"n": n, "fractions": list(map(float, fractions)), "judge": judge.name,
+                                                 "judge_accuracy": getattr(judge, "accuracy_on_samples", None)}}
+    return out
+
+
+def select_directions(directions: Directions, *, min_preservation: float = 0.95, max_alignment: float = 0.5,
+                      include: Sequence[int] = (), exclude: Sequence[int] = (), min_range: float = 0.0) -> Directions:
+    """Mark the kept directions: scored class preservation >= ``min_preservation``, alignment with the
+    class subspace <= ``max_alignment`` (ignored when unknown) and a non-trivial range; ``include`` /
+    ``exclude`` (direction indices) override the thresholds."""
+    k = len(directions)
+    for name, idx in (("include", include), ("exclude", exclude)):
+        bad = [int(i) for i in idx if not 0 <= int(i) < k]
+        if bad:
+            raise InputError(name, f"direction indices in [0, {k - 1}]", bad)
+    overlap = sorted(set(map(int, include)) & set(map(int, exclude)))
+    if overlap:
+        raise InputError("include/exclude", "disjoint index sets", overlap)
+    keep = torch.ones(k, dtype=torch.bool)
+    if "class_preservation" in directions.scores:
+        keep &= directions.scores["class_preservation"].cpu() >= min_preservation
+    if "class_alignment" in directions.scores:
+        align = directions.scores["class_alignment"].cpu()
+        keep &= torch.isnan(align) | (align <= max_alignment)
+    width = (directions.ranges[:, 1] - directions.ranges[:, 0]).cpu()
+    keep &= width > min_range
+    for i in include:
+        keep[int(i)] = True
+    for i in exclude:
+        keep[int(i)] = False
+    out = copy.copy(directions)
+    out.kept = keep.to(directions.vectors.device)
+    out.meta = {**directions.meta, "selection": {"min_preservation": min_preservation, "max_alignment": max_alignment,
+                                                   "include": [int(i) for i in include], "exclude": [int(i) for i in exclude]}}
+    return out
+
+
+# -- strips and ground-truth effects --------------------------------------------------------------
+
+@torch.no_grad()
+def traversal(G: Generator, directions: Directions, index: int, *, ws: torch.Tensor | None = None, n: int = 4, steps: int = 7,
+              seed: int = 0, residual: torch.Tensor | None = None, expand_res: int | None = None) -> torch.Tensor:
+    """Images ``[n * steps, C, H, W]`` in ``[0, 1]``: each row one code moved across the direction's range
+    (from ``low`` to ``high``, ``steps`` values). Codes are ``ws`` (with their expansion residual) or
+    ``n`` random samples."""
+    if ws is None:
+        ws, _ = sample_ws(G, n, seed=derive_seed(seed, "traversal"))
+    ws = check_ws(G, ws).to(G.device)
+    n = ws.shape[0]
+    low, high = directions.ranges[index].tolist()
+    values = torch.linspace(low, high, int(steps), device=G.device)
+    rows = []
+    for i in range(n):
+        codes = directions.apply(ws[i: i + 1].expand(len(values), -1, -1), directions.along(index, values))
+        res = residual[i: i + 1].expand(len(values), -1, -1, -1).to(G.device) if residual is not None else None
+        rows.append(synthesize(G, codes, res, expand_res))
+    return torch.cat(rows)
+
+
+def write_traversals(G: Generator, directions: Directions, folder: str | Path, *, n: int = 4, steps: int = 7, seed: int = 0) -> list[Path]:
+    """One PNG per direction (``<folder>/<name>.png``; rows: samples, columns: magnitudes low -> high)."""
+    from robust.gan.training import write_png
+
+    folder = Path(folder)
+    paths = []
+    for i in range(len(directions)):
+        strip = traversal(G, directions, i, n=n, steps=steps, seed=seed)
+        paths.append(write_png(folder / f"{directions.names[i]}.png", strip.cpu(), columns=steps))
+    return paths
+
+
+def factor_changes(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor], classes: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-image change ``[N]`` of every synthetic-benchmark nuisance factor between two regressor
+    readings, on a common ``[0, 1]`` scale: continuous factors as the fraction of their range
+    (circular ones wrapped, as a fraction of half a period), categorical ones as 0/1. Factors an
+    image does not show (the mark's hue without a mark, the phase of a plain texture, the rotation of
+    a rotation-invariant shape) count as no change."""
+    from robust.gan.metrics import HIDDEN_WHEN, SYMMETRY
+    from robust.synthetic import CLASS_NAMES, FACTORS
+
+    order = torch.tensor([SYMMETRY[name] for name in CLASS_NAMES])[classes.long().cpu()]
+    out = {}
+    for f in FACTORS:
+        a, b = before[f.name].float(), after[f.name].float()
+        if f.is_categorical:
+            change = (a != b).float()
+        elif f.circular:
+            period = torch.full_like(a, f.high - f.low)
+            if f.name == "rotation":
+                period = period / order.clamp_min(1).float()
+            diff = torch.remainder(b - a + period / 2, period) - period / 2
+            change = diff.abs() / (period / 2)
+            if f.name == "rotation":
+                change = change * (order > 0).float()
+        else:
+            change = (b - a).abs() / (f.high - f.low)
+        if f.name in HIDDEN_WHEN:
+            cond, hidden = HIDDEN_WHEN[f.name]
+            change = change * ((before[cond] != hidden) & (after[cond] != hidden)).float()
+        out[f.name] = change
+    return out
+
+
+@torch.no_grad()
+def factor_effects(G: Generator, directions: Directions, *, regressor: Any = None, oracle: Classifier | None = None, n: int = 128,
+                   fraction: float = 1.0, seed: int = 0) -> list[dict[str, Any]]:
+    """What each direction does to the synthetic benchmark's ground-truth factors (32x32 RGB generators).
+
+    For ``n`` samples moved to ``fraction x`` each end of the range, the factor regressor's change
+    per factor (:func:`factor_changes`, averaged over samples and both ends); ``purity`` is the
+    largest share of the summed change that one factor takes (``dominant``); ``class_kept`` the
+    fraction of samples whose oracle class is the same at both ends as unedited.
+    """
+    from robust.gan.metrics import load_factor_regressor, load_oracle
+
+    regressor = regressor or load_factor_regressor(device=G.device)
+    oracle = oracle or load_oracle(device=G.device)
+    ws, _ = sample_ws(G, n, seed=derive_seed(seed, "factor-effects"))
+    base_images = G.to_unit(G.synthesis(ws, noise_mode="const"))
+    base = regressor.predict(base_images)
+    base_class = oracle.predict(base_images).cpu()
+    rows = []
+    for i in range(len(directions)):
+        low, high = directions.ranges[i].tolist()
+        totals: dict[str, float] = {}
+        kept = torch.ones(n, dtype=torch.bool)
+        for alpha in (fraction * low, fraction * high):
+            if alpha == 0:
+                continue
+            images = G.to_unit(G.synthesis(directions.apply(ws, directions.along(i, torch.full((n,), alpha, device=G.device))),
+                                           noise_mode="const"))
+            after = regressor.predict(images)
+            kept &= oracle.predict(images).cpu() == base_class
+            for name, change in factor_changes(base, after, base["class"]).items():
+                totals[name] = totals.get(name, 0.0) + float(change.mean()) / 2
+        total = sum(totals.values())
+        dominant = max(totals, key=totals.get) if totals else None
+        rows.append({"index": i, "name": directions.names[i], "dominant": dominant,
+                     "purity": totals[dominant] / total if total > 0 else 0.0, "change": total,
+                     "class_kept": float(kept.float().mean()), "changes": totals})
+    return rows

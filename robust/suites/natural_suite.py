@@ -1,0 +1,176 @@
+"""Suite ``natural``: accuracy along the generator's class-independent latent directions.
+
+The audited images are inverted into the generator's W+ space (codes cached, :mod:`robust.gan.codes_cache`);
+each kept direction (:mod:`robust.gan.directions`) is swept across its realistic range (a curve and
+an image strip per direction) and searched for each image's worst magnitude
+(:func:`attacks.latent.direction_attack`). The generator is the audit's ``--generator``, or the
+shipped demo generator for synthetic data. Spec options: ``n`` images; ``directions`` (a file, or
+``auto``: the shipped demo directions when they belong to the generator, else found now with
+``method`` (sefa/ganspace/householder), ``k``, ``class_free`` and ``judge`` (auto/oracle/train/none));
+``max_directions`` (8); ``fractions`` of the range swept (``-1+-0.5+0.5+1``); ``attack``
+(grid/random/gradient) and ``steps``; ``invert_steps`` (20); ``expand`` (a feature resolution, or 0);
+``min_preservation`` (0.95). The suite is skipped when no direction is kept.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from robust.audit import SUITES, AuditContext, SuiteSkipped
+from robust.errors import InputError
+from robust.registry import Spec, parse_number
+from robust.results import Curve, Strip, SuiteResult
+
+CHUNK = 256
+
+
+def _generator(ctx: AuditContext) -> Any:
+    if ctx.generator is not None:
+        return ctx.generator
+    source = str(ctx.data_source) if isinstance(ctx.data_source, str) else ""
+    if not source.startswith("synthetic"):
+        raise SuiteSkipped("no generator: pass --generator (a generator of this data), or audit synthetic data (demo generator)")
+    from robust.gan.checkpoint import DEMO_GENERATOR, load_demo
+
+    if not DEMO_GENERATOR.with_name(DEMO_GENERATOR.name + ".safetensors").is_file():
+        raise SuiteSkipped("the shipped demo generator is missing from this installation")
+    return load_demo(ctx.device)
+
+
+def _judge(ctx: AuditContext, G: Any, choice: str) -> Any:
+    from robust.gan.directions import train_judge
+    from robust.gan.metrics import load_oracle, oracle_available
+
+    if choice == "none":
+        return None
+    synthetic = bool(ctx.data.factors) or str(ctx.data_source).startswith("synthetic")
+    if choice in ("auto", "oracle") and synthetic and G.img_resolution == 32 and G.img_channels == 3 and oracle_available():
+        return load_oracle(device=G.device)
+    if choice == "oracle":
+        raise InputError("natural option judge", "oracle only for 32x32 synthetic data with the shipped oracle", choice)
+    conditional = G.conditioning is not None and "class" in G.conditioning.names
+    if choice in ("auto", "train") and conditional:
+        return train_judge(G, seed=ctx.seed_for("judge"))
+    if choice == "train":
+        raise InputError("natural option judge", "train only for generators conditioned on a class group", choice)
+    return None
+
+
+def _directions(ctx: AuditContext, G: Any, spec: Spec) -> Any:
+    from robust.gan.directions import directions_for, find_directions, score_directions, select_directions
+
+    found = directions_for(G, spec.options.get("directions", "auto"))
+    if found is not None:
+        return found if found.kept is not None else select_directions(found)
+    method = str(spec.options.get("method", "sefa"))
+    k = int(spec.options.get("k", 16))
+    seed = ctx.seed_for("directions")
+    found = find_directions(G, method, k, seed=seed, class_free=bool(spec.options.get("class_free", False)))
+    judge = _judge(ctx, G, str(spec.options.get("judge", "auto")))
+    if judge is not None:
+        found = score_directions(G, found, judge=judge, seed=seed)
+    return select_directions(found, min_preservation=float(spec.options.get("min_preservation", 0.95)))
+
+
+def _render(G: Any, directions: Any, ws: torch.Tensor, residual: torch.Tensor | None, expand: int | None,
+            mags: torch.Tensor) -> torch.Tensor:
+    from robust.gan.inversion import synthesize
+
+    out = []
+    with torch.no_grad():
+        for i in range(0, ws.shape[0], CHUNK):
+            w = ws[i: i + CHUNK].to(G.device)
+            r = residual[i: i + CHUNK].to(G.device) if residual is not None else None
+            out.append(synthesize(G, directions.apply(w, mags[i: i + CHUNK].to(G.device)), r, expand).cpu())
+    return torch.cat(out)
+
+
+@SUITES.register("natural", description="accuracy along the generator's class-independent latent directions (sweeps and worst case)")
+def natural_suite(ctx: AuditContext, spec: Spec) -> SuiteResult:
+    from attacks.latent import direction_attack
+    from robust.gan.codes_cache import load_or_invert
+
+    G = _generator(ctx)
+    if (G.img_channels, G.img_resolution, G.img_resolution) != (ctx.data.channels, *ctx.data.size):
+        raise SuiteSkipped(f"the generator makes {G.img_channels}x{G.img_resolution}x{G.img_resolution} images, "
+                           f"the data are {ctx.data.channels}x{ctx.data.size[0]}x{ctx.data.size[1]}")
+    fractions = [parse_number(p, "natural fractions") for p in str(spec.options.get("fractions", "-1+-0.5+0.5+1")).split("+")]
+    if any(not -1 <= f <= 1 for f in fractions) or not fractions:
+        raise InputError("natural option fractions", "fractions of the range in [-1, 1] joined by + (e.g. -1+-0.5+0.5+1)", fractions)
+    fractions = sorted(set(fractions) | {0.0})
+    expand = int(spec.options.get("expand", 0)) or None
+    attack = str(spec.options.get("attack", "grid"))
+    steps = spec.options.get("steps", 5)
+    data = ctx.subset(ctx.sample_count(spec, 200))
+    images, labels = data.images, data.labels
+    codes = load_or_invert(G, data, steps=int(spec.options.get("invert_steps", 20)), expand_res=expand, seed=ctx.seed_for("invert"))
+    ws, residual = codes.ws, codes.residual
+    directions = _directions(ctx, G, spec)
+    if directions.kept is not None and not bool(directions.kept.any()):
+        raise SuiteSkipped(f"no {directions.method} direction of this generator preserved the class often enough "
+                           "(lower min_preservation=..., or give directions=<file>)")
+    kept = directions.kept_directions()
+    order = torch.argsort(kept.scores["score"], descending=True, stable=True) if "score" in kept.scores else torch.arange(len(kept))
+    kept = kept.select(order[: int(spec.options.get("max_directions", 8))])
+    clean_acc = float((ctx.logits(images).argmax(1) == labels).float().mean())
+    zero = torch.zeros(len(ws), len(kept))
+    recon = _render(G, kept, ws, residual, expand, zero)
+    recon_correct = ctx.logits(recon).argmax(1) == labels
+    cases, curves, strips, rows = [], [], [], []
+    all_correct = recon_correct.clone()
+    for j in ctx.progress_bar(range(len(kept)), desc="natural"):
+        low, high = kept.ranges[j].tolist()
+        values = [f * (high if f > 0 else -low) for f in fractions]
+        accs, frames, captions = [], [], []
+        for value in values:
+            edited = recon if value == 0 else _render(G, kept, ws, residual, expand, kept.along(j, torch.full((len(ws),), value)))
+            pred = ctx.logits(edited).argmax(1)
+            accs.append(float((pred == labels).float().mean()))
+            frames.append(edited[0])
+            captions.append(f"{value:+.3g}: {ctx.class_names[int(pred[0])]}")
+        name = kept.names[j]
+        curves.append(Curve(name, values, accs, "magnitude (W units)", "accuracy"))
+        strips.append(Strip(f"{name} from {low:+.3g} to {high:+.3g} (value = accuracy over {len(labels)} images)", frames, accs, captions))
+        found = direction_attack(ctx.classifier, G, ws, labels, kept, residual=residual, expand_res=expand, which=[j], method=attack,
+                                 steps=steps, seed=ctx.seed_for("attack", j))
+        broke = (found.success & found.clean_correct).cpu()
+        all_correct &= (found.predictions.cpu() == labels)
+
+        def describe(i: int, found: Any = found) -> str:
+            return found.describe(i)
+
+        def failure_params(i: int, found: Any = found) -> dict[str, Any]:
+            return found.params(i)
+
+        case = ctx.evaluate(name, found.images.cpu(), labels, originals=images, describe=describe, failure_params=failure_params,
+                            failure_mask=broke, per_class=False, seeds=[found.seed] * len(labels),
+                            params={"direction": name, "range": [low, high], "method": attack},
+                            extra_metrics={"sweep_min_acc": min(accs), "sweep_mean_acc": sum(accs) / len(accs),
+                                           **{f"score_{k}": float(v[j]) for k, v in kept.scores.items()}})
+        case.metrics["acc"] = found.worst_case_accuracy
+        cases.append(case)
+        rows.append([name, low, high, found.worst_case_accuracy, min(accs), float(kept.scores["class_preservation"][j])
+                     if "class_preservation" in kept.scores else None])
+    worst = [c.metrics["acc"] for c in cases]
+    metrics = {
+        "clean_acc": clean_acc,
+        "recon_acc": float(recon_correct.float().mean()),
+        "recon_psnr": float(codes.psnr.mean()),
+        "recon_ssim": float(codes.ssim.mean()),
+        "mean_worst_acc": sum(worst) / len(worst),
+        "min_worst_acc": min(worst),
+        "worst_acc": float(all_correct.float().mean()),
+        "mean_sweep_acc": sum(c.metrics["sweep_mean_acc"] for c in cases) / len(cases),
+        "directions": float(len(kept)),
+    }
+    rows.sort(key=lambda r: r[3])
+    tables = [{"title": "latent directions, most harmful first",
+               "columns": ["direction", "low", "high", "worst-case accuracy", "lowest sweep accuracy", "class preservation"], "rows": rows}]
+    notes = [f"{len(kept)} kept {directions.method} directions; reconstructions: PSNR {metrics['recon_psnr']:.1f} dB, accuracy "
+             f"{metrics['recon_acc']:.3f} (clean {clean_acc:.3f}); accuracy when every image meets its worst direction: "
+             f"{metrics['worst_acc']:.3f}."]
+    return SuiteResult("natural", metrics=metrics, cases=cases, curves=curves, strips=strips,
+                       details={"tables": tables, "notes": notes, "plot_cases": "acc"},
+                       params={"n": len(labels), "method": directions.method, "attack": attack, "expand_res": expand,
+                               "fractions": fractions, "codes": codes.key})

@@ -1,0 +1,319 @@
+"""Suite ``sage``: SAGE search of the generator's prompt and latent space for verified, natural failures.
+
+Needs a generator (``robust audit --generator demo``) and an oracle: the synthetic benchmark's
+shipped oracle is used with a generator of the benchmark, otherwise name one with
+``oracle=path`` (several joined by ``+``; a robust checkpoint, an ``.onnx`` file or
+``package.module:attribute``). Options: ``queries`` (generator queries, default 1000),
+``seconds`` (wall time), ``space`` (z, w, w+), ``batch``, ``steps``, ``step_size``, ``prompt``
+(token groups the search may change joined by ``+``, ``auto``, ``all`` or ``none``), ``threshold`` (oracle
+probability), ``confidence`` (the model's probability for its wrong class a failure needs),
+``regions`` (failures whose failure region is measured, default 8), ``baseline`` (also run random
+sampling with the same budget, default true), ``modes`` (cases shown, default 8), ``verify``
+(check attribute tokens with the factor regressor on the synthetic benchmark, default true).
+
+Metrics: ``failures``, ``failures_per_1k_queries``, ``random_failures_per_1k_queries``,
+``ratio_vs_random``, ``first_failure_s``, ``failures_per_minute``, ``ood_rate``, ``modes``,
+``region_radius``, and ``ground_truth_confirmed`` on the synthetic benchmark. One case per
+failure mode (the most distinctive and largest first), with its images.
+"""
+from __future__ import annotations
+
+import importlib
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from robust.audit import SUITES, AuditContext, SuiteSkipped
+from robust.errors import InputError
+from robust.models import Classifier, load_classifier
+from robust.registry import Spec
+from robust.results import CaseResult, Curve, FailureExample, SuiteResult
+
+DEFAULT_QUERIES = 1000
+DEFAULT_REGIONS = 8
+DEFAULT_MODES = 8
+EXAMPLES_PER_MODE = 6
+_MODULE_RE = re.compile(r"^[A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$")
+
+
+# -- inputs ---------------------------------------------------------------------------------------
+
+def is_synthetic_generator(G: Any) -> bool:
+    """A 32x32 RGB generator conditioned on the synthetic benchmark's class names."""
+    from robust.synthetic import CLASS_NAMES
+
+    cond = getattr(G, "conditioning", None)
+    if cond is None or "class" not in cond.names:
+        return False
+    return cond.tokens("class") == list(CLASS_NAMES) and G.img_resolution == 32 and G.img_channels == 3
+
+
+def load_oracle_spec(spec: str, device: torch.device | str | None = None) -> Classifier:
+    """``synthetic`` (the shipped oracle), ``package.module:attribute``, or any path :func:`load_classifier` reads."""
+    if spec == "synthetic":
+        from robust.gan.metrics import load_oracle
+
+        return load_oracle(device=device)
+    if _MODULE_RE.match(spec) and not Path(spec).exists():
+        module_name, attr = spec.split(":")
+        try:
+            obj = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise InputError("oracle", "an importable package.module:attribute", f"{spec} ({exc})") from None
+        if callable(obj) and not isinstance(obj, (torch.nn.Module, Classifier)):
+            obj = obj()
+        if not isinstance(obj, Classifier):
+            raise InputError("oracle", "a robust.models.Classifier", type(obj).__name__)
+        return obj.to(device) if device is not None else obj
+    return load_classifier(spec, device=device)
+
+
+def default_oracles(G: Any, specs: Sequence[str], device: torch.device | str | None) -> list[Classifier]:
+    """The named oracles, or the shipped synthetic oracle for a generator of the benchmark."""
+    if specs:
+        return [load_oracle_spec(s, device) for s in specs]
+    from robust.gan.metrics import oracle_available
+
+    if is_synthetic_generator(G) and oracle_available():
+        return [load_oracle_spec("synthetic", device)]
+    raise InputError("oracle", "an oracle classifier (oracle=path; the shipped one only fits a generator of the synthetic benchmark)",
+                     "none")
+
+
+def search_groups(text: Any, G: Any = None) -> tuple[str, ...] | None:
+    """``auto``/None (the search's default), ``all`` (every group of ``G``), ``none`` or groups joined by ``+``."""
+    if text is None or str(text) == "auto":
+        return None
+    if str(text) == "all":
+        if G is None:
+            raise InputError("prompt groups", "a generator to take 'all' groups from", None)
+        return tuple(G.conditioning.names)
+    if str(text) == "none":
+        return ()
+    return tuple(str(text).split("+"))
+
+
+# -- running a whole SAGE analysis -------------------------------------------------------------------
+
+@dataclass
+class SageRun:
+    """A search, its baseline, modes, regions and (on the synthetic benchmark) the ground-truth check."""
+
+    result: Any  # attacks.sage.SageResult
+    baseline: Any | None
+    modes: list[Any]
+    regions: Any | None
+    ground_truth: Any | None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def metrics(self) -> dict[str, float]:
+        r = self.result
+        out = {
+            "failures": float(len(r.failures)),
+            "queries": float(r.queries),
+            "failures_per_1k_queries": r.failures_per_1k_queries,
+            "first_failure_s": r.first_failure_seconds if r.first_failure_seconds is not None else math.inf,
+            "first_failure_query": float(r.first_failure_query) if r.first_failure_query is not None else math.inf,
+            "failures_per_minute": r.failures_per_minute,
+            "ood_rate": r.ood_rate,
+            "oracle_rejections": float(r.counts["rejected_oracle"]),
+            "modes": float(len(self.modes)),
+            "top_mode_share": self.modes[0].share if self.modes else 0.0,
+        }
+        if self.baseline is not None:
+            b = self.baseline.failures_per_1k_queries
+            out["random_failures_per_1k_queries"] = b
+            out["ratio_vs_random"] = r.failures_per_1k_queries / b if b > 0 else (math.inf if r.failures else math.nan)
+        if self.regions is not None and self.regions.radius.numel():
+            out["region_radius"] = float(self.regions.radius.median())
+        if self.ground_truth is not None:
+            out["ground_truth_confirmed"] = self.ground_truth.confirmed_rate
+        return out
+
+
+def run_sage(
+    generator: Any,
+    model: Classifier,
+    oracles: Sequence[Classifier],
+    config: Any,
+    *,
+    seed: int = 0,
+    synthetic: bool | None = None,
+    verify_tokens: bool = True,
+    regions: int = DEFAULT_REGIONS,
+    baseline: bool = True,
+    directions: Any = None,
+    progress: bool | None = None,
+) -> SageRun:
+    """Search, optionally the random baseline, failure modes, failure regions and the ground-truth check.
+
+    ``synthetic`` (default: detected) uses the factor regressor to verify attribute tokens
+    (``verify_tokens``), estimate factors for the mode descriptions and run
+    :func:`attacks.sage_synthetic.ground_truth_check`.
+    """
+    from attacks.sage import failure_regions, random_search, sage_search
+    from attacks.sage_modes import failure_modes
+
+    synthetic = is_synthetic_generator(generator) if synthetic is None else synthetic
+    judge = None
+    if synthetic:
+        from attacks.sage_synthetic import SyntheticJudge
+        from robust.gan.metrics import oracle_available
+
+        if oracle_available():
+            judge = SyntheticJudge(generator, device=generator.mapping.w_avg.device)
+    verifier = judge.token_verifier if judge is not None and verify_tokens else None
+    scorer = judge.token_log_probs if judge is not None and verify_tokens else None
+    result = sage_search(generator, model, oracles, config, seed=seed, token_verifier=verifier, token_scorer=scorer, progress=progress)
+    base = random_search(generator, model, oracles, config, seed=seed, token_verifier=verifier, progress=progress) if baseline else None
+    measured = None
+    if regions > 0 and result.failures:
+        count = min(regions, len(result.failures))
+        picks = torch.linspace(0, len(result.failures) - 1, count).round().long().unique().tolist()
+        measured = failure_regions(generator, model, oracles, result, picks, token_verifier=verifier)
+    estimates = judge.factor_estimates(result) if judge is not None and result.failures else None
+    phrases = None
+    if synthetic:
+        from attacks.sage_synthetic import PHRASES
+
+        phrases = PHRASES
+    if estimates is None and directions is None:
+        directions = default_directions(generator)
+    modes = failure_modes(result, factors=estimates, directions=directions, phrases=phrases)
+    truth = None
+    if judge is not None and result.failures:
+        from attacks.sage_synthetic import ground_truth_check
+
+        truth = ground_truth_check(model, result, modes, size=int(generator.img_resolution), seed=seed)
+    return SageRun(result, base, modes, measured, truth)
+
+
+def default_directions(G: Any) -> Any:
+    """Directions that name a mode's dominant latent move: the shipped ones for the demo generator, else SeFa's."""
+    from robust.gan import Generator
+    from robust.gan.directions import directions_for, find_directions
+
+    if not isinstance(G, Generator):
+        return None
+    return directions_for(G, "auto") or find_directions(G, "sefa", k=16, calibrate=False)
+
+
+def suite_result(run: SageRun, *, modes_shown: int = DEFAULT_MODES, name: str = "sage") -> SuiteResult:
+    """The :class:`SuiteResult` of a :class:`SageRun`: metrics, one case (with images) per leading mode, tables."""
+    from attacks.sage_modes import modes_table
+
+    r = run.result
+    model_index = {c: i for i, c in enumerate(r.model_classes)}
+    cases = []
+    for mode in run.modes[:modes_shown]:
+        examples = []
+        ranked = sorted(mode.indices, key=lambda i: (-r.failures[i].confidence, i))[:EXAMPLES_PER_MODE]
+        for i in ranked:
+            f = r.failures[i]
+            examples.append(FailureExample(
+                index=-1, label=model_index.get(f.label_name, f.label), prediction=f.prediction, confidence=f.confidence,
+                description=f"{f.prompt}; oracle p={f.oracle_prob:.2f}; in-distribution score {f.in_distribution:.2f}",
+                params={"prompt": f.prompt, "chain": f.chain, "step": f.step, "query": f.query, "oracle_prob": f.oracle_prob,
+                        "in_distribution": f.in_distribution, "region_radius": f.region_radius},
+                seed=r.seed, image=f.image))
+        metrics = {"failures": float(mode.count), "share": mode.share, "lift": mode.lift}
+        if mode.region_radius is not None:
+            metrics["region_radius"] = mode.region_radius
+        if run.ground_truth is not None and mode.name in run.ground_truth.per_mode:
+            metrics["ground_truth_confirmed"] = run.ground_truth.per_mode[mode.name]
+        cases.append(CaseResult(mode.name, metrics, params={"description": mode.description, "tokens": dict(mode.tokens),
+                                                           "dominant": mode.dominant}, n=mode.count, failures=examples))
+    curves = []
+    if run.regions is not None and run.regions.radii:
+        curves.append(Curve("still failing", list(run.regions.radii), run.regions.curve(),
+                            "neighbour radius (fraction of the prior's norm)", "share still a verified failure"))
+    stats_rows = [["sage", r.queries, len(r.failures), r.failures_per_1k_queries, r.first_failure_seconds, r.failures_per_minute]]
+    if run.baseline is not None:
+        b = run.baseline
+        stats_rows.append(["random sampling", b.queries, len(b.failures), b.failures_per_1k_queries, b.first_failure_seconds,
+                           b.failures_per_minute])
+    tables = [modes_table(run.modes),
+              {"title": "search vs random sampling (same checks, same budget)",
+               "columns": ["method", "generator queries", "verified failures", "per 1k queries", "first failure (s)", "per minute"],
+               "rows": stats_rows},
+              {"title": "candidates that fooled the model",
+               "columns": ["fooled", "rejected by the oracle", "rejected by the token check", "rejected as out of distribution"],
+               "rows": [[r.counts["fooled"], r.counts["rejected_oracle"], r.counts["rejected_tokens"], r.counts["rejected_distribution"]]]}]
+    metrics = run.metrics()
+    notes = [f"{len(r.failures)} verified failures in {r.queries} generator queries ({r.failures_per_1k_queries:.1f} per 1k; "
+             f"search in {r.config.space}, stopped on {r.stopped})."]
+    if run.baseline is not None and "ratio_vs_random" in metrics:
+        notes.append(f"Random sampling under the same checks: {run.baseline.failures_per_1k_queries:.1f} per 1k queries "
+                     f"(ratio {metrics['ratio_vs_random']:.3g}).")
+    if run.modes:
+        notes.append("Largest failure modes: " + "; ".join(f"{m.description}: {m.count}" for m in run.modes[:3]) + ".")
+    if run.ground_truth is not None:
+        notes.append(f"Ground truth: {run.ground_truth.confirmed_rate:.0%} of failures reproduce when their mode's named factors are "
+                     "re-rendered with the benchmark's renderer (other factors random).")
+    details: dict[str, Any] = {"tables": tables, "notes": notes, "plot_cases": "failures", "search": r.summary(),
+                               "modes": [m.to_dict() for m in run.modes]}
+    if run.baseline is not None:
+        details["baseline"] = run.baseline.summary()
+    if run.regions is not None:
+        details["regions"] = run.regions.to_dict()
+    if run.ground_truth is not None:
+        kept = ("confirmed_rate", "level", "renders", "per_mode")
+        details["ground_truth"] = {k: v for k, v in run.ground_truth.to_dict().items() if k in kept}
+    return SuiteResult(name, metrics=metrics, cases=cases, curves=curves, details=details,
+                       params={"space": r.config.space, "queries": r.config.budget_queries, "seed": r.seed})
+
+
+def config_from_spec(spec: Spec, time_left: float | None = None, G: Any = None) -> Any:
+    from attacks.sage import SageConfig
+
+    opts = spec.options
+    seconds = opts.get("seconds")
+    seconds = float(seconds) if seconds is not None else None
+    if time_left is not None:
+        # The search and its random baseline each get 40% of what is left; regions and checks the rest.
+        share = max(1.0, 0.4 * time_left)
+        seconds = min(seconds, share) if seconds is not None else share
+    kwargs: dict[str, Any] = {"budget_queries": int(opts.get("queries", DEFAULT_QUERIES)), "budget_seconds": seconds,
+                              "search_groups": search_groups(opts.get("prompt"), G)}
+    for key, field_name, cast in (("space", "space", str), ("batch", "batch_size", int), ("steps", "steps", int),
+                                  ("step_size", "step_size", float), ("threshold", "oracle_threshold", float),
+                                  ("alpha", "alpha", float), ("confidence", "min_confidence", float)):
+        if key in opts:
+            kwargs[field_name] = cast(opts[key])
+    return SageConfig(**kwargs)
+
+
+_KNOWN = {"queries", "seconds", "space", "batch", "steps", "step_size", "prompt", "threshold", "alpha", "confidence", "regions", "baseline",
+          "modes", "verify", "oracle"}
+
+
+@SUITES.register("sage", description="SAGE search of the generator's prompt and latent space: verified natural failures, modes, regions")
+def sage_suite(ctx: AuditContext, spec: Spec) -> SuiteResult:
+    if ctx.generator is None:
+        raise SuiteSkipped("sage needs a generator (--generator demo or a checkpoint)")
+    unknown = sorted(set(spec.options) - _KNOWN)
+    if unknown:
+        raise InputError("sage options", ", ".join(sorted(_KNOWN)), unknown)
+    if not ctx.classifier.has_gradients:
+        raise SuiteSkipped(f"sage searches by gradients and {ctx.classifier.name} has none (ONNX)")
+    G = ctx.generator
+    if getattr(G, "conditioning", None) is None:
+        raise SuiteSkipped("sage needs a conditional generator (a class token group is the prompt)")
+    drawn = (int(G.img_channels), int(G.img_resolution), int(G.img_resolution))
+    if tuple(ctx.classifier.input_size) != drawn:
+        raise SuiteSkipped("the generator draws {}x{}x{} images and the model takes {}x{}x{}".format(*drawn, *ctx.classifier.input_size))
+    oracle_text = spec.options.get("oracle")
+    try:
+        oracles = default_oracles(G, str(oracle_text).split("+") if oracle_text else [], ctx.device)
+    except InputError as exc:
+        raise SuiteSkipped(str(exc)) from None
+    config = config_from_spec(spec, ctx.time_left(), G)
+    run = run_sage(G, ctx.classifier, oracles, config, seed=ctx.seed_for("search"), verify_tokens=bool(spec.options.get("verify", True)),
+                   regions=int(spec.options.get("regions", DEFAULT_REGIONS)), baseline=bool(spec.options.get("baseline", True)),
+                   progress=ctx.progress)
+    return suite_result(run, modes_shown=int(spec.options.get("modes", DEFAULT_MODES)))

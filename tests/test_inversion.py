@@ -1,0 +1,132 @@
+"""Batch inversion: recovering generated images, latent codes expansion, the encoder, the code cache."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from robust.errors import InputError
+from robust.gan import Generator
+from robust.gan.codes_cache import load_or_invert
+from robust.gan.encoder import Encoder, encoder_for, load_encoder, save_encoder, train_encoder
+from robust.gan.inversion import image_quality, invert_batch, latent_stats, sample_ws, synthesize
+
+
+def tiny_generator(seed: int = 0) -> Generator:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        G = Generator(z_dim=8, w_dim=8, img_resolution=16, img_channels=3, mapping_kwargs={"num_layers": 2},
+                      synthesis_kwargs={"channel_base": 128, "channel_max": 8})
+    return G.eval().requires_grad_(False)
+
+
+@pytest.fixture(scope="module")
+def G():
+    return tiny_generator()
+
+
+@pytest.fixture(scope="module")
+def stats(G):
+    return latent_stats(G, n=512)
+
+
+@pytest.fixture(scope="module")
+def generated(G):
+    ws, _ = sample_ws(G, 8, seed=11)
+    with torch.no_grad():
+        return ws, G.to_unit(G.synthesis(ws))
+
+
+def test_synthesize_adds_the_residual_at_the_expanded_resolution(G, generated):
+    ws, images = generated
+    shape = (ws.shape[0], *G.synthesis.feature_shape(8))
+    with torch.no_grad():
+        same = synthesize(G, ws, torch.zeros(shape), 8)
+        _, feats = G.synthesis(ws, return_features=[8])
+        bump = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+        moved = synthesize(G, ws, bump, 8)
+        expected = G.to_unit(G.synthesis(ws, features={8: feats[8] + bump}))
+    assert torch.allclose(same, images, atol=1e-6)
+    assert torch.allclose(moved, expected, atol=1e-5)
+    with pytest.raises(InputError, match="expand_res"):
+        synthesize(G, ws, torch.zeros(shape), 16)
+
+
+def test_inverting_generated_images_recovers_them(G, stats, generated):
+    _, images = generated
+    result = invert_batch(G, images, steps=40, seed=0, stats=stats)
+    other_ws, _ = sample_ws(G, images.shape[0], seed=99)
+    with torch.no_grad():
+        random_psnr, _ = image_quality(G.to_unit(G.synthesis(other_ws)), images)
+    assert result.ws.shape == (8, G.num_ws, G.w_dim)
+    assert result.reconstructions01.shape == images.shape
+    assert float(result.psnr.mean()) > float(random_psnr.mean()) + 8
+    assert float(result.psnr.mean()) > float(result.start_psnr.mean()) + 5
+    assert float(result.ssim.mean()) > 0.8
+    assert result.seconds_per_image > 0
+    with torch.no_grad():
+        assert torch.allclose(G.to_unit(G.synthesis(result.ws)), result.reconstructions01, atol=1e-5)
+
+
+def test_expansion_improves_psnr_over_w_plus_alone(G, stats, tiny_synthetic):
+    images = tiny_synthetic.split("test_shift", 6).images
+    plain = invert_batch(G, images, steps=15, seed=0, stats=stats)
+    expanded = invert_batch(G, images, steps=15, expand_res=8, seed=0, stats=stats)
+    assert torch.equal(plain.ws, expanded.ws)
+    assert float(expanded.psnr.mean()) > float(plain.psnr.mean()) + 1.0
+    assert expanded.residual.shape == (6, *G.synthesis.feature_shape(8))
+    with torch.no_grad():
+        again = synthesize(G, expanded.ws, expanded.residual, 8)
+        _, feats = G.synthesis(expanded.ws, return_features=[8])
+    assert torch.allclose(again, expanded.reconstructions01, atol=1e-5)
+    assert torch.allclose(expanded.features[8], feats[8] + expanded.residual, atol=1e-5)
+
+
+def test_inversion_is_deterministic_by_seed_and_checks_inputs(G, stats, generated):
+    _, images = generated
+    a = invert_batch(G, images[:3], steps=3, seed=5, stats=stats)
+    b = invert_batch(G, images[:3], steps=3, seed=5, stats=stats)
+    c = invert_batch(G, images[:3], steps=3, seed=6, stats=stats)
+    assert torch.equal(a.ws, b.ws)
+    assert not torch.equal(a.ws, c.ws)
+    with pytest.raises(InputError, match="images01"):
+        invert_batch(G, torch.rand(2, 3, 8, 8), steps=1)
+    with pytest.raises(InputError, match="expand_res"):
+        invert_batch(G, images[:1], steps=1, expand_res=5)
+
+
+def test_encoder_learns_codes_and_its_file_names_the_generator(G, stats, generated, tmp_path):
+    _, images = generated
+    encoder, report = train_encoder(G, steps=60, batch_size=16, lr=3e-3, seed=0, stats=stats, channels=8, channel_max=16, hidden=32)
+    assert report["steps"] == 60 and report["final_latent"] < 1.0
+    start_mean = invert_batch(G, images, steps=0, stats=stats)
+    start_encoder = invert_batch(G, images, encoder=encoder, steps=0, stats=stats)
+    assert float(start_encoder.psnr.mean()) > float(start_mean.psnr.mean()) + 1.0
+    save_encoder(encoder, tmp_path / "enc", G, {"note": "test"})
+    loaded = load_encoder(tmp_path / "enc", G)
+    assert isinstance(loaded, Encoder) and loaded.extra == {"note": "test"}
+    with torch.no_grad():
+        assert torch.allclose(loaded(images), encoder(images))
+    assert isinstance(encoder_for(G, str(tmp_path / "enc")), Encoder)
+    with pytest.raises(InputError, match="encoder"):
+        load_encoder(tmp_path / "enc", tiny_generator(seed=1))
+
+
+def test_codes_are_cached_by_data_generator_and_settings(G, tiny_synthetic, tmp_path, monkeypatch):
+    data = tiny_synthetic.split("test_shift", 5)
+    codes = load_or_invert(G, data, cache_dir=tmp_path, encoder="none", steps=2, expand_res=8, seed=0)
+    assert len(codes) == 5 and codes.residual.shape[0] == 5 and codes.expand_res == 8
+    files = list(tmp_path.glob("*.safetensors"))
+    assert len(files) == 1 and codes.key in files[0].name
+
+    def no_inversion(*args, **kwargs):
+        raise AssertionError("the cached codes should have been used")
+
+    monkeypatch.setattr("robust.gan.codes_cache.invert_batch", no_inversion)
+    again = load_or_invert(G, data, cache_dir=tmp_path, encoder="none", steps=2, expand_res=8, seed=0)
+    assert again.key == codes.key and torch.equal(again.ws, codes.ws) and torch.equal(again.residual, codes.residual)
+    ws, residual = again.batch([4, 0], "cpu")
+    assert torch.equal(ws, codes.ws[[4, 0]]) and torch.equal(residual, codes.residual[[4, 0]])
+    with pytest.raises(AssertionError, match="cached"):
+        load_or_invert(G, data, cache_dir=tmp_path, encoder="none", steps=3, expand_res=8, seed=0)
+    with pytest.raises(InputError, match="indices"):
+        again.batch([7])

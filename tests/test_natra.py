@@ -1,0 +1,113 @@
+"""NaturalTransform: the random, worst-of-k and gradient modes, determinism, ranges, residuals."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from augment.natra import NaturalTransform, per_image_loss
+from robust.errors import InputError
+from robust.gan import Generator
+from robust.gan.directions import find_directions
+from robust.gan.inversion import latent_stats, sample_ws, synthesize
+from robust.models import Classifier
+
+
+def tiny_generator(seed: int = 0) -> Generator:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        G = Generator(z_dim=8, w_dim=8, img_resolution=16, img_channels=3, mapping_kwargs={"num_layers": 2},
+                      synthesis_kwargs={"channel_base": 128, "channel_max": 8})
+    return G.eval().requires_grad_(False)
+
+
+def pixel_classifier(seed: int = 0) -> Classifier:
+    """A linear classifier of the pixels: every image change moves its logits."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 4))
+        net[1].weight.data.mul_(20.0)
+    return Classifier(net, input_size=(3, 16, 16), num_classes=4)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    G = tiny_generator()
+    stats = latent_stats(G, n=512)
+    directions = find_directions(G, "sefa", k=4, seed=0, calibrate=False, stats=stats)
+    ws, _ = sample_ws(G, 12, seed=3)
+    with torch.no_grad():
+        images = G.to_unit(G.synthesis(ws))
+    clf = pixel_classifier()
+    labels = clf.predict(images)
+    return G, directions, ws, images, labels, clf
+
+
+@pytest.mark.parametrize("mode", ["random", "worst_of_k", "gradient"])
+def test_each_mode_is_deterministic_by_seed_and_stays_in_range(setup, mode):
+    G, directions, ws, images, labels, clf = setup
+    nt = NaturalTransform(G, directions, mode, classifier=clf, k=3, steps=3, per_sample=2)
+    a = nt.transform(images, labels, ws=ws, seed=1)
+    b = nt.transform(images, labels, ws=ws, seed=1)
+    c = nt.transform(images, labels, ws=ws, seed=2)
+    assert torch.equal(a.images, b.images) and torch.equal(a.magnitudes, b.magnitudes)
+    assert not torch.equal(a.magnitudes, c.magnitudes)
+    assert a.images.shape == images.shape and float(a.images.min()) >= 0 and float(a.images.max()) <= 1
+    low, high = directions.ranges[:, 0], directions.ranges[:, 1]
+    assert bool(((a.magnitudes >= low - 1e-6) & (a.magnitudes <= high + 1e-6)).all())
+    assert bool(((a.magnitudes != 0).sum(1) <= 2).all())
+    with torch.no_grad():
+        assert torch.allclose(a.images, synthesize(G, directions.apply(ws, a.magnitudes)), atol=1e-5)
+
+
+def test_gradient_and_worst_of_k_raise_the_classifier_loss_over_random(setup):
+    G, directions, ws, images, labels, clf = setup
+    losses = {}
+    for mode in ("random", "worst_of_k", "gradient"):
+        out = NaturalTransform(G, directions, mode, classifier=clf, k=4, steps=4).transform(images, labels, ws=ws, seed=0)
+        losses[mode] = per_image_loss("ce", clf.logits(out.images), labels)
+        assert torch.allclose(losses[mode], out.loss, atol=1e-4)
+    # Both start from the random mode's draw and keep the worst they see.
+    assert bool((losses["gradient"] >= losses["random"] - 1e-5).all())
+    assert bool((losses["worst_of_k"] >= losses["random"] - 1e-5).all())
+    assert float(losses["gradient"].mean()) > float(losses["random"].mean()) + 0.05
+
+
+def test_draws_depend_on_each_image_id_not_on_the_batch(setup):
+    G, directions, ws, images, labels, clf = setup
+    nt = NaturalTransform(G, directions, "random")
+    full = nt.transform(images, ws=ws, seed=4, sample_ids=torch.arange(100, 112))
+    part = nt.transform(images[5:8], ws=ws[5:8], seed=4, sample_ids=torch.arange(105, 108))
+    assert torch.equal(part.magnitudes, full.magnitudes[5:8])
+    assert torch.allclose(part.images, full.images[5:8], atol=1e-6)
+
+
+def test_residuals_are_added_back(setup):
+    G, directions, ws, images, labels, clf = setup
+    photo = torch.rand(images.shape, generator=torch.Generator().manual_seed(0))
+    still = NaturalTransform(G, directions, "random", strength=0.0, pixel_residual=True)
+    assert torch.allclose(still(photo, ws=ws), photo, atol=1e-5)
+    residual = 0.3 * torch.randn(ws.shape[0], *G.synthesis.feature_shape(8), generator=torch.Generator().manual_seed(1))
+    nt = NaturalTransform(G, directions, "random", expand_res=8)
+    out = nt.transform(images, ws=ws, residual=residual, seed=0)
+    with torch.no_grad():
+        expected = synthesize(G, directions.apply(ws, out.magnitudes), residual, 8)
+    assert torch.allclose(out.images, expected, atol=1e-5)
+    with pytest.raises(InputError, match="residual"):
+        NaturalTransform(G, directions, "random").transform(images, ws=ws, residual=residual)
+
+
+def test_codes_are_inverted_on_the_fly_without_a_cache(setup):
+    G, directions, ws, images, labels, clf = setup
+    out = NaturalTransform(G, directions, "random", invert_steps=2).transform(images[:3], seed=0)
+    assert out.images.shape == images[:3].shape
+
+
+def test_classifier_driven_modes_need_a_classifier_and_labels(setup):
+    G, directions, ws, images, labels, clf = setup
+    with pytest.raises(InputError, match="classifier"):
+        NaturalTransform(G, directions, "gradient").transform(images, labels, ws=ws)
+    with pytest.raises(InputError, match="labels"):
+        NaturalTransform(G, directions, "worst_of_k", classifier=clf).transform(images, ws=ws)
+    with pytest.raises(InputError, match="mode"):
+        NaturalTransform(G, directions, "sideways")

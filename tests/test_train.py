@@ -1,0 +1,446 @@
+"""The hardening loop: recipes learn, attacks inside training ascend, resume is exact, export matches, bad input fails early."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+
+from robust.errors import InputError, UnknownNameError
+from robust.models import build_classifier, load_classifier
+from robust.synthetic import SyntheticBenchmark
+from robust.train import fit, get_recipe, harden, parse_recipes
+from robust.train.recipes import RECIPES, Batch, RecipeContext
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny convolutions run fastest on one thread, and far faster than two on a shared, busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return SyntheticBenchmark(size=16, seed=0)
+
+
+@pytest.fixture(scope="module")
+def train_set(bench):
+    return bench.split("train", 96)
+
+
+@pytest.fixture(scope="module")
+def shift_set(bench):
+    return bench.split("test_shift", 40)
+
+
+def small(seed: int = 0, width: int = 8):
+    torch.manual_seed(seed)
+    return build_classifier("smallcnn", 10, (3, 16, 16), width=width, class_names=SyntheticBenchmark.class_names)
+
+
+@pytest.fixture(scope="module")
+def trained(train_set):
+    """A smallcnn that has seen the data (so losses and gradients are informative)."""
+    clf = small()
+    harden(clf, train_set, "erm", epochs=12, batch_size=32, optimizer="adamw", lr=1e-2, progress=False, device="cpu")
+    return clf
+
+
+def batch_of(data, n=32, seed=0):
+    idx = torch.arange(n)
+    return Batch(data.images[:n], data.labels[:n], idx, idx + 1000 * seed, torch.Generator().manual_seed(seed), 0, 0)
+
+
+# -- recipes learn --------------------------------------------------------------------------------
+
+TRAINABLE = ["erm", "oracle", "pgd:linf@2/255,steps=2", "pgd:l2@0.25,steps=2,trades=3", "corrupt@3", "augmix", "classic",
+             "classic:trivialaugment", "0.5*erm+0.5*oracle"]
+
+
+@pytest.mark.parametrize("recipe", TRAINABLE)
+def test_each_recipe_runs_and_lowers_the_training_loss(recipe, train_set):
+    result = harden(small(), train_set, recipe, epochs=5, batch_size=32, lr=1e-2, progress=False, device="cpu", seed=1)
+    losses = [r["train_loss"] for r in result.history]
+    assert result.steps == 5 * 3
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert losses[-1] < losses[0], losses
+
+
+def test_pgd_training_examples_raise_the_cross_entropy_they_maximise(trained, train_set):
+    recipe = get_recipe("pgd:linf@4/255,steps=5")
+    recipe.bind(RecipeContext(trained, train_set, torch.device("cpu")))
+    batch = batch_of(train_set)
+    (adv,) = recipe.views(batch, trained)
+    assert (adv - batch.images).abs().max() <= 4 / 255 + 1e-6
+    assert 0 <= float(adv.min()) and float(adv.max()) <= 1
+    with torch.no_grad():
+        clean = F.cross_entropy(trained(batch.images), batch.labels)
+        attacked = F.cross_entropy(trained(adv), batch.labels)
+    assert attacked > clean + 0.05
+
+
+def test_trades_inner_loop_raises_the_kl_it_maximises_and_keeps_the_clean_view(trained, train_set):
+    recipe = get_recipe("pgd:l2@0.5,steps=4,trades=6")
+    recipe.bind(RecipeContext(trained, train_set, torch.device("cpu")))
+    batch = batch_of(train_set)
+    clean, adv = recipe.views(batch, trained)
+    assert torch.equal(clean, batch.images)
+    assert float((adv - clean).flatten(1).norm(dim=1).max()) <= 0.5 + 1e-5
+    with torch.no_grad():
+        p = trained(clean).softmax(1)
+        kl = F.kl_div(trained(adv).log_softmax(1), p, reduction="batchmean")
+        start = recipe.objective(trained, clean + 0.0, batch.labels, p).mean()
+    assert kl > start + 1e-3
+    loss = recipe.loss([trained(clean), trained(adv)], batch.labels, 0.0)
+    assert loss.shape == (32,) and bool((loss >= F.cross_entropy(trained(clean), batch.labels, reduction="none") - 1e-6).all())
+
+
+def test_oracle_rerenders_the_same_class_with_fresh_factors_independent_of_the_batch(train_set):
+    recipe = get_recipe("oracle")
+    recipe.bind(RecipeContext(small(), train_set, torch.device("cpu")))
+    batch = batch_of(train_set, 16)
+    (views,) = recipe.views(batch, None)
+    assert views.shape == batch.images.shape and not torch.allclose(views, batch.images)
+    # Image 5 alone gets the same rendering: the draws follow the image's seed, not the batch.
+    alone = Batch(batch.images[5:6], batch.labels[5:6], batch.indices[5:6], batch.seeds[5:6], torch.Generator(), 0, 0)
+    torch.testing.assert_close(recipe.views(alone, None)[0], views[5:6])
+
+
+@pytest.mark.parametrize("spec", ["classic", "augmix", "corrupt", "corrupt@2,set=heldout"])
+def test_augmenting_recipes_draw_per_image_so_the_batch_split_does_not_matter(spec, train_set):
+    recipe = get_recipe(spec)
+    batch = batch_of(train_set, 12)
+    views = recipe.views(batch, None)
+    alone = Batch(batch.images[7:9], batch.labels[7:9], batch.indices[7:9], batch.seeds[7:9], torch.Generator(), 0, 0)
+    for whole, part in zip(views, recipe.views(alone, None)):
+        torch.testing.assert_close(part, whole[7:9])
+    changed = views[-1]
+    assert changed.shape == batch.images.shape and 0 <= float(changed.min()) and float(changed.max()) <= 1
+    assert not torch.allclose(changed, batch.images)
+
+
+def test_augmix_sees_clean_and_two_views_and_adds_the_jensen_shannon_term(train_set):
+    from augment.classic import augmix_consistency_loss
+
+    recipe = get_recipe("augmix,weight=12")
+    batch = batch_of(train_set, 16)
+    clean, a1, a2 = recipe.views(batch, None)
+    assert torch.equal(clean, batch.images) and not torch.equal(a1, a2)
+    logits = [torch.randn(16, 10, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    loss = recipe.loss(logits, batch.labels, 0.0)
+    expected = F.cross_entropy(logits[0], batch.labels, reduction="sum") + 12 * 16 * augmix_consistency_loss(*logits)
+    torch.testing.assert_close(loss.sum(), expected)
+    assert len(get_recipe("augmix,jsd=false").views(batch, None)) == 1
+
+
+def test_mixture_splits_each_batch_by_its_weights():
+    mix = parse_recipes("0.75*erm+0.25*oracle")
+    assert mix.weights == pytest.approx([0.75, 0.25])
+    assert str(mix) == "0.75*erm+0.25*oracle"
+    ids = mix.assign(64, torch.Generator().manual_seed(0))
+    assert ids.bincount().tolist() == [48, 16]
+    # Uneven sizes: every recipe still gets its share on average.
+    counts = sum(mix.assign(10, torch.Generator().manual_seed(s)).bincount(minlength=2) for s in range(200))
+    assert counts.tolist()[1] == pytest.approx(500, rel=0.15)
+
+
+# -- runs on disk: checkpoints, logs, resume ------------------------------------------------------------
+
+def test_run_folder_has_log_best_and_last_checkpoints_loadable_as_classifiers(tmp_path, train_set, shift_set):
+    result = harden(small(), train_set, "erm", eval_sets={"shift": shift_set}, epochs=2, batch_size=48, out=tmp_path,
+                    progress=False, device="cpu")
+    lines = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2]
+    assert {"train_loss", "train_acc", "shift/acc", "shift/loss", "lr", "step"} <= set(lines[0])
+    assert result.best["metric"] == "shift/acc"
+    assert result.best["value"] == max(r["shift/acc"] for r in lines)
+    last = load_classifier(tmp_path / "last")
+    assert torch.equal(last.logits(shift_set.images), result.classifier.logits(shift_set.images))
+    best = load_classifier(tmp_path / "best.json")
+    assert best.accuracy(shift_set.images, shift_set.labels) == pytest.approx(result.best["value"])
+    assert not list(tmp_path.glob(".*tmp")), "temporary files left behind"
+    assert len(list(tmp_path.glob("state-*.safetensors"))) == 1
+
+
+class Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("kill_at", [4, 6])
+def test_killed_and_resumed_run_ends_with_weights_equal_to_an_uninterrupted_run(tmp_path, train_set, shift_set, kill_at):
+    # 3 steps per epoch, state saved every 2 steps and at each epoch end: the kill at step 4 comes
+    # mid-epoch, the one at step 6 after the last step of epoch 2 but before its evaluation and save.
+    kw = dict(eval_sets={"shift": shift_set}, epochs=3, batch_size=32, optimizer="sgd", lr=0.05, ema_decay=0.8, checkpoint_every=2,
+              progress=False, device="cpu", seed=5)
+    recipe = "0.5*erm+0.5*pgd:linf@2/255,steps=1"
+    whole = harden(small(), train_set, recipe, out=tmp_path / "whole", **kw)
+
+    def kill(step, loss):
+        if step == kill_at:
+            raise Killed
+
+    with pytest.raises(Killed):
+        harden(small(), train_set, recipe, out=tmp_path / "cut", on_step=kill, **kw)
+    resumed = harden(small(), train_set, recipe, out=tmp_path / "cut", resume=True, **kw)
+    a, b = whole.classifier.model.state_dict(), resumed.classifier.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert strip(resumed.history) == strip(whole.history)
+    assert (tmp_path / "cut" / "log.jsonl").read_text().count("\n") == 3
+
+
+def test_per_epoch_suites_log_corruption_and_attack_accuracy(tmp_path, trained, train_set, shift_set):
+    result = harden(trained, train_set, "erm", eval_sets={"shift": shift_set, "train": train_set[:40]}, epochs=1, batch_size=48,
+                    eval_suites=["clean", "corruptions@3,names=gaussian_noise/fog", "pgd:linf@8/255,steps=3,on=train"],
+                    select="train/acc", out=tmp_path, progress=False, device="cpu", lr=1e-4)
+    m = result.metrics
+    assert {"shift/acc", "train/acc", "shift/corruptions@3", "train/pgd:linf@8/255,steps=3"} <= set(m)
+    assert m["train/pgd:linf@8/255,steps=3"] < m["train/acc"]
+    assert 0 <= m["shift/corruptions@3"] <= 1
+    assert result.best["metric"] == "train/acc"
+    logged = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[-1])
+    assert logged["train/pgd:linf@8/255,steps=3"] == m["train/pgd:linf@8/255,steps=3"]
+
+
+def test_resume_with_a_different_configuration_fails_clearly(tmp_path, train_set):
+    harden(small(), train_set, "erm", epochs=1, batch_size=48, out=tmp_path, progress=False, device="cpu")
+    with pytest.raises(InputError, match="same recipe, configuration"):
+        harden(small(), train_set, "erm", epochs=1, batch_size=32, out=tmp_path, resume=True, progress=False, device="cpu")
+
+
+def test_ema_weights_are_what_the_run_returns_and_evaluates(train_set, shift_set):
+    plain = harden(small(), train_set, "erm", epochs=2, batch_size=32, progress=False, device="cpu")
+    ema = harden(small(), train_set, "erm", epochs=2, batch_size=32, ema_decay=0.5, eval_sets={"shift": shift_set},
+                 progress=False, device="cpu")
+    a, b = plain.classifier.model.state_dict(), ema.classifier.model.state_dict()
+    assert any(not torch.equal(a[k], b[k]) for k in a if k.endswith("weight"))
+    assert ema.metrics["shift/acc"] == pytest.approx(ema.classifier.accuracy(shift_set.images, shift_set.labels))
+
+
+def test_fit_keeps_its_plain_interface(train_set):
+    clf = small()
+    history = fit(clf, train_set, epochs=2, batch_size=32, seed=0, progress=False)
+    assert [set(h) for h in history] == [{"epoch", "loss", "acc", "seconds"}] * 2
+    again = small()
+    fit(again, train_set, epochs=2, batch_size=32, seed=0, progress=False)
+    assert all(torch.equal(p, q) for p, q in zip(clf.model.parameters(), again.model.parameters()))
+    assert history[1]["loss"] < history[0]["loss"]
+
+
+def test_a_plain_nn_module_trains_and_its_checkpoint_holds_its_weights(tmp_path, train_set):
+    from safetensors.torch import load_file
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+    result = harden(net, train_set, "erm", epochs=1, batch_size=48, out=tmp_path, progress=False, device="cpu")
+    assert result.classifier.model is net and result.classifier.arch is None
+    saved = load_file(str(tmp_path / "last.safetensors"))
+    assert all(torch.equal(saved[k], v) for k, v in net.state_dict().items())
+    assert json.loads((tmp_path / "last.json").read_text())["extra"]["epoch"] == 1
+
+
+# -- bad configuration fails before training --------------------------------------------------------------
+
+def test_unknown_recipe_lists_the_valid_ones(train_set):
+    with pytest.raises(UnknownNameError, match="erm"):
+        harden(small(), train_set, "ermm", epochs=1, progress=False)
+    with pytest.raises(InputError, match="recipe pgd options"):
+        get_recipe("pgd:linf@8/255,stepz=3")
+    with pytest.raises(InputError, match="recipe"):
+        parse_recipes("erm++oracle")
+
+
+def test_mismatched_classes_fail_before_any_step(train_set):
+    steps = []
+    wrong = build_classifier("smallcnn", 5, (3, 16, 16), width=8)
+    with pytest.raises(InputError, match="training data classes"):
+        harden(wrong, train_set, "erm", epochs=1, on_step=lambda s, loss: steps.append(s), progress=False)
+    assert steps == []
+
+
+def test_oracle_needs_the_synthetic_benchmark_and_suites_and_options_are_checked(train_set, shift_set):
+    from robust.data import ImageSet
+
+    other = ImageSet(train_set.images, train_set.labels, [f"c{i}" for i in range(10)], name="other")
+    with pytest.raises(InputError, match="oracle recipe data"):
+        harden(build_classifier("smallcnn", 10, (3, 16, 16), width=8), other, "oracle", epochs=1, progress=False)
+    with pytest.raises(InputError, match="evaluation suite"):
+        harden(small(), train_set, "erm", eval_sets={"shift": shift_set}, eval_suites=["nope"], epochs=1, progress=False)
+    with pytest.raises(InputError, match="harden options"):
+        harden(small(), train_set, "erm", epoch=1)
+    with pytest.raises(InputError, match="optimizer"):
+        harden(small(), train_set, "erm", optimizer="lbfgs")
+    with pytest.raises(InputError, match="select"):
+        harden(small(), train_set, "erm", eval_sets={"shift": shift_set}, select="val/acc", epochs=1, progress=False)
+    with pytest.raises(InputError, match="recipe corrupt option set"):
+        get_recipe("corrupt,set=some")
+    with pytest.raises(InputError, match="pgd"):
+        get_recipe("pgd:l3@0.5")
+
+
+# -- command line ------------------------------------------------------------------------------------------
+
+def test_cli_train_then_export_onnx_with_parity(tmp_path):
+    from robust.cli import cli
+    from robust.models import OnnxClassifier
+
+    runner = CliRunner()
+    run = tmp_path / "run"
+    args = ["train", "--data", "synthetic:train,size=16", "-n", "64", "--eval", "shift=synthetic:test_shift,size=16", "--eval-n", "20",
+            "--epochs", "1", "--batch-size", "32", "--recipe", "erm+oracle", "--out", str(run), "--device", "cpu"]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "shift/acc" in result.output and (run / "best.safetensors").is_file()
+    onnx_path = tmp_path / "model.onnx"
+    result = runner.invoke(cli, ["export", str(run / "best"), "--onnx", str(onnx_path), "--data", "synthetic:test_shift,size=16", "-n", "8"])
+    assert result.exit_code == 0, result.output
+    assert "max abs diff" in result.output
+    torch_clf = load_classifier(run / "best")
+    probe = torch.rand(5, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    diff = (OnnxClassifier(onnx_path).logits(probe) - torch_clf.logits(probe)).abs().max()
+    assert float(diff) <= 1e-4
+    bad = runner.invoke(cli, ["train", "--data", "synthetic:train,size=16", "--recipe", "nope", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "recipe" in bad.output and "erm" in bad.output
+
+
+def test_every_registered_recipe_is_documented():
+    for name in RECIPES.names():
+        assert (RECIPES.get(name).__doc__ or "").strip(), name
+
+
+
+# -- NaTra (tiny generator, SeFa directions, codes inverted once into a cache) -------------------------------
+
+def tiny_generator(seed: int):
+    """The ``tiny`` preset (16x16, 16 channels), class-conditioned on the benchmark's classes, untrained."""
+    from robust.gan import Conditioning, Generator, preset
+
+    torch.manual_seed(seed)
+    cond = Conditioning.classes(SyntheticBenchmark.class_names)
+    return Generator(**preset("tiny").generator_kwargs(cond.c_dim), conditioning=cond).eval()
+
+
+@pytest.fixture(scope="module")
+def natra_parts(train_set, tmp_path_factory):
+    from robust.gan.codes_cache import load_or_invert
+    from robust.gan.directions import find_directions
+
+    G = tiny_generator(0)
+    directions = find_directions(G, "sefa", k=4, seed=0, calibrate=False)
+    cache = tmp_path_factory.mktemp("codes")
+    codes = load_or_invert(G, train_set, cache_dir=cache, steps=2, encoder="none")
+    return G, directions, codes, cache
+
+
+def natra(spec, natra_parts):
+    from robust.train.recipes import NaTraTraining
+
+    G, directions, codes, _ = natra_parts
+    return NaTraTraining(spec, directions=directions, codes=codes)
+
+
+@pytest.mark.parametrize("mode", ["random", "worst_of_k", "gradient", "random+classic"])
+def test_natra_modes_train_and_lower_the_training_loss(mode, natra_parts, train_set):
+    natra_mode, _, other = mode.partition("+")
+    recipe = [natra(f"natra:{natra_mode},k=2,steps=2", natra_parts), *([other] if other else [])]
+    result = harden(small(), train_set, recipe, generator=natra_parts[0], epochs=4, batch_size=32, lr=1e-2, progress=False,
+                    device="cpu", seed=1)
+    losses = [r["train_loss"] for r in result.history]
+    assert losses[-1] < losses[0], losses
+
+
+def test_natra_gradient_and_worst_of_k_raise_the_loss_over_the_random_draw(natra_parts, trained, train_set):
+    batch = batch_of(train_set, 32)
+    losses = {}
+    for mode in ("random", "worst_of_k", "gradient"):
+        recipe = natra(f"natra:{mode},k=4,steps=4,step_size=0.5", natra_parts)
+        recipe.bind(RecipeContext(trained, train_set, torch.device("cpu"), generator=natra_parts[0]))
+        (moved,) = recipe.views(batch, trained)
+        assert moved.shape == batch.images.shape and not torch.allclose(moved, batch.images)
+        with torch.no_grad():
+            losses[mode] = F.cross_entropy(trained(moved), batch.labels, reduction="none")
+    # Both searches start from (or include) the random draw and keep the worst: never below it, above on average.
+    assert bool((losses["gradient"] >= losses["random"] - 1e-5).all())
+    assert bool((losses["worst_of_k"] >= losses["random"] - 1e-5).all())
+    assert losses["gradient"].mean() > losses["random"].mean() + 1e-3
+    assert losses["worst_of_k"].mean() > losses["random"].mean()
+
+
+def test_natra_fails_early_without_generator_or_with_a_missing_codes_cache(natra_parts, train_set, tmp_path):
+    steps = []
+    with pytest.raises(InputError, match="natra recipe generator"):
+        harden(small(), train_set, "natra", epochs=1, on_step=lambda s, loss: steps.append(s), progress=False)
+    with pytest.raises(InputError, match="natra codes cache"):
+        harden(small(), train_set, f"natra,codes={tmp_path / 'none'}", generator=natra_parts[0], epochs=1,
+               on_step=lambda s, loss: steps.append(s), progress=False)
+    big = SyntheticBenchmark(size=24, seed=0).split("train", 20)
+    with pytest.raises(InputError, match="natra recipe data"):
+        harden(build_classifier("smallcnn", 10, (3, 24, 24), width=8), big, "natra", generator=natra_parts[0], epochs=1, progress=False)
+    with pytest.raises(InputError, match="natra mode"):
+        get_recipe("natra:sideways")
+    assert steps == []
+
+
+def test_natra_codes_of_another_generator_or_other_data_fail_before_training(natra_parts, train_set, tmp_path):
+    from robust.train.recipes import NaTraTraining
+
+    G, directions, codes, _ = natra_parts
+    codes.save(tmp_path / "codes")
+    steps = []
+    run = dict(epochs=1, batch_size=32, on_step=lambda s, loss: steps.append(s), progress=False, device="cpu")
+    spec = f"natra,codes={tmp_path / 'codes'}"
+    with pytest.raises(InputError, match="codes made with this generator"):
+        harden(small(), train_set, NaTraTraining(spec, directions=directions), generator=tiny_generator(1), **run)
+    with pytest.raises(InputError, match="codes of this training set"):
+        harden(small(), train_set[:48], NaTraTraining(spec, directions=directions), generator=G, **run)
+    with pytest.raises(InputError, match="codes of the 48 training images"):
+        harden(small(), train_set[:48], NaTraTraining("natra", directions=directions, codes=codes), generator=G, **run)
+    assert steps == []
+    # The same file with its own generator and data trains.
+    result = harden(small(), train_set, NaTraTraining(spec, directions=directions), generator=G, **{**run, "on_step": None})
+    assert result.steps == 3
+
+
+def test_natra_cache_is_reused_by_spec_and_the_natra_suite_evaluates_every_epoch(natra_parts, train_set, shift_set):
+    G, directions, _, cache = natra_parts
+    directions.save(cache.parent / "directions")
+    # Same generator, data and inversion settings as the fixture: its cache entry is found by its key
+    # and the training set is not inverted again; only the evaluation set gets a new entry.
+    opts = f"directions={cache.parent / 'directions'},invert_steps=2,cache_dir={cache}"
+    before = {p.name for p in cache.iterdir()}
+    result = harden(small(), train_set, f"natra:random,{opts}", generator=G, eval_sets={"shift": shift_set[:16]}, epochs=2,
+                    batch_size=48, eval_suites=["clean", f"natra:random@0.5,{opts}"], progress=False, device="cpu")
+    new = {p.name for p in cache.iterdir()} - before
+    assert new and all(name.startswith("synthetic_test_shift-") for name in new), new
+    for record in result.history:
+        assert 0 <= record["shift/natra:random@0.5"] <= 1
+
+
+def test_cli_natra_training_inverts_the_training_set_once_into_the_cache(tmp_path, monkeypatch):
+    from robust.cli import cli
+    from robust.gan import save_generator
+
+    monkeypatch.setenv("ROBUST_CACHE_DIR", str(tmp_path / "cache"))
+    save_generator(tiny_generator(0), tmp_path / "G")
+    args = ["train", "--data", "synthetic:train,size=16", "-n", "40", "--epochs", "1", "--batch-size", "20", "--device", "cpu",
+            "--recipe", "natra:gradient,steps=1,invert_steps=2,directions=sefa,n_directions=4",
+            "--generator", str(tmp_path / "G.json"), "--out", str(tmp_path / "run")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "trained natra:gradient" in result.output
+    cached = list((tmp_path / "cache" / "codes").glob("synthetic_train-*.safetensors"))
+    assert len(cached) == 1
+    again = CliRunner().invoke(cli, [*args[:-1], str(tmp_path / "run2")])
+    assert again.exit_code == 0, again.output
+    assert list((tmp_path / "cache" / "codes").glob("*.safetensors")) == cached
+    missing = [a.replace("invert_steps=2", f"codes={tmp_path / 'nowhere'}") for a in args[:-1]] + [str(tmp_path / "run3")]
+    failed = CliRunner().invoke(cli, missing)
+    assert failed.exit_code == 2 and "natra codes cache" in failed.output, failed.output
+    assert not (tmp_path / "run3" / "log.jsonl").exists()

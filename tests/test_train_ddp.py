@@ -1,0 +1,101 @@
+"""DistributedDataParallel on a CPU (gloo): two processes equal one process with the same global batch.
+
+The model is BN-free (convolutions, GroupNorm, linear head) on purpose: BatchNorm statistics are
+per-process under DDP, and torch's SyncBatchNorm runs on GPUs only.
+"""
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from robust.models import Classifier
+from robust.synthetic import SyntheticBenchmark
+
+EPOCHS, BATCH = 2, 32
+
+
+def tiny_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.GroupNorm(2, 8), nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.GroupNorm(4, 16), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
+    )
+
+
+def run(out: str | None, recipe: str) -> tuple[dict[str, torch.Tensor], dict[str, float], list[dict]]:
+    from robust.train import harden
+
+    bench = SyntheticBenchmark(size=16, seed=0)
+    # 85 images, batch 32: the last global batch (21 images) is uneven across the two ranks.
+    train, test = bench.split("train", 85), bench.split("test_shift", 41)
+    clf = Classifier(tiny_net(), input_size=(3, 16, 16), num_classes=10, class_names=train.class_names)
+    result = harden(clf, train, recipe, eval_sets={"shift": test}, epochs=EPOCHS, batch_size=BATCH, optimizer="sgd", lr=0.05,
+                    seed=3, out=out, progress=False, device="cpu")
+    return {k: v.clone() for k, v in clf.model.state_dict().items()}, result.metrics, result.history
+
+
+RECIPES = ["0.5*erm+0.5*oracle", "0.5*augmix+0.5*pgd:linf@2/255,steps=1"]
+
+
+def _worker(rank: int, world_size: int, port: int, folder: str) -> None:
+    from safetensors.torch import save_file
+
+    from robust.io import write_json
+
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        for k, recipe in enumerate(RECIPES):
+            weights, metrics, history = run(os.path.join(folder, f"run{k}"), recipe)
+            if rank == 0:
+                save_file({k: v.contiguous() for k, v in weights.items()}, os.path.join(folder, f"weights{k}.safetensors"))
+                write_json(os.path.join(folder, f"metrics{k}.json"), {"metrics": metrics, "history": history})
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_path):
+    """Recipes whose draws follow per-image seeds (oracle, augmix, the PGD start) match exactly too."""
+    from safetensors.torch import load_file
+
+    from robust.io import read_json
+
+    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    for k, recipe in enumerate(RECIPES):
+        ddp_weights = load_file(str(tmp_path / f"weights{k}.safetensors"))
+        ddp = read_json(tmp_path / f"metrics{k}.json")
+        weights, metrics, history = run(None, recipe)
+        assert set(ddp_weights) == set(weights)
+        for name, value in weights.items():
+            torch.testing.assert_close(ddp_weights[name], value, atol=1e-5, rtol=1e-4, msg=f"{recipe}: weight {name} differs")
+        assert ddp["metrics"].keys() == metrics.keys()
+        for key, value in metrics.items():
+            assert ddp["metrics"][key] == pytest.approx(value, abs=1e-5), (recipe, key)
+        # The training loss summed over both shards equals the single process's.
+        assert [r["train_loss"] for r in ddp["history"]] == pytest.approx([r["train_loss"] for r in history], abs=1e-5)
+        # Only rank 0 wrote the run folder, and it is complete.
+        assert (tmp_path / f"run{k}" / "last.safetensors").is_file() and (tmp_path / f"run{k}" / "state.json").is_file()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One thread per process: the two workers and the reference run share a small machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
