@@ -14,13 +14,16 @@ Three parts, each against a baseline run in the same process:
 * ``throughput``: NaturalTransform images/s per mode at ``--batch`` (baseline: one plain
   synthesis pass of the same batch).
 
-    python benchmarks/bench_natra.py --generator demo --device cpu --n 64 --json natra.json
-    python benchmarks/bench_natra.py --generator demo --device cuda --n 512 --batch 512 --json natra-gpu.json
+    python benchmarks/bench_natra.py --generator demo --device cpu --n 32 --threads 1 --json natra.json --markdown natra.md
+    python benchmarks/bench_natra.py --generator demo --device cuda --encoder train:3000 --save-encoder demo_encoder --n 512 --batch 512 --candidates 32 --json natra-gpu.json --markdown natra-gpu.md
+
+``--encoder train:STEPS`` trains an encoder in the run (on generator samples and 10000
+``synthetic:generator`` images) and ``--save-encoder`` keeps it; ``--generator`` and ``--encoder``
+also take files.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -35,9 +38,10 @@ from augment.natra import NaturalTransform  # noqa: E402
 from robust.data import load_dataset  # noqa: E402
 from robust.gan.checkpoint import load, load_demo  # noqa: E402
 from robust.gan.directions import factor_effects, find_directions, score_directions, select_directions  # noqa: E402
-from robust.gan.encoder import encoder_for, train_encoder  # noqa: E402
+from robust.gan.encoder import encoder_for, generator_fingerprint, save_encoder, train_encoder  # noqa: E402
 from robust.gan.inversion import InversionConfig, invert_batch, latent_stats, sample_ws  # noqa: E402
 from robust.gan.metrics import load_factor_regressor, load_oracle  # noqa: E402
+from robust.io import checkpoint_paths, read_json, write_json, write_text  # noqa: E402
 from robust.seeding import resolve_device  # noqa: E402
 from robust.synthetic import FACTOR_NAMES  # noqa: E402
 
@@ -53,6 +57,22 @@ def machine(device: torch.device) -> str:
     import os
 
     return f"CPU {os.cpu_count()} cores ({platform.processor() or platform.machine()}), {torch.get_num_threads()} threads"
+
+
+def generator_info(G: Any, spec: str) -> dict[str, Any]:
+    """Which generator was measured: its training progress (kimg) and parameter fingerprint."""
+    from robust.gan.checkpoint import DEMO_GENERATOR
+
+    info: dict[str, Any] = {"spec": spec, "fingerprint": generator_fingerprint(G)}
+    path = DEMO_GENERATOR if spec == "demo" else Path(spec)
+    try:
+        config = read_json(checkpoint_paths(path)[1])
+    except (OSError, ValueError):
+        return info
+    extra = config.get("extra", {}) if isinstance(config, dict) else {}
+    info["kimg"] = extra.get("kimg", config.get("kimg") if isinstance(config, dict) else None)
+    info["class_agreement"] = extra.get("metrics_at_export", {}).get("figures", {}).get("class_agreement")
+    return info
 
 
 def bench_inversion(G: Any, encoder: Any, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
@@ -119,7 +139,9 @@ def bench_directions(G: Any, args: argparse.Namespace, device: torch.device) -> 
         breaking = [r["name"] for r in kept_rows if r["class_kept"] < 0.95]
         out[method] = {"candidates": args.candidates, "kept": int(found.kept.sum()), "measured": len(rows), "seconds": seconds,
                        "rows": rows, "covered": covered, "missing": [f for f in FACTOR_NAMES if f not in covered],
-                       "class_breaking_kept": breaking, "meta": {k: v for k, v in found.meta.items() if k != "generator_fingerprint"}}
+                       "class_breaking_kept": breaking, "meta": {k: v for k, v in found.meta.items() if k != "generator_fingerprint"},
+                       "bar_every_factor_covered": not [f for f in FACTOR_NAMES if f not in covered],
+                       "bar_no_kept_direction_breaks_class": int(found.kept.sum()) > 0 and not breaking}
         print(f"  {method}: {int(found.kept.sum())}/{args.candidates} kept, {seconds:.0f} s; factors covered (purity>=0.7, class kept>=0.95): "
               f"{', '.join(covered) or 'none'}; kept directions changing the class >5%: {len(breaking)}", flush=True)
         for r in rows:
@@ -161,10 +183,50 @@ def bench_throughput(G: Any, args: argparse.Namespace, device: torch.device) -> 
     return out
 
 
+def markdown(result: dict[str, Any]) -> str:
+    """The figures as markdown tables (for benchmarks/results/natra.md)."""
+    gen = result["generator"]
+    lines = [f"- date {result['date']}, machine: {result['machine']}, torch {result['torch']}",
+             f"- generator: {gen['spec']} (kimg {gen.get('kimg')}, fingerprint {gen['fingerprint']}, "
+             f"oracle class agreement at export {gen.get('class_agreement')})",
+             f"- command: `{result['command']}`", ""]
+    inv = result.get("inversion")
+    if inv:
+        lines += [f"### Inversion ({inv['n']} `test_shift` images, 32x32)", "",
+                  "| variant | steps | PSNR (dB) | SSIM | ms / image |", "|---|---:|---:|---:|---:|"]
+        for name, row in inv["rows"].items():
+            steps = f"{row['steps']}" + (f" (+{row['steps']} expansion @{row['expand_res']})" if row["expand_res"] else "")
+            lines.append(f"| {name} | {steps} | {row['psnr']:.2f} | {row['ssim']:.4f} | {row['ms_per_image']:.1f} |")
+        lines += ["", f"{inv['compared']} vs the baseline: {inv['speedup_vs_baseline']:.1f}x less time, "
+                      f"PSNR {inv['psnr_gap_vs_baseline']:+.2f} dB.", ""]
+    dirs = result.get("directions")
+    if dirs:
+        for method, part in dirs.items():
+            lines += [f"### Directions: {method} ({part['kept']}/{part['candidates']} kept, {part['seconds']:.0f} s)", "",
+                      f"Factors covered (purity >= 0.7, oracle class kept >= 0.95): {', '.join(part['covered']) or 'none'}; "
+                      f"kept directions changing the class for > 5%: {len(part['class_breaking_kept'])}.", "",
+                      "| direction | kept | dominant factor | purity | oracle class kept | preservation score | class alignment |",
+                      "|---|---|---|---:|---:|---:|---:|"]
+            for r in part["rows"]:
+                lines.append(f"| {r['name']} | {'yes' if r['kept'] else 'no'} | {r['dominant']} | {r['purity']:.2f} | {r['class_kept']:.3f} | "
+                             f"{r['preservation']:.3f} | {r['alignment']:.3f} |")
+            lines.append("")
+    thr = result.get("throughput")
+    if thr:
+        lines += [f"### NaturalTransform throughput (batch {thr['batch']}, 32x32, {result['device']})", "",
+                  "| mode | images / s | time vs one synthesis pass |", "|---|---:|---:|",
+                  f"| plain synthesis (baseline) | {thr['synthesis_images_per_s']:.1f} | 1.0x |"]
+        for mode in ("random", "worst_of_k", "gradient"):
+            lines.append(f"| {mode} | {thr[mode]['images_per_s']:.1f} | {thr[mode]['cost_vs_synthesis']:.1f}x |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--generator", default="demo", help="'demo' or a generator/snapshot checkpoint.")
     parser.add_argument("--encoder", default="auto", help="auto, none, an encoder file, or train:STEPS (train one here).")
+    parser.add_argument("--save-encoder", default=None, help="With --encoder train:STEPS, also write the encoder here (safetensors + JSON).")
     parser.add_argument("--parts", default="inversion,directions,throughput")
     parser.add_argument("--n", type=int, default=64, help="test_shift images inverted.")
     parser.add_argument("--steps", type=int, default=30)
@@ -184,6 +246,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--markdown", default=None, help="Also write the figures as markdown tables here.")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -191,8 +254,9 @@ def main() -> None:
     G = load_demo(device) if args.generator == "demo" else load(args.generator, device)
     parts = args.parts.split(",")
     result: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(device), "device": str(device),
-                              "generator": args.generator, "command": " ".join(sys.argv), "torch": torch.__version__}
-    print(f"NaTra benchmark on {result['machine']}, generator {args.generator}", flush=True)
+                              "generator": generator_info(G, args.generator), "command": "python " + " ".join(sys.argv),
+                              "torch": torch.__version__}
+    print(f"NaTra benchmark on {result['machine']}, generator {result['generator']}", flush=True)
     if "inversion" in parts:
         encoder = None
         if args.encoder.startswith("train:"):
@@ -200,6 +264,10 @@ def main() -> None:
             reals = load_dataset("synthetic:generator", n=10_000, seed=args.seed + 1).images
             encoder, report = train_encoder(G, real_images=reals, steps=int(args.encoder.split(":", 1)[1]), seed=args.seed)
             result["encoder_training"] = {**report, "seconds": time.perf_counter() - start}
+            if args.save_encoder:
+                save_encoder(encoder, args.save_encoder, G, {"command": result["command"], "seed": args.seed, "hardware": result["machine"],
+                                                             "date": result["date"], "torch": torch.__version__, "generator": args.generator,
+                                                             "data": "synthetic:generator (10000 images)", "report": report})
         else:
             encoder = encoder_for(G, args.encoder)
         print(f"inversion ({'with' if encoder is not None else 'without'} an encoder):", flush=True)
@@ -211,7 +279,9 @@ def main() -> None:
         print(f"throughput (batch {args.batch}):", flush=True)
         result["throughput"] = bench_throughput(G, args, device)
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n")
+        write_json(args.json, result)
+    if args.markdown:
+        write_text(args.markdown, markdown(result))
 
 
 if __name__ == "__main__":

@@ -56,5 +56,12 @@ def register_profiles() -> list[str]:
     # Model forward passes on big images are legitimately slow; data are large by nature.
     suppressed = [HealthCheck.too_slow, HealthCheck.data_too_large]
     for name, values in PROFILES.items():
-        settings.register_profile(name, suppress_health_check=suppressed, **values)
+        extra: dict[str, object] = {}
+        if not values.get("derandomize"):
+            # Explicit, because hypothesis's own default database is None on CI machines, where a
+            # nightly run most needs to remember its failures.
+            from hypothesis.database import DirectoryBasedExampleDatabase
+
+            extra["database"] = DirectoryBasedExampleDatabase(".hypothesis/examples")
+        settings.register_profile(name, suppress_health_check=suppressed, **values, **extra)
     return list(PROFILES)

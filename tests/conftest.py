@@ -1,13 +1,12 @@
 """Shared fixtures: tiny models and data, built in the tests (no network, no GPU)."""
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
-# Two cores in CI: keep torch from oversubscribing them when tests run in one process.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# The tests use tiny tensors, for which one thread is fastest (thread hand-offs cost more than the
+# work); it also keeps two-process tests (DDP) from oversubscribing CI's two cores.
+torch.set_num_threads(1)
 
 
 @pytest.fixture

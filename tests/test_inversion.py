@@ -11,6 +11,16 @@ from robust.gan.encoder import Encoder, encoder_for, load_encoder, save_encoder,
 from robust.gan.inversion import image_quality, invert_batch, latent_stats, sample_ws, synthesize
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # These tensors are tiny: a second torch thread only adds synchronisation, which costs many
+    # times the work itself when the two cores are shared with other jobs.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def tiny_generator(seed: int = 0) -> Generator:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -13,6 +13,16 @@ from robust.gan.inversion import latent_stats, sample_ws, synthesize
 from robust.models import Classifier
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # These tensors are tiny: a second torch thread only adds synchronisation, which costs many
+    # times the work itself when the two cores are shared with other jobs.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def tiny_generator(seed: int = 0) -> Generator:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
