@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Every GPU benchmark and GPU training job, in one run on the device machine.
-# Usage (device tool, carry [".whl"]): bash benchmarks/gpu.sh   -- results go to $OUT (default ./gpu-out)
+# Usage (device tool, carry [".whl"]): bash benchmarks/gpu.sh [NAME...]   -- results go to $OUT (default ./gpu-out)
+# With NAMEs, only those jobs run (e.g. `bash benchmarks/gpu.sh pgd_smallcnn natra`), to fit a short device budget.
+# The whole script takes well over one 10-minute device call: run it in parts.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-out}
@@ -13,8 +15,10 @@ else
 fi
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 
+ONLY=" $* "
 run() {  # run NAME CMD...: log to $OUT/NAME.log, keep going when one fails
   local name=$1; shift
+  if [ "$ONLY" != "  " ] && [[ "$ONLY" != *" $name "* ]]; then return; fi
   echo "== $name: $*"
   if "$@" >"$OUT/$name.log" 2>&1; then echo "ok" >"$OUT/$name.status"; else echo "failed ($?)" >"$OUT/$name.status"; fi
   tail -n 5 "$OUT/$name.log"
@@ -27,6 +31,21 @@ run pgd_resnet18 python3 benchmarks/bench_pgd.py --device cuda --arch timm:resne
 run square_onnx python3 benchmarks/bench_square_onnx.py --device cuda --n 128 --json "$OUT/square_onnx.json"
 run demo python3 -m robust.cli demo --out "$OUT/demo" --device cuda
 run audit python3 -m robust.cli audit -m "$OUT/demo/classifier" -d synthetic:test_iid --device cuda -o "$OUT/audit" --allow-errors
+# Generator: throughput, then the demo generator's training job (the shipped asset is a CPU run).
+run gan_bench python3 benchmarks/bench_gan.py --device cuda --preset synthetic32 --json "$OUT/gan_bench.json"
+run gan_demo python3 -m robust.cli gan train --data synthetic:generator --condition class,texture,fill,mark --preset synthetic32 \
+  --kimg 5000 --minutes 8 --snapshot-kimg 250 --metrics synthetic --metric-samples 2000 --out "$OUT/gan_demo" \
+  --export "$OUT/demo_generator" --seed 0 --device cuda --no-progress
+run natra python3 benchmarks/bench_natra.py --generator demo --device cuda --encoder train:3000 --save-encoder "$OUT/demo_encoder" \
+  --n 512 --steps 30 --baseline-steps 300 --expand-res 16 --batch 512 --candidates 32 --top 16 --score-n 256 --effect-n 256 \
+  --householder-steps 200 --json "$OUT/natra.json" --markdown "$OUT/natra.md"
+run sage python3 benchmarks/bench_sage.py --device cuda --budget-queries 20000 --cache "$OUT/sage-cache" --json "$OUT/sage.json"
+run sage_renderer python3 benchmarks/bench_sage.py --device cuda --generator renderer --budget-queries 20000 --cache "$OUT/sage-cache" --json "$OUT/sage_renderer.json"
+run train_speed python3 benchmarks/bench_train_speed.py --device cuda --batch-size 512 --size 32 --steps 50 --warmup 10 \
+  --recipes "oracle;classic;augmix;corrupt;pgd:linf@4/255,steps=3;natra:random;natra:worst_of_k,k=2;natra:gradient,steps=1;natra:random+classic" \
+  --json "$OUT/train_speed.json"
+run shortcut python3 benchmarks/bench_shortcut.py --device cuda --n-train 10000 --n-test 1000 --epochs 30 --seeds 3 \
+  --runs "$OUT/shortcut-runs" --json "$OUT/shortcut.json"
 run plugin_examples python3 -m pytest examples --robust-profile=ci --robust-device=cuda --robust-report="$OUT/plugin-report" -q
 
 echo

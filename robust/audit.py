@@ -483,7 +483,8 @@ def load_config(path: str | Path) -> dict[str, Any]:
     Keys: model, data, generator, suites (list of specs), gates (list of expressions), out, seed,
     max_samples, time_budget, device, formats, failures, resume, allow_errors, and a
     ``[model_options]`` table (num_classes, input_size, weights, mean, std). ``out`` and
-    ``weights`` are relative to the file; so are model, data and generator when such a file exists.
+    ``weights`` are relative to the file; so are model, data and generator when such a file (or a
+    checkpoint of that prefix) exists.
     """
     from robust.errors import FileFormatError
 
@@ -513,8 +514,12 @@ def load_config(path: str | Path) -> dict[str, Any]:
         raise InputError(f"config {path.name}: model_options", "keys " + ", ".join(sorted(allowed)), sorted(set(options) - allowed))
     base = path.parent
     for key in ("model", "data", "generator"):
-        if key in config and not Path(config[key]).is_absolute() and (base / config[key]).exists():
-            config[key] = str(base / config[key])
+        if key in config and not Path(config[key]).is_absolute():
+            local = base / config[key]
+            # A checkpoint is often named by its prefix (``runs/x/best`` for best.safetensors + best.json).
+            siblings = (local, local.with_name(local.name + ".json"), local.with_name(local.name + ".safetensors"))
+            if any(p.exists() for p in siblings):
+                config[key] = str(local)
     if "out" in config and not Path(config["out"]).is_absolute():
         config["out"] = str(base / config["out"])
     if "weights" in options and not Path(options["weights"]).is_absolute():

@@ -205,6 +205,14 @@ def test_config_file_holds_the_same_settings(model_path: str, tmp_path: Path) ->
     assert failing.exit_code == 1 and (tmp_path / "result" / "report.md").is_file()
     overridden = _audit(["-c", str(config), "--gate", "clean.acc>=0"])
     assert overridden.exit_code == 0, overridden.output
+    # A checkpoint named by its prefix, relative to the file, is found from any working directory.
+    import shutil
+
+    (tmp_path / "models").mkdir()
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(model_path + suffix, tmp_path / "models" / ("clf" + suffix))
+    (tmp_path / "prefix.toml").write_text('model = "models/clf"\n')
+    assert load_config(tmp_path / "prefix.toml")["model"] == str(tmp_path / "models" / "clf")
     (tmp_path / "bad.toml").write_text('model = "x"\nsuites = "clean"\ncolour = 1\n')
     with pytest.raises(InputError, match="colour"):
         load_config(tmp_path / "bad.toml")

@@ -19,6 +19,31 @@ def test_help_lists_subcommands_and_each_has_an_example():
         assert out.exit_code == 0 and "Example: robust data" in out.output
 
 
+def test_every_command_and_subcommand_has_help_with_an_example():
+    import click
+
+    runner = CliRunner()
+
+    def walk(group: click.Group, path: list[str]):
+        ctx = click.Context(group)
+        for name in group.list_commands(ctx):
+            command = group.get_command(ctx, name)
+            yield path + [name], command
+            if isinstance(command, click.Group):
+                yield from walk(command, path + [name])
+
+    seen = []
+    for args, command in walk(cli, []):
+        seen.append(" ".join(args))
+        if isinstance(command, click.Group):
+            continue
+        out = runner.invoke(cli, [*args, "--help"])
+        assert out.exit_code == 0, (args, out.output)
+        text = " ".join(out.output.split())
+        assert "Example: robust " + args[0] in text or "Examples: robust " + args[0] in text or "Examples:" in text, args
+    assert {"gan train", "gan train-encoder", "invert", "directions", "audit", "search", "train"} <= set(seen)
+
+
 def test_data_preview_writes_a_png(tmp_path):
     out = tmp_path / "grid.png"
     result = CliRunner().invoke(cli, ["data", "preview", "synthetic", "--split", "train", "-n", "8", "--out", str(out)])

@@ -15,6 +15,7 @@ from robust.gan.directions import (
     householder_directions,
     load_directions,
     resolve_layers,
+    class_safe_ranges,
     score_directions,
     sefa_from_weights,
     select_directions,
@@ -148,6 +149,45 @@ def test_class_scoring_ranks_a_planted_class_direction_last():
     assert forced.kept_directions().names == ["class"]
     with pytest.raises(InputError, match="include"):
         select_directions(scored, include=[9])
+
+
+class _BrightnessJudge(torch.nn.Module):
+    """Class 1 when an image is brighter than a threshold: a judge whose decision edits can flip."""
+
+    def __init__(self, threshold: float):
+        super().__init__()
+        self.threshold = threshold
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = x.mean(dim=(1, 2, 3)) - self.threshold
+        return torch.stack([-m, m], 1) * 100
+
+
+def test_class_safe_ranges_shrink_only_the_directions_that_change_the_class(G, stats):
+    from robust.models import Classifier
+
+    found = find_directions(G, "sefa", k=3, seed=0, calibrate=False, stats=stats)
+    spread = stats.spread(found.vectors)
+    ranges = torch.stack([-spread, spread], 1) * torch.tensor([0.001, 20.0, 40.0])[:, None]
+    dirs = Directions(found.vectors, None, ranges, ["tiny", "big", "huge"], "test")
+    ws, _ = sample_ws(G, 64, seed=1)
+    threshold = float(G.to_unit(G.synthesis(ws, noise_mode="const")).mean(dim=(1, 2, 3)).median())
+    judge = Classifier(_BrightnessJudge(threshold), input_size=(G.img_channels, G.img_resolution, G.img_resolution), num_classes=2)
+    full = score_directions(G, dirs, judge=judge, n=32, seed=0)
+    safe = class_safe_ranges(G, dirs, judge=judge, min_preservation=0.9, n=32, seed=0, scales=(1.0, 0.5, 0.1, 0.01))
+    scale = safe.scores["range_scale"]
+    # A negligible range keeps every class: untouched.
+    assert float(scale[0]) == 1.0 and torch.equal(safe.ranges[0], dirs.ranges[0])
+    assert float(full.scores["class_preservation"][0]) == 1.0
+    for i in (1, 2):
+        if float(full.scores["class_preservation"][i]) < 0.9:
+            assert float(scale[i]) < 1.0 and torch.allclose(safe.ranges[i], dirs.ranges[i] * scale[i])
+            assert float(safe.scores["class_preservation"][i]) > float(full.scores["class_preservation"][i])
+    assert float(full.scores["class_preservation"].min()) < 0.9, "the test needs a direction that flips the judge"
+    kept = select_directions(safe, min_preservation=0.9, max_alignment=1.0)
+    assert kept.kept.tolist() == (safe.scores["class_preservation"] >= 0.9).tolist()
+    with pytest.raises(InputError, match="scales"):
+        class_safe_ranges(G, dirs, judge=judge, scales=(0.0,), n=8)
 
 
 def test_directions_edit_only_their_layers_and_survive_a_file(G, stats, tmp_path):

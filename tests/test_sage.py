@@ -356,6 +356,29 @@ def test_search_command_writes_report_failures_and_regression_cases(world, impor
     assert "Example" in CliRunner().invoke(cli, ["search", "--help"]).output
 
 
+def test_search_command_samples_at_random_for_a_model_without_gradients(world, importable, tmp_path):
+    import copy
+
+    from click.testing import CliRunner
+
+    from robust.cli import cli
+
+    blind = copy.copy(world.texture_model)
+    blind.has_gradients = False  # as an ONNX model: scores only
+    importable.blind_model = blind
+    save_generator(world.G, tmp_path / "gen")
+    args = ["search", "--model", "sage_test_models:blind_model", "--generator", str(tmp_path / "gen"),
+            "--oracle", "sage_test_models:oracle", "--budget-queries", "48", "--batch-size", "16", "--regions", "0", "--export", "0",
+            "--out", str(tmp_path / "out"), "--format", "json", "--quiet", "--device", "cpu"]
+    run = CliRunner().invoke(cli, args)
+    assert run.exit_code == 0, run.output
+    assert "no gradients" in run.output and "verified failures in 48 generator queries" in run.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["suites"][0]["metrics"]["failures"] > 0
+    refused = CliRunner().invoke(cli, [*args, "--method", "gradient"])
+    assert refused.exit_code != 0 and "no gradients" in refused.output
+
+
 class Constant(nn.Module):
     """Always the same class, whatever the image."""
 

@@ -19,7 +19,7 @@ from robust.cli.common import device_option, progress, seed_option
               help="Attack spec: fgsm, pgd, apgd or square, then :norm@eps and ,key=value options (pgd:l2@0.5,steps=20).")
 @click.option("--eps-grid", default=None,
               help="Comma-separated budgets for an epsilon sweep (0,1/255,2/255,4/255,8/255); the attack's own eps is then ignored.")
-@click.option("-n", "--max-samples", type=click.IntRange(1), default=None, help="Attack a seeded, class-balanced subset of this size.")
+@click.option("-n", "--n", "--max-samples", "max_samples", type=click.IntRange(1), default=None, help="Attack a seeded, class-balanced subset of this size.")
 @click.option("--batch-size", type=click.IntRange(1), default=None, help="Images per model call (default: the model's).")
 @click.option("--max-failures", type=click.IntRange(0), default=64, show_default=True, help="Failures shown in failures.png.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for attack.json, failures.safetensors/.json and failures.png.")

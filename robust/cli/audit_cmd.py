@@ -53,7 +53,7 @@ def suites_help() -> str:
 @click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False), default=None,
               help="TOML file with the same settings (command-line values replace the file's).")
 @click.option("--out", "-o", default="robust-audit", show_default=True, help="Folder for report.json, index.html, report.md, junit.xml.")
-@click.option("--max-samples", "-n", type=click.IntRange(1), default=None, help="Evaluate at most this many images (class-balanced).")
+@click.option("--max-samples", "-n", "--n", "max_samples", type=click.IntRange(1), default=None, help="Evaluate at most this many images (class-balanced).")
 @click.option("--time-budget", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Seconds; suites not started by then are reported as skipped.")
 @click.option("--resume", is_flag=True, help="Keep the finished suites of the report in --out and run the rest.")

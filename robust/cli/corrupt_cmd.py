@@ -57,7 +57,7 @@ def _png_bytes(image) -> bytes:
 @click.option("--corruptions", "corruption_spec", default="all", show_default=True,
               help="all, benchmark (the 15 of ImageNet-C), heldout (the 4 extra) or names separated by commas.")
 @click.option("--severities", "severity_spec", default="1,2,3,4,5", show_default=True, help="Severities in [0, 5], separated by commas.")
-@click.option("-n", "count", type=click.IntRange(1), default=None, help="Keep a seeded, class-balanced subset of this size.")
+@click.option("-n", "--n", "count", type=click.IntRange(1), default=None, help="Keep a seeded, class-balanced subset of this size.")
 @click.option("--format", "fmt", type=click.Choice(["npz", "folder"]), default="npz", show_default=True,
               help="npz: <corruption>/<severity>.npz; folder: <corruption>/<severity>/<class>/<index>.png.")
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)

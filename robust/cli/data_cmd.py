@@ -30,7 +30,7 @@ def _load(name: str, split: str | None, n: int | None, seed: int):
 @click.argument("name")
 @click.option("--split", default=None, help="Split of a built-in dataset (synthetic: test_shift by default).")
 @click.option("--out", type=click.Path(dir_okay=False), default="preview.png", show_default=True, help="PNG file to write.")
-@click.option("-n", "count", type=click.IntRange(1, 400), default=40, show_default=True, help="Number of images.")
+@click.option("-n", "--n", "count", type=click.IntRange(1, 400), default=40, show_default=True, help="Number of images.")
 @click.option("--columns", type=click.IntRange(1, 40), default=8, show_default=True)
 @seed_option
 def preview(name: str, split: str | None, out: str, count: int, columns: int, seed: int) -> None:
@@ -82,7 +82,7 @@ def info(name: str, split: str | None, seed: int) -> None:
 @click.argument("name")
 @click.option("--split", default=None, help="Split of a built-in dataset.")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help=".npz file to write.")
-@click.option("-n", "count", type=click.IntRange(1), default=None, help="Keep a class-balanced subset of this size.")
+@click.option("-n", "--n", "count", type=click.IntRange(1), default=None, help="Keep a class-balanced subset of this size.")
 @seed_option
 def export(name: str, split: str | None, out: str, count: int | None, seed: int) -> None:
     """Write a dataset (with ground-truth factors, if any) to a .npz file.

@@ -9,7 +9,7 @@ import click
 @click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), required=True, help="The .onnx file to write.")
 @click.option("--data", "data_spec", default=None,
               help="Check parity on images of this dataset (e.g. synthetic:test_shift) as well as on random images.")
-@click.option("-n", "n", type=click.IntRange(1, 10_000), default=64, show_default=True, help="Images of --data used for the check.")
+@click.option("-n", "--n", "n", type=click.IntRange(1, 10_000), default=64, show_default=True, help="Images of --data used for the check.")
 @click.option("--tolerance", type=click.FloatRange(0, min_open=True), default=1e-4, show_default=True,
               help="Largest allowed absolute difference between torch and onnxruntime logits.")
 @click.option("--opset", type=click.IntRange(13, 23), default=17, show_default=True)

@@ -198,7 +198,7 @@ def _build_metrics(names: str, data_spec: str, dataset: Any, device: Any, seed: 
 
 
 @gan.command("oracle")
-@click.option("--n", type=click.IntRange(1000), default=30_000, show_default=True, help="Training renders.")
+@click.option("-n", "--n", type=click.IntRange(1000), default=30_000, show_default=True, help="Training renders.")
 @click.option("--epochs", type=click.IntRange(1), default=6, show_default=True)
 @click.option("--width", type=click.IntRange(4), default=16, show_default=True, help="SmallCNN width.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
@@ -242,7 +242,7 @@ def _load_generator(spec: str, device: Any) -> Any:
 @gan.command()
 @click.option("--generator", "generator_spec", default="demo", show_default=True,
               help="'demo' (the shipped generator), a generator/snapshot checkpoint or an official .pkl.")
-@click.option("-n", "count", type=click.IntRange(1, 4096), default=64, show_default=True, help="Number of samples.")
+@click.option("-n", "--n", "count", type=click.IntRange(1, 4096), default=64, show_default=True, help="Number of samples.")
 @click.option("--prompt", default=None, help="Fix some tokens, e.g. class=disk,texture=stripes (others drawn at random).")
 @click.option("--psi", type=float, default=1.0, show_default=True, help="Truncation psi (1: none).")
 @click.option("--columns", type=click.IntRange(1, 64), default=8, show_default=True)
@@ -288,7 +288,7 @@ def sample(generator_spec: str, count: int, prompt: str | None, psi: float, colu
 @click.option("--generator", "generator_spec", default="demo", show_default=True, help="'demo', a checkpoint or an official .pkl.")
 @click.option("--metric", "metric_name", type=click.Choice(["synthetic", "fd"]), default="synthetic", show_default=True)
 @click.option("--data", "data_spec", default="synthetic:generator", show_default=True, help="Reference data for fd.")
-@click.option("-n", "count", type=click.IntRange(100), default=2000, show_default=True, help="Samples (and real images).")
+@click.option("-n", "--n", "count", type=click.IntRange(100), default=2000, show_default=True, help="Samples (and real images).")
 @click.option("--psi", type=float, default=1.0, show_default=True, help="Truncation psi.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the figures to this JSON file.")
 @seed_option
@@ -371,3 +371,13 @@ def export(snapshot: str, out: str, fp16: bool) -> None:
     weights = {k: (v.half() if fp16 and v.is_floating_point() else v) for k, v in G.state_dict().items()}
     paths = save_checkpoint(out, weights, generator_config(G, extra))
     click.echo(f"generator written to {paths[0]} ({paths[0].stat().st_size / 1e6:.2f} MB), kimg {extra['kimg']:g}")
+
+
+def _attach_encoder_command() -> None:
+    # The encoder belongs to the inversion code (NaTra), but users look for it next to the generator.
+    from robust.cli.natra_cmd import train_encoder
+
+    gan.add_command(train_encoder)
+
+
+_attach_encoder_command()

@@ -76,13 +76,13 @@ def load_discriminator(path: str, device: Any) -> Any:
 @click.command()
 @click.option("--generator", "generator_spec", default="demo", show_default=True, help="'demo', a generator/snapshot checkpoint or an official .pkl.")
 @click.option("--data", "data_spec", default="synthetic:test_shift", show_default=True, help="Images to invert (a built-in name or a path).")
-@click.option("--n", type=click.IntRange(1), default=256, show_default=True, help="Invert a seeded, class-balanced subset of this many images.")
+@click.option("-n", "--n", type=click.IntRange(1), default=256, show_default=True, help="Invert a seeded, class-balanced subset of this many images.")
 @click.option("--encoder", "encoder_spec", default="auto", show_default=True,
               help="auto (the shipped encoder when it belongs to the generator), none (start at the mean code) or an encoder file.")
 @click.option("--steps", type=click.IntRange(0), default=30, show_default=True, help="Shifting steps (batched Adam on the W+ codes).")
 @click.option("--expand-res", type=int, default=None, help="Also optimise the feature map at this resolution (latent codes expansion).")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
-@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Code cache folder (default: ~/.cache/robust/codes).")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Code cache folder (default: $ROBUST_CACHE_DIR/codes when set, else ~/.cache/robust/codes).")
 @click.option("--cache/--no-cache", default=True, show_default=True, help="Reuse and write cached codes.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also write the codes to <out>.safetensors/.json.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the summary as JSON.")
@@ -131,10 +131,13 @@ def invert(generator_spec: str, data_spec: str, n: int, encoder_spec: str, steps
 @click.option("--class-free/--no-class-free", default=False, show_default=True,
               help="Remove each direction's part in the class-conditioning subspace (conditional generators).")
 @click.option("--judge", "judge_spec", default="auto", show_default=True,
-              help="Class judge: auto (oracle for synthetic 32x32, else trained on samples), oracle, train, none, or a classifier file.")
+              help="Class judge: auto (the oracle for synthetic 32x32; else one trained on samples of a class-conditional generator; else none: nothing scored, every direction kept), oracle, train, none, or a classifier file.")
 @click.option("--discriminator", "discriminator_path", default=None, help="A GAN snapshot or discriminator file (realism check, householder loss).")
 @click.option("--score-n", type=click.IntRange(8), default=128, show_default=True, help="Samples per direction for class preservation.")
 @click.option("--min-preservation", type=click.FloatRange(0, 1), default=0.95, show_default=True)
+@click.option("--safe-ranges/--full-ranges", default=False, show_default=True,
+              help="Shrink each range (to 0.7, 0.5, 0.35 or 0.25 of it) until the judge keeps the class for "
+                   "--min-preservation of samples: keeps the class-safe part of directions on a weak generator.")
 @click.option("--max-alignment", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Largest alignment with the class subspace kept.")
 @click.option("--include", default="", help="Direction indices always kept (e.g. 0,3).")
 @click.option("--exclude", default="", help="Direction indices never kept.")
@@ -147,7 +150,7 @@ def invert(generator_spec: str, data_spec: str, n: int, encoder_spec: str, steps
 @seed_option
 @device_option
 def directions(generator_spec: str, method: str, k: int, layers: str, class_free: bool, judge_spec: str, discriminator_path: str | None, score_n: int,
-               min_preservation: float, max_alignment: float, include: str, exclude: str, out: str | None, strips: str | None,
+               min_preservation: float, safe_ranges: bool, max_alignment: float, include: str, exclude: str, out: str | None, strips: str | None,
                factors: bool, json_path: str | None, threads: int | None, seed: int, device: str) -> None:
     """Discover latent directions without labels, calibrate their ranges, keep the class-independent ones.
 
@@ -173,8 +176,12 @@ def directions(generator_spec: str, method: str, k: int, layers: str, class_free
         judge = load_classifier(judge_spec, device=dev)
     elif judge_spec in ("oracle", "train"):
         raise click.BadParameter(f"{judge_spec} is not available for this generator", param_hint="--judge")
-    if judge is not None:
+    if judge is not None and safe_ranges:
+        found = D.class_safe_ranges(G, found, judge=judge, min_preservation=min_preservation, n=score_n, seed=seed)
+    elif judge is not None:
         found = D.score_directions(G, found, judge=judge, n=score_n, seed=seed)
+    elif safe_ranges:
+        raise click.BadParameter("needs a class judge (not --judge none)", param_hint="--safe-ranges")
     found = D.select_directions(found, min_preservation=min_preservation, max_alignment=max_alignment,
                                 include=_indices(include, "--include"), exclude=_indices(exclude, "--exclude"))
     found.meta.update({"command": _command_line(), "hardware": _hardware(dev), "seconds": round(time.perf_counter() - start, 1),
@@ -184,7 +191,7 @@ def directions(generator_spec: str, method: str, k: int, layers: str, class_free
         for row, effect in zip(rows, D.factor_effects(G, found, seed=seed)):
             row.update(dominant_factor=effect["dominant"], purity=effect["purity"], oracle_class_kept=effect["class_kept"])
     for row in rows:
-        extra = "".join(f" {key}={row[key]:.3f}" for key in ("class_preservation", "class_alignment", "purity") if key in row)
+        extra = "".join(f" {key}={row[key]:.3f}" for key in ("class_preservation", "class_alignment", "range_scale", "purity") if key in row)
         factor = f" factor={row['dominant_factor']}" if "dominant_factor" in row else ""
         kept = " kept" if row.get("kept") else ""
         click.echo(f"{row['index']:3d} {row['name']:<16} [{row['low']:+.3f}, {row['high']:+.3f}]{extra}{factor}{kept}")
@@ -201,7 +208,7 @@ def directions(generator_spec: str, method: str, k: int, layers: str, class_free
 @click.command("train-encoder")
 @click.option("--generator", "generator_spec", default="demo", show_default=True, help="'demo', a generator/snapshot checkpoint or an official .pkl.")
 @click.option("--data", "data_spec", default=None, help="Real images to add a reconstruction loss on (e.g. synthetic:generator).")
-@click.option("--n", type=click.IntRange(1), default=10_000, show_default=True, help="Real images used (a seeded subset).")
+@click.option("-n", "--n", type=click.IntRange(1), default=10_000, show_default=True, help="Real images used (a seeded subset).")
 @click.option("--steps", type=click.IntRange(1), default=2000, show_default=True)
 @click.option("--batch-size", type=click.IntRange(2), default=32, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)

@@ -40,6 +40,9 @@ def _load_model(spec: str, device: Any) -> Any:
 @click.option("--budget-queries", type=click.IntRange(1), default=2000, show_default=True, help="Images the generator may synthesise.")
 @click.option("--budget-seconds", type=click.FloatRange(min=0, min_open=True), default=None, help="Wall-time limit of the search.")
 @click.option("--space", type=click.Choice(["z", "w", "w+"]), default="w", show_default=True, help="Latent space searched.")
+@click.option("--method", type=click.Choice(["auto", "gradient", "random"]), default="auto", show_default=True,
+              help="gradient: SAGE's search; random: fresh samples under the same checks (models without gradients, "
+                   "e.g. ONNX); auto: gradient when the model has gradients, else random.")
 @click.option("--prompt-groups", default="auto", show_default=True,
               help="Token groups the prompt search may change, joined by + (e.g. class+texture), 'auto' (the attribute groups, "
                    "or the class when there are none), 'all' or 'none'.")
@@ -63,7 +66,7 @@ def _load_model(spec: str, device: Any) -> Any:
 @seed_option
 @device_option
 def search(model: str, generator: str, oracles: tuple[str, ...], budget_queries: int, budget_seconds: float | None, space: str,
-           prompt_groups: str, prompts: tuple[str, ...], batch_size: int, steps: int, step_size: float, oracle_threshold: float,
+           method: str, prompt_groups: str, prompts: tuple[str, ...], batch_size: int, steps: int, step_size: float, oracle_threshold: float,
            min_confidence: float, regions: int, baseline: bool, export_modes: int, out: str, formats: str, quiet: bool, seed: int,
            device: str) -> None:
     """Search a generator's prompts and latents for natural failures of a model (SAGE), verified by oracles.
@@ -75,7 +78,7 @@ def search(model: str, generator: str, oracles: tuple[str, ...], budget_queries:
     \b
     Examples:
       robust search --model runs/erm/best --generator demo --budget-queries 2000 --out search
-      robust search -m model.onnx -g gen.safetensors --oracle ref1 --oracle ref2 --space z --budget-seconds 300
+      robust search -m model.onnx -g gen.safetensors --oracle ref1 --oracle ref2 --budget-seconds 300   # random: ONNX has no gradients
     """
     import time
 
@@ -92,7 +95,13 @@ def search(model: str, generator: str, oracles: tuple[str, ...], budget_queries:
     G = resolve_generator(generator, dev)
     clf = _load_model(model, dev)
     judges = default_oracles(G, list(oracles), dev)
-    config = SageConfig(space=space, budget_queries=budget_queries, budget_seconds=budget_seconds, batch_size=batch_size, steps=steps,
+    if method == "auto":
+        method = "gradient" if clf.has_gradients else "random"
+        if method == "random":
+            click.echo(f"{clf.name} has no gradients: sampling at random under the same checks (--method random)", err=True)
+    if method == "random":
+        baseline = False  # the run itself is the random baseline
+    config = SageConfig(method=method, space=space, budget_queries=budget_queries, budget_seconds=budget_seconds, batch_size=batch_size, steps=steps,
                         step_size=step_size, search_groups=search_groups(prompt_groups, G), oracle_threshold=oracle_threshold,
                         min_confidence=min_confidence,
                         prompts=tuple(G.conditioning.parse(p) for p in prompts) or None)

@@ -21,7 +21,7 @@ def _list_recipes(ctx: click.Context, _param: click.Parameter, value: bool) -> N
 @click.option("--model", default="smallcnn", show_default=True,
               help="Architecture (smallcnn, preact_resnet, timm:<name>) or a checkpoint to fine-tune.")
 @click.option("--data", "data_spec", required=True, help="Training data: synthetic:train, digits:train, a folder, .npz or .pt.")
-@click.option("-n", "n", type=click.IntRange(1), default=None, help="Train on a seeded, class-balanced subset of this many images.")
+@click.option("-n", "--n", "n", type=click.IntRange(1), default=None, help="Train on a seeded, class-balanced subset of this many images.")
 @click.option("--eval", "eval_specs", multiple=True, metavar="[NAME=]DATA",
               help="Evaluation set, repeatable (e.g. --eval synthetic:test_shift or --eval val=data/val.npz).")
 @click.option("--eval-n", type=click.IntRange(1), default=None, help="Evaluate on at most this many images per set.")

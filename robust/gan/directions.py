@@ -716,27 +716,33 @@ def score_directions(G: Generator, directions: Directions, *, judge: Classifier 
         return _score(G, directions, judge, n, fractions, seed, batch_size)
 
 
+def _judge_images(G: Generator, judge: Classifier, codes: torch.Tensor, batch_size: int) -> torch.Tensor:
+    out = []
+    for i in range(0, codes.shape[0], batch_size):
+        out.append(judge.predict(G.to_unit(G.synthesis(codes[i: i + batch_size], noise_mode="const")).to(judge.device)).cpu())
+    return torch.cat(out)
+
+
+def _preservation(G: Generator, directions: Directions, judge: Classifier, ws: torch.Tensor, base: torch.Tensor, i: int,
+                  fractions: Sequence[float], batch_size: int, scale: float = 1.0) -> float:
+    """The fraction of codes ``ws`` whose judged class stays ``base`` at every ``fraction x scale x range``."""
+    n = ws.shape[0]
+    same = torch.ones(n, dtype=torch.bool)
+    low, high = directions.ranges[i].tolist()
+    for frac in fractions:
+        alpha = float(frac) * scale * (high if frac > 0 else -low)
+        if alpha == 0:
+            continue
+        moved = directions.apply(ws, directions.along(i, torch.full((n,), alpha, device=G.device)))
+        same &= _judge_images(G, judge, moved, batch_size) == base
+    return float(same.float().mean())
+
+
 def _score(G: Generator, directions: Directions, judge: Classifier, n: int, fractions: Sequence[float], seed: int,
            batch_size: int) -> Directions:
-    ws, c = sample_ws(G, n, seed=derive_seed(seed, "score"))
-
-    def judged(codes: torch.Tensor) -> torch.Tensor:
-        out = []
-        for i in range(0, codes.shape[0], batch_size):
-            out.append(judge.predict(G.to_unit(G.synthesis(codes[i: i + batch_size], noise_mode="const")).to(judge.device)).cpu())
-        return torch.cat(out)
-
-    base = judged(ws)
-    preservation = torch.zeros(len(directions))
-    for i in range(len(directions)):
-        same = torch.ones(n, dtype=torch.bool)
-        for frac in fractions:
-            low, high = directions.ranges[i].tolist()
-            alpha = float(frac) * (high if frac > 0 else -low)
-            if alpha == 0:
-                continue
-            same &= judged(directions.apply(ws, directions.along(i, torch.full((n,), alpha, device=G.device)))) == base
-        preservation[i] = same.float().mean()
+    ws, _ = sample_ws(G, n, seed=derive_seed(seed, "score"))
+    base = _judge_images(G, judge, ws, batch_size)
+    preservation = torch.tensor([_preservation(G, directions, judge, ws, base, i, fractions, batch_size) for i in range(len(directions))])
     basis = class_subspace(G, seed=seed)
     if basis is None:
         alignment = torch.full((len(directions),), float("nan"))
@@ -747,6 +753,52 @@ def _score(G: Generator, directions: Directions, judge: Classifier, n: int, frac
     out.scores = {**directions.scores, "class_preservation": preservation, "class_alignment": alignment, "score": score}
     out.meta = {**directions.meta, "scoring": {"n": n, "fractions": list(map(float, fractions)), "judge": judge.name,
                                                  "judge_accuracy": getattr(judge, "accuracy_on_samples", None)}}
+    return out
+
+
+@torch.no_grad()
+def class_safe_ranges(G: Generator, directions: Directions, *, judge: Classifier | None = None, min_preservation: float = 0.95,
+                      scales: Sequence[float] = (1.0, 0.7, 0.5, 0.35, 0.25), n: int = 128,
+                      fractions: Sequence[float] = (-1.0, -0.5, 0.5, 1.0), seed: int = 0, batch_size: int = 256) -> Directions:
+    """Shrink each direction's range to the largest of ``scales`` (fractions of its realistic range) at
+    which the judge keeps the class of at least ``min_preservation`` of ``n`` samples, and rescore.
+
+    A generator whose class is fragile (a weak one) has few directions that are class-independent over
+    their whole realistic range but may have many over part of it: this keeps the safe part. A
+    direction that changes the class even at the smallest scale keeps that scale and its (low)
+    preservation, so :func:`select_directions` leaves it out. ``scores["range_scale"]`` records the
+    scale chosen per direction.
+    """
+    min_preservation = check_number(min_preservation, "min_preservation", low=0.0, high=1.0)
+    scales = sorted({float(check_number(v, "scales", low=0.0, high=1.0)) for v in scales}, reverse=True)
+    if not scales or scales[-1] <= 0:
+        raise InputError("scales", "fractions of the range in (0, 1]", scales)
+    if judge is None:
+        judge = train_judge(G, seed=seed)
+    if judge.input_size[0] != G.img_channels:
+        raise InputError("judge", f"a classifier of {G.img_channels}-channel images", judge.input_size)
+    ws, _ = sample_ws(G, n, seed=derive_seed(seed, "score"))
+    base = _judge_images(G, judge, ws, batch_size)
+    chosen = torch.full((len(directions),), scales[-1])
+    preservation = torch.zeros(len(directions))
+    for i in range(len(directions)):
+        for scale in scales:
+            preservation[i] = _preservation(G, directions, judge, ws, base, i, fractions, batch_size, scale)
+            if preservation[i] >= min_preservation:
+                chosen[i] = scale
+                break
+    alignment = directions.scores.get("class_alignment")
+    if alignment is None:
+        basis = class_subspace(G, seed=seed)
+        alignment = (torch.full((len(directions),), float("nan")) if basis is None
+                     else (directions.vectors.to(basis.device) @ basis).norm(dim=1).clamp(0, 1))
+    alignment = alignment.cpu()
+    out = copy.copy(directions)
+    out.ranges = directions.ranges * chosen.to(directions.ranges.device)[:, None]
+    out.scores = {**directions.scores, "class_preservation": preservation, "class_alignment": alignment,
+                  "score": preservation * (1 - torch.nan_to_num(alignment, nan=0.0)), "range_scale": chosen}
+    out.meta = {**directions.meta, "class_safe_ranges": {"n": n, "scales": scales, "min_preservation": min_preservation,
+                                                           "fractions": list(map(float, fractions)), "judge": judge.name}}
     return out
 
 

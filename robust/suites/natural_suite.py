@@ -170,6 +170,10 @@ def natural_suite(ctx: AuditContext, spec: Spec) -> SuiteResult:
     notes = [f"{len(kept)} kept {directions.method} directions; reconstructions: PSNR {metrics['recon_psnr']:.1f} dB, accuracy "
              f"{metrics['recon_acc']:.3f} (clean {clean_acc:.3f}); accuracy when every image meets its worst direction: "
              f"{metrics['worst_acc']:.3f}."]
+    weak = [r[0] for r in rows if r[5] is not None and r[5] < 0.95]
+    if weak:
+        notes.append(f"{', '.join(weak)} kept the judge's class for fewer than 95% of samples: part of their failures "
+                     "may be real class changes, not model errors (see the class preservation column).")
     return SuiteResult("natural", metrics=metrics, cases=cases, curves=curves, strips=strips,
                        details={"tables": tables, "notes": notes, "plot_cases": "acc"},
                        params={"n": len(labels), "method": directions.method, "attack": attack, "expand_res": expand,
