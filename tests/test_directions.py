@@ -1,6 +1,8 @@
 """Direction finders (SeFa, GANSpace, Householder), realistic ranges, class-independence scoring, files."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -226,3 +228,24 @@ def test_class_free_directions_have_no_part_in_the_class_subspace():
     assert torch.allclose(found.vectors.norm(dim=1), torch.ones(len(found)), atol=1e-5)
     with pytest.raises(InputError, match="class_free"):
         find_directions(tiny_generator(), "sefa", k=2, calibrate=False, class_free=True)
+
+
+def test_directions_command_writes_directions_table_and_strips(G, tmp_path):
+    from click.testing import CliRunner
+
+    from robust.cli import cli
+    from robust.gan import save_generator
+
+    save_generator(G, tmp_path / "gen")
+    args = ["directions", "--generator", str(tmp_path / "gen.safetensors"), "--method", "sefa", "-k", "3", "--judge", "none",
+            "--device", "cpu"]
+    run = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "dirs"), "--json", str(tmp_path / "dirs_table.json"),
+                                   "--strips", str(tmp_path / "strips")])
+    assert run.exit_code == 0, run.output
+    loaded = load_directions(tmp_path / "dirs", G)
+    assert len(loaded) == 3 and "directions" in loaded.meta["command"]
+    table = json.loads((tmp_path / "dirs_table.json").read_text())
+    assert [row["index"] for row in table["rows"]] == [0, 1, 2]
+    assert len(list((tmp_path / "strips").glob("*.png"))) == 3
+    refused = CliRunner().invoke(cli, [*args, "--safe-ranges"])
+    assert refused.exit_code != 0 and "--safe-ranges" in refused.output

@@ -207,6 +207,13 @@ def test_cli_train_resume_export_and_sample(tmp_path):
     assert set(saved["factor_texture"].tolist()) == {1}
     bad = runner.invoke(cli, ["gan", "sample", "--generator", str(tmp_path / "gen.safetensors"), "--prompt", "class=hexagon"])
     assert bad.exit_code != 0 and "hexagon" in bad.output
+    snapshot = sorted(out.glob("snapshot-*.safetensors"))[-1]
+    exported = runner.invoke(cli, ["gan", "export", str(snapshot), "--out", str(tmp_path / "again"), "--note", "a CPU test run"])
+    assert exported.exit_code == 0, exported.output
+    again = json.loads((tmp_path / "again.json").read_text())["extra"]
+    assert again["notes"] == ["a CPU test run"] and again["kimg"] == sidecar["extra"]["kimg"]
+    refused = runner.invoke(cli, ["gan", "export", str(snapshot), "--out", str(tmp_path / "m"), "--measure", "100"])
+    assert refused.exit_code != 0 and "--measure" in refused.output and not (tmp_path / "m.json").exists()
 
 
 def test_png_encoder_writes_a_valid_header():

@@ -346,7 +346,12 @@ def import_pkl(pkl: str, out: str, with_discriminator: bool) -> None:
 @click.argument("snapshot", type=click.Path(exists=True))
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Prefix of <out>.safetensors/.json.")
 @click.option("--fp16/--fp32", default=False, show_default=True, help="Store weights in half precision (half the size).")
-def export(snapshot: str, out: str, fp16: bool) -> None:
+@click.option("--measure", "measure_n", type=click.IntRange(0), default=0, show_default=True,
+              help="Measure the synthetic-benchmark metrics (oracle class/token agreement, factor coverage, FD; psi 1) on this "
+                   "many samples and store them with the generator (32x32 generators of the synthetic benchmark; 0: off).")
+@click.option("--note", "notes", multiple=True, help="A provenance note stored with the generator (repeatable).")
+@seed_option
+def export(snapshot: str, out: str, fp16: bool, measure_n: int, notes: tuple[str, ...], seed: int) -> None:
     """Write a snapshot's EMA generator with its provenance (commands, seed, hardware, time, kimg, metrics).
 
     Example: robust gan export runs/demo/snapshot-000200000.safetensors --out robust/assets/demo_generator
@@ -368,6 +373,20 @@ def export(snapshot: str, out: str, fp16: bool) -> None:
         "exported_from": str(Path(snapshot).name), "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
         "weights_dtype": "float16" if fp16 else "float32",
     }
+    if notes:
+        extra["notes"] = list(notes)
+    if measure_n:
+        from robust.gan import metrics as gm
+
+        if not (G.img_resolution == 32 and G.img_channels == 3 and G.conditioning is not None and gm.oracle_available()):
+            raise click.BadParameter("the synthetic metrics need a 32x32 RGB generator conditioned on the synthetic "
+                                     "benchmark's tokens and the shipped oracle", param_hint="--measure")
+        started = time.time()
+        figures = gm.synthetic_metrics(G, n=measure_n, seed=seed, truncation_psi=1.0)
+        extra["metrics_at_export"] = {"n": measure_n, "seed": seed, "truncation_psi": 1.0, "seconds": round(time.time() - started, 1),
+                                      "figures": figures}
+        click.echo(f"class agreement {figures['class_agreement']:.3f} (real renders {figures['real.class_accuracy']:.3f}), "
+                   f"Frechet distance (oracle features) {figures['fd_oracle']:.2f}, n={measure_n}")
     weights = {k: (v.half() if fp16 and v.is_floating_point() else v) for k, v in G.state_dict().items()}
     paths = save_checkpoint(out, weights, generator_config(G, extra))
     click.echo(f"generator written to {paths[0]} ({paths[0].stat().st_size / 1e6:.2f} MB), kimg {extra['kimg']:g}")
