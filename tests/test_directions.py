@@ -249,3 +249,27 @@ def test_directions_command_writes_directions_table_and_strips(G, tmp_path):
     assert len(list((tmp_path / "strips").glob("*.png"))) == 3
     refused = CliRunner().invoke(cli, [*args, "--safe-ranges"])
     assert refused.exit_code != 0 and "--safe-ranges" in refused.output
+
+
+class _FixedJudge(torch.nn.Module):
+    def __init__(self, k: int, classes: int):
+        super().__init__()
+        self.register_buffer("logits", torch.nn.functional.one_hot(torch.tensor(k), classes).float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits.expand(x.shape[0], -1) + 0 * x.mean((1, 2, 3))[:, None]
+
+
+def test_scoring_counts_only_samples_the_judge_recognises():
+    from robust.gan.directions import _scoring_codes
+    from robust.models import Classifier
+
+    G = tiny_generator(seed=2, classes=3)
+    always0 = Classifier(_FixedJudge(0, 3), input_size=(3, 16, 16), num_classes=3)
+    ws, base, info = _scoring_codes(G, always0, 24, 0, 64)
+    # Only samples conditioned on class 0 are "recognised" by a judge that always says 0.
+    assert info["samples"] == "recognised" and 8 <= info["n"] <= 24 and ws.shape[0] == info["n"]
+    assert bool((base == 0).all()) and 0.2 < info["recognised_rate"] < 0.5
+    unconditional = tiny_generator(seed=2)
+    ws, base, info = _scoring_codes(unconditional, always0, 24, 0, 64)
+    assert info == {"samples": "all", "n": 24} and ws.shape[0] == 24

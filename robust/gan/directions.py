@@ -700,7 +700,8 @@ def train_judge(G: Generator, *, n: int = 5000, epochs: int = 3, width: int = 16
 def score_directions(G: Generator, directions: Directions, *, judge: Classifier | None = None, n: int = 128,
                      fractions: Sequence[float] = (-1.0, -0.5, 0.5, 1.0), seed: int = 0, batch_size: int = 256) -> Directions:
     """Fill ``scores``: ``class_preservation`` (the fraction of ``n`` samples whose judged class stays
-    the same at every magnitude ``fraction x`` the direction's range), ``class_alignment`` (the norm
+    the same at every magnitude ``fraction x`` the direction's range; for class-conditional
+    generators, samples the judge assigns to their conditioned class), ``class_alignment`` (the norm
     of the direction's projection on :func:`class_subspace`, the span of the class embedding's
     effects in W; NaN without class conditioning) and
     ``score = preservation x (1 - alignment)``.
@@ -738,10 +739,30 @@ def _preservation(G: Generator, directions: Directions, judge: Classifier, ws: t
     return float(same.float().mean())
 
 
+def _scoring_codes(G: Generator, judge: Classifier, n: int, seed: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """``n`` codes to score directions on, the judge's class of each, and how they were chosen.
+
+    For a class-conditional generator these are samples the judge assigns to their conditioned class
+    (up to 4n are drawn): a sample whose class the judge cannot tell already flips under any edit,
+    which would measure the generator's weak samples rather than the direction. Otherwise (or when
+    fewer than 8 such samples turn up) the first ``n`` samples, whatever the judge says.
+    """
+    conditional = G.conditioning is not None and "class" in G.conditioning.names
+    draw = 4 * n if conditional else n
+    ws, c = sample_ws(G, draw, seed=derive_seed(seed, "score"))
+    base = _judge_images(G, judge, ws, batch_size)
+    if conditional:
+        recognised = (base == G.conditioning.decode(c)["class"].to(base.device)).nonzero().flatten()
+        if len(recognised) >= 8:
+            keep = recognised[:n]
+            info = {"samples": "recognised", "n": int(len(keep)), "recognised_rate": float(len(recognised) / draw)}
+            return ws[keep.to(ws.device)], base[keep], info
+    return ws[:n], base[:n], {"samples": "all", "n": n}
+
+
 def _score(G: Generator, directions: Directions, judge: Classifier, n: int, fractions: Sequence[float], seed: int,
            batch_size: int) -> Directions:
-    ws, _ = sample_ws(G, n, seed=derive_seed(seed, "score"))
-    base = _judge_images(G, judge, ws, batch_size)
+    ws, base, counted = _scoring_codes(G, judge, n, seed, batch_size)
     preservation = torch.tensor([_preservation(G, directions, judge, ws, base, i, fractions, batch_size) for i in range(len(directions))])
     basis = class_subspace(G, seed=seed)
     if basis is None:
@@ -752,7 +773,7 @@ def _score(G: Generator, directions: Directions, judge: Classifier, n: int, frac
     out = copy.copy(directions)
     out.scores = {**directions.scores, "class_preservation": preservation, "class_alignment": alignment, "score": score}
     out.meta = {**directions.meta, "scoring": {"n": n, "fractions": list(map(float, fractions)), "judge": judge.name,
-                                                 "judge_accuracy": getattr(judge, "accuracy_on_samples", None)}}
+                                                 "judge_accuracy": getattr(judge, "accuracy_on_samples", None), "counted": counted}}
     return out
 
 
@@ -777,8 +798,7 @@ def class_safe_ranges(G: Generator, directions: Directions, *, judge: Classifier
         judge = train_judge(G, seed=seed)
     if judge.input_size[0] != G.img_channels:
         raise InputError("judge", f"a classifier of {G.img_channels}-channel images", judge.input_size)
-    ws, _ = sample_ws(G, n, seed=derive_seed(seed, "score"))
-    base = _judge_images(G, judge, ws, batch_size)
+    ws, base, counted = _scoring_codes(G, judge, n, seed, batch_size)
     chosen = torch.full((len(directions),), scales[-1])
     preservation = torch.zeros(len(directions))
     for i in range(len(directions)):
@@ -798,7 +818,8 @@ def class_safe_ranges(G: Generator, directions: Directions, *, judge: Classifier
     out.scores = {**directions.scores, "class_preservation": preservation, "class_alignment": alignment,
                   "score": preservation * (1 - torch.nan_to_num(alignment, nan=0.0)), "range_scale": chosen}
     out.meta = {**directions.meta, "class_safe_ranges": {"n": n, "scales": scales, "min_preservation": min_preservation,
-                                                           "fractions": list(map(float, fractions)), "judge": judge.name}}
+                                                           "fractions": list(map(float, fractions)), "judge": judge.name,
+                                                           "counted": counted}}
     return out
 
 
