@@ -243,10 +243,12 @@ def test_directions_command_writes_directions_table_and_strips(G, tmp_path):
                                    "--strips", str(tmp_path / "strips")])
     assert run.exit_code == 0, run.output
     loaded = load_directions(tmp_path / "dirs", G)
-    assert len(loaded) == 3 and "directions" in loaded.meta["command"]
+    assert len(loaded) == 3 and loaded.meta["command"] and loaded.meta["hardware"]
     table = json.loads((tmp_path / "dirs_table.json").read_text())
     assert [row["index"] for row in table["rows"]] == [0, 1, 2]
     assert len(list((tmp_path / "strips").glob("*.png"))) == 3
+    clash = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "d2"), "--json", str(tmp_path / "d2.json")])
+    assert clash.exit_code != 0 and "sidecar" in clash.output and not (tmp_path / "d2.safetensors").exists()
     refused = CliRunner().invoke(cli, [*args, "--safe-ranges"])
     assert refused.exit_code != 0 and "--safe-ranges" in refused.output
 

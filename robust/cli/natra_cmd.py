@@ -73,6 +73,15 @@ def load_discriminator(path: str, device: Any) -> Any:
     return D.eval().requires_grad_(False).to(device)
 
 
+def _check_json_is_not_the_sidecar(json_path: str | None, out: str | None) -> None:
+    """``--json out.json`` would overwrite the JSON half of ``--out out``: refuse before any work."""
+    if out and json_path:
+        from robust.io import checkpoint_paths
+
+        if Path(json_path).resolve() == checkpoint_paths(out)[1].resolve():
+            raise click.BadParameter(f"{json_path} is the sidecar of --out {out}; give the JSON another name", param_hint="--json")
+
+
 @click.command()
 @click.option("--generator", "generator_spec", default="demo", show_default=True, help="'demo', a generator/snapshot checkpoint or an official .pkl.")
 @click.option("--data", "data_spec", default="synthetic:test_shift", show_default=True, help="Images to invert (a built-in name or a path).")
@@ -102,6 +111,7 @@ def invert(generator_spec: str, data_spec: str, n: int, encoder_spec: str, steps
     from robust.gan.codes_cache import load_or_invert
     from robust.io import write_json
 
+    _check_json_is_not_the_sidecar(json_path, out)
     dev = _setup(threads, device)
     G = _load_generator(generator_spec, dev)
     data = load_dataset(data_spec, n=n, seed=seed)
@@ -161,6 +171,7 @@ def directions(generator_spec: str, method: str, k: int, layers: str, class_free
     from robust.io import write_json
     from robust.models import load_classifier
 
+    _check_json_is_not_the_sidecar(json_path, out)
     dev = _setup(threads, device)
     G = _load_generator(generator_spec, dev)
     disc = load_discriminator(discriminator_path, dev) if discriminator_path else None
