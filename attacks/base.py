@@ -201,8 +201,32 @@ class AttackRun:
 
 # -- results --------------------------------------------------------------------------------------
 
+class PerImageOutcome:
+    """Accessors shared by the per-image results of every failure search (pixel attacks, transform and
+    latent searches): subclasses are dataclasses with ``success``, ``predictions``, ``clean_correct``
+    and ``labels`` tensors."""
+
+    success: torch.Tensor
+    predictions: torch.Tensor
+    clean_correct: torch.Tensor
+    labels: torch.Tensor
+
+    @property
+    def clean_accuracy(self) -> float:
+        """Accuracy before the search."""
+        return float(self.clean_correct.float().mean())
+
+    def accuracy_after(self) -> float:
+        """Fraction still classified correctly when every image meets what the search found."""
+        return float((self.predictions == self.labels).float().mean())
+
+    def failures(self) -> torch.Tensor:
+        """Indices of the images the model had right that the search broke."""
+        return (self.success & self.clean_correct).nonzero().squeeze(1)
+
+
 @dataclass
-class AttackResult:
+class AttackResult(PerImageOutcome):
     """What an attack found, per image (tensors on the device the images came from).
 
     ``success``: misclassified after the attack (targeted: classified as the target); images the
@@ -225,13 +249,9 @@ class AttackResult:
     seed: int = 0
 
     @property
-    def clean_accuracy(self) -> float:
-        return float(self.clean_correct.float().mean())
-
-    @property
     def robust_accuracy(self) -> float:
         """Fraction still classified correctly after the attack."""
-        return float((self.predictions == self.labels).float().mean())
+        return self.accuracy_after()
 
     @property
     def success_rate(self) -> float:
@@ -240,10 +260,6 @@ class AttackResult:
         if not bool(attacked.any()):
             return 0.0
         return float(self.success[attacked].float().mean())
-
-    def failures(self) -> torch.Tensor:
-        """Indices of the images the attack broke that the model had right."""
-        return (self.success & self.clean_correct).nonzero().squeeze(1)
 
     def perturbation_norms(self, images: torch.Tensor) -> torch.Tensor:
         """The norm (of this attack's kind) of ``adversarial - images`` per image."""

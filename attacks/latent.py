@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from attacks.base import check_classifier, check_sample_ids
+from attacks.base import PerImageOutcome, check_classifier, check_sample_ids
 from attacks.transform_search import METHODS, classifier_objective, search_parameters
 from robust.errors import GradientUnavailableError, InputError
 from robust.gan.directions import Directions
@@ -27,7 +27,7 @@ from robust.validation import check_choice, check_labels, check_number
 
 
 @dataclass
-class LatentAttackResult:
+class LatentAttackResult(PerImageOutcome):
     """Per image: the worst magnitudes ``[N, K]`` (over all directions of ``directions``; zero where not
     searched or not chosen), the re-rendered images, whether they fool the model, the loss, the
     predictions, and whether the unedited reconstruction was classified correctly."""
@@ -47,17 +47,9 @@ class LatentAttackResult:
     seed: int = 0
 
     @property
-    def clean_accuracy(self) -> float:
-        """Accuracy on the unedited reconstructions."""
-        return float(self.clean_correct.float().mean())
-
-    @property
     def worst_case_accuracy(self) -> float:
-        return float((self.predictions == self.labels).float().mean())
-
-    def failures(self) -> torch.Tensor:
-        """Indices of images the model had right unedited and the search broke."""
-        return (self.success & self.clean_correct).nonzero().squeeze(1)
+        """Accuracy when every image meets its worst magnitudes (clean: the unedited reconstructions)."""
+        return self.accuracy_after()
 
     def describe(self, index: int) -> str:
         """``"sefa_3 at +1.25"`` (every non-zero magnitude of one image)."""

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from attacks.base import AttackRun, attack_loss, check_classifier, check_sample_ids, frozen, hit
+from attacks.base import AttackRun, PerImageOutcome, attack_loss, check_classifier, check_sample_ids, frozen, hit
 from robust import noise
 from robust.errors import GradientUnavailableError, InputError
 from robust.models import Classifier
@@ -181,7 +181,7 @@ def search_parameters(render: Render, bounds: Mapping[str, tuple[Bound, Bound]],
 # -- natural transforms -----------------------------------------------------------------------------
 
 @dataclass
-class TransformSearchResult:
+class TransformSearchResult(PerImageOutcome):
     """Per image: the worst parameters found (``params``, every parameter of the transform), the
     transformed images, whether they fool the model (``success``), the loss there and the predictions."""
 
@@ -198,17 +198,9 @@ class TransformSearchResult:
     seed: int = 0
 
     @property
-    def clean_accuracy(self) -> float:
-        return float(self.clean_correct.float().mean())
-
-    @property
     def worst_case_accuracy(self) -> float:
         """Accuracy when every image meets its worst parameters."""
-        return float((self.predictions == self.labels).float().mean())
-
-    def failures(self) -> torch.Tensor:
-        """Indices of images the model had right and the search broke."""
-        return (self.success & self.clean_correct).nonzero().squeeze(1)
+        return self.accuracy_after()
 
     def describe(self, index: int) -> str:
         """``"rotation(angle=31.5)"``: one image's worst parameters."""

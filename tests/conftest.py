@@ -9,6 +9,15 @@ import torch
 torch.set_num_threads(1)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread for every test module, restored afterwards (commands under test may set others)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def tiny_synthetic():
     from robust.synthetic import SyntheticBenchmark

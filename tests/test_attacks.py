@@ -7,8 +7,19 @@ import pytest
 import torch
 from torch import nn
 
-from attacks import (APGD, ATTACKS, PGD, AttackWarning, Square, apgd_checkpoints, epsilon_sweep, get_attack,
-                     search_parameters, square_fraction, transform_search)
+from attacks import (
+    APGD,
+    ATTACKS,
+    PGD,
+    AttackWarning,
+    Square,
+    apgd_checkpoints,
+    epsilon_sweep,
+    get_attack,
+    search_parameters,
+    square_fraction,
+    transform_search,
+)
 from robust.errors import GradientUnavailableError, InputError, UnknownNameError
 from robust.models import Classifier, export_onnx, load_classifier
 from robust.transforms import get_transform

@@ -14,15 +14,6 @@ from robust.seeding import make_generator
 from robust.transforms import get_transform
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: one thread avoids thread hand-offs that dominate on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def images() -> torch.Tensor:
     gen = make_generator(0)

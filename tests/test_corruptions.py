@@ -28,15 +28,6 @@ from augment.corruptions import (
 from robust.errors import InputError, UnknownNameError
 from robust.transforms import TRANSFORMS, get_transform
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: one thread avoids thread hand-offs that dominate on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # Corruptions whose output does not depend on the noise seed.
 DETERMINISTIC = {"defocus_blur", "zoom_blur", "brightness", "contrast", "pixelate", "jpeg_compression", "gaussian_blur", "saturate"}
 

@@ -6,7 +6,13 @@ import pytest
 import torch
 from PIL import Image
 
-from robust.data import ImageSet, from_arrays, from_torch_dataset, load_dataset, to_float_images
+from robust.data import (
+    ImageSet,
+    from_arrays,
+    from_torch_dataset,
+    load_dataset,
+    to_float_images,
+)
 from robust.errors import FileFormatError, InputError
 
 

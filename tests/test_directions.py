@@ -7,43 +7,25 @@ import pytest
 import torch
 
 from robust.errors import InputError
-from robust.gan import Conditioning, Generator
 from robust.gan.directions import (
     DIRECTION_FINDERS,
     Directions,
     HouseholderProjector,
     RealismCheck,
+    class_safe_ranges,
     find_directions,
     householder_directions,
     load_directions,
     resolve_layers,
-    class_safe_ranges,
     score_directions,
     sefa_from_weights,
     select_directions,
-    traversal,
     train_judge,
+    traversal,
 )
 from robust.gan.inversion import latent_stats, sample_ws
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # These tensors are tiny: a second torch thread only adds synchronisation, which costs many
-    # times the work itself when the two cores are shared with other jobs.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def tiny_generator(seed: int = 0, classes: int = 0) -> Generator:
-    cond = Conditioning.classes([f"c{i}" for i in range(classes)]) if classes else None
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        G = Generator(z_dim=8, c_dim=classes, w_dim=8, img_resolution=16, img_channels=3, mapping_kwargs={"num_layers": 2},
-                      synthesis_kwargs={"channel_base": 128, "channel_max": 8}, conditioning=cond)
-    return G.eval().requires_grad_(False)
+from gan_helpers import tiny_generator
 
 
 @pytest.fixture(scope="module")

@@ -15,15 +15,6 @@ from robust.errors import FileFormatError
 from robust.gan import Discriminator, Generator, load
 from robust.gan.pickle_import import UnsafePickleError, load_official, safe_load_pickle
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny networks: thread synchronisation costs more than it saves on a shared CPU.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # Source text stored in the pickle as the networks' module; importing it would create this file.
 SENTINEL = "robust_gan_import_sentinel"
 

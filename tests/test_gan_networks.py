@@ -8,9 +8,16 @@ import torch
 import torch.nn.functional as F
 
 from robust.errors import InputError
-from robust.gan import Conditioning, Discriminator, Generator, load, load_demo, preset, save_generator
+from robust.gan import (
+    Conditioning,
+    Discriminator,
+    Generator,
+    load,
+    load_demo,
+    preset,
+    save_generator,
+)
 from robust.gan.metrics import load_factor_regressor, load_oracle
-from robust.synthetic import SyntheticBenchmark
 from robust.gan.networks import (
     Conv2dLayer,
     FullyConnectedLayer,
@@ -20,15 +27,7 @@ from robust.gan.networks import (
     make_filter,
     modulated_conv2d,
 )
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny networks: thread synchronisation costs more than it saves on a shared CPU.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from robust.synthetic import SyntheticBenchmark
 
 
 def tiny_generator(resolution: int = 16, c_dim: int = 0, conditioning: Conditioning | None = None) -> Generator:

@@ -11,19 +11,19 @@ from click.testing import CliRunner
 from robust.cli import cli
 from robust.data import ImageSet
 from robust.errors import InputError
-from robust.gan import AdaController, AugmentConfig, AugmentPipe, Discriminator, Trainer, load, prepare_data, preset
+from robust.gan import (
+    AdaController,
+    AugmentConfig,
+    AugmentPipe,
+    Discriminator,
+    Trainer,
+    load,
+    prepare_data,
+    preset,
+)
 from robust.gan.metrics import _coverage, frechet_distance
 from robust.gan.training import TrainingDiverged, latest_snapshot, png_bytes
 from robust.synthetic import FACTORS
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny networks: thread synchronisation costs more than it saves on a shared CPU.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def solid_colours(n: int = 64, size: int = 8, seed: int = 0) -> ImageSet:

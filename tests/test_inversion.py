@@ -5,28 +5,23 @@ import pytest
 import torch
 
 from robust.errors import InputError
-from robust.gan import Generator
 from robust.gan.codes_cache import load_or_invert
-from robust.gan.encoder import Encoder, encoder_for, load_encoder, save_encoder, train_encoder
-from robust.gan.inversion import image_quality, invert_batch, latent_stats, sample_ws, synthesize
+from robust.gan.encoder import (
+    Encoder,
+    encoder_for,
+    load_encoder,
+    save_encoder,
+    train_encoder,
+)
+from robust.gan.inversion import (
+    image_quality,
+    invert_batch,
+    latent_stats,
+    sample_ws,
+    synthesize,
+)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # These tensors are tiny: a second torch thread only adds synchronisation, which costs many
-    # times the work itself when the two cores are shared with other jobs.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def tiny_generator(seed: int = 0) -> Generator:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        G = Generator(z_dim=8, w_dim=8, img_resolution=16, img_channels=3, mapping_kwargs={"num_layers": 2},
-                      synthesis_kwargs={"channel_base": 128, "channel_max": 8})
-    return G.eval().requires_grad_(False)
+from gan_helpers import tiny_generator
 
 
 @pytest.fixture(scope="module")

@@ -7,28 +7,11 @@ from torch import nn
 
 from attacks.latent import direction_attack
 from robust.errors import GradientUnavailableError, InputError
-from robust.gan import Generator
 from robust.gan.directions import find_directions, select_directions
 from robust.gan.inversion import latent_stats, sample_ws, synthesize
 from robust.models import Classifier
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # These tensors are tiny: a second torch thread only adds synchronisation, which costs many
-    # times the work itself when the two cores are shared with other jobs.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def tiny_generator(seed: int = 0) -> Generator:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        G = Generator(z_dim=8, w_dim=8, img_resolution=16, img_channels=3, mapping_kwargs={"num_layers": 2},
-                      synthesis_kwargs={"channel_base": 128, "channel_max": 8})
-    return G.eval().requires_grad_(False)
+from gan_helpers import tiny_generator
 
 
 @pytest.fixture(scope="module")

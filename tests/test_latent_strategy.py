@@ -13,31 +13,15 @@ import robust.strategies as rs
 from augment.natra import NaturalTransform
 from robust.data import ImageSet
 from robust.errors import InputError
-from robust.gan import Generator
 from robust.gan.codes_cache import CodeSet
 from robust.gan.directions import Directions, find_directions
 from robust.gan.inversion import latent_stats, sample_ws, synthesize
 from robust.models import Classifier
 from robust.testing import RobustnessFailure, assert_invariant
 
+from gan_helpers import tiny_generator
+
 QUICK = settings(max_examples=40, derandomize=True, deadline=None, database=None)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny tensors: a second torch thread only adds synchronisation on a busy 2-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def tiny_generator(seed: int = 0) -> Generator:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        G = Generator(z_dim=8, w_dim=8, img_resolution=16, img_channels=3, mapping_kwargs={"num_layers": 2},
-                      synthesis_kwargs={"channel_base": 128, "channel_max": 8})
-    return G.eval().requires_grad_(False)
 
 
 @pytest.fixture(scope="module")

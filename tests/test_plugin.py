@@ -71,17 +71,6 @@ HYPOTHESIS_TESTS = textwrap.dedent(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids waiting on a second one on a busy 2-core machine."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(autouse=True)
 def _frozen_heap():
     """pytester's in-process runs end with five full garbage collections, which take seconds over

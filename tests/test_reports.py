@@ -20,7 +20,14 @@ from reports import plots
 from reports.gates import parse_gate
 from robust.cli import cli
 from robust.errors import FileFormatError, InputError
-from robust.results import AuditResult, CaseResult, Curve, FailureExample, Strip, SuiteResult
+from robust.results import (
+    AuditResult,
+    CaseResult,
+    Curve,
+    FailureExample,
+    Strip,
+    SuiteResult,
+)
 
 EVIL = "<img src=x onerror=alert(1)>"
 

@@ -16,7 +16,13 @@ import pytest
 import torch
 from torch import nn
 
-from attacks.sage import LatentPrior, SageConfig, failure_regions, random_search, sage_search
+from attacks.sage import (
+    LatentPrior,
+    SageConfig,
+    failure_regions,
+    random_search,
+    sage_search,
+)
 from attacks.sage_modes import failure_modes
 from attacks.sage_regression import RegressionCase, RegressionFailure, export_regression
 from robust.errors import InputError
@@ -112,15 +118,6 @@ class HalfSpace(nn.Module):
 
 def classifier(module: nn.Module, name: str) -> Classifier:
     return Classifier(module, input_size=(3, 16, 16), num_classes=4, class_names=CLASSES, name=name)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These tensors are tiny: a second thread only adds synchronisation (badly so on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

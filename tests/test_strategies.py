@@ -16,15 +16,6 @@ from robust.transforms import Param, Transform
 QUICK = settings(max_examples=40, derandomize=True, deadline=None, database=None)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids waiting on a second one on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_parameters_shrink_to_the_identity() -> None:
     case = find(rs.transform_params("rotation"), lambda c: True, settings=QUICK)
     assert case.values == {"angle": 0.0} and case.is_identity and case.severity == 0.0

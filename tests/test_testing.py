@@ -13,16 +13,13 @@ import robust.strategies as rs
 from robust.data import ImageSet
 from robust.errors import InputError
 from robust.models import Classifier
-from robust.testing import RobustnessFailure, assert_accuracy, assert_invariant, assert_no_failures, failure_dir
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids waiting on a second one on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from robust.testing import (
+    RobustnessFailure,
+    assert_accuracy,
+    assert_invariant,
+    assert_no_failures,
+    failure_dir,
+)
 
 
 class MeanThreshold(nn.Module):

@@ -15,15 +15,6 @@ from robust.train import fit, get_recipe, harden, parse_recipes
 from robust.train.recipes import RECIPES, Batch, RecipeContext
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny convolutions run fastest on one thread, and far faster than two on a shared, busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def bench():
     return SyntheticBenchmark(size=16, seed=0)
@@ -313,7 +304,6 @@ def test_cli_train_then_export_onnx_with_parity(tmp_path):
 def test_every_registered_recipe_is_documented():
     for name in RECIPES.names():
         assert (RECIPES.get(name).__doc__ or "").strip(), name
-
 
 
 # -- NaTra (tiny generator, SeFa directions, codes inverted once into a cache) -------------------------------

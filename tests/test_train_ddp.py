@@ -92,10 +92,3 @@ def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_pat
         assert (tmp_path / f"run{k}" / "last.safetensors").is_file() and (tmp_path / f"run{k}" / "state.json").is_file()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread per process: the two workers and the reference run share a small machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

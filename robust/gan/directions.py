@@ -760,18 +760,26 @@ def _scoring_codes(G: Generator, judge: Classifier, n: int, seed: int, batch_siz
     return ws[:n], base[:n], {"samples": "all", "n": n}
 
 
+def _class_alignment(G: Generator, directions: Directions, seed: int) -> torch.Tensor:
+    """Norm of each direction's projection on :func:`class_subspace` (NaN without class conditioning)."""
+    basis = class_subspace(G, seed=seed)
+    if basis is None:
+        return torch.full((len(directions),), float("nan"))
+    return (directions.vectors.to(basis.device) @ basis).norm(dim=1).clamp(0, 1).cpu()
+
+
+def _preservation_scores(preservation: torch.Tensor, alignment: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {"class_preservation": preservation, "class_alignment": alignment,
+            "score": preservation * (1 - torch.nan_to_num(alignment, nan=0.0))}
+
+
 def _score(G: Generator, directions: Directions, judge: Classifier, n: int, fractions: Sequence[float], seed: int,
            batch_size: int) -> Directions:
     ws, base, counted = _scoring_codes(G, judge, n, seed, batch_size)
     preservation = torch.tensor([_preservation(G, directions, judge, ws, base, i, fractions, batch_size) for i in range(len(directions))])
-    basis = class_subspace(G, seed=seed)
-    if basis is None:
-        alignment = torch.full((len(directions),), float("nan"))
-    else:
-        alignment = (directions.vectors.to(basis.device) @ basis).norm(dim=1).clamp(0, 1).cpu()
-    score = preservation * (1 - torch.nan_to_num(alignment, nan=0.0))
+    alignment = _class_alignment(G, directions, seed)
     out = copy.copy(directions)
-    out.scores = {**directions.scores, "class_preservation": preservation, "class_alignment": alignment, "score": score}
+    out.scores = {**directions.scores, **_preservation_scores(preservation, alignment)}
     out.meta = {**directions.meta, "scoring": {"n": n, "fractions": list(map(float, fractions)), "judge": judge.name,
                                                  "judge_accuracy": getattr(judge, "accuracy_on_samples", None), "counted": counted}}
     return out
@@ -808,15 +816,10 @@ def class_safe_ranges(G: Generator, directions: Directions, *, judge: Classifier
                 chosen[i] = scale
                 break
     alignment = directions.scores.get("class_alignment")
-    if alignment is None:
-        basis = class_subspace(G, seed=seed)
-        alignment = (torch.full((len(directions),), float("nan")) if basis is None
-                     else (directions.vectors.to(basis.device) @ basis).norm(dim=1).clamp(0, 1))
-    alignment = alignment.cpu()
+    alignment = _class_alignment(G, directions, seed) if alignment is None else alignment.cpu()
     out = copy.copy(directions)
     out.ranges = directions.ranges * chosen.to(directions.ranges.device)[:, None]
-    out.scores = {**directions.scores, "class_preservation": preservation, "class_alignment": alignment,
-                  "score": preservation * (1 - torch.nan_to_num(alignment, nan=0.0)), "range_scale": chosen}
+    out.scores = {**directions.scores, **_preservation_scores(preservation, alignment), "range_scale": chosen}
     out.meta = {**directions.meta, "class_safe_ranges": {"n": n, "scales": scales, "min_preservation": min_preservation,
                                                            "fractions": list(map(float, fractions)), "judge": judge.name,
                                                            "counted": counted}}
