@@ -327,6 +327,29 @@ def test_sage_suite_reports_modes_with_images(world, importable, tmp_path):
         suite_fn(skipped, parse_spec("sage"))
 
 
+def test_sage_suite_samples_at_random_for_a_model_without_gradients(world, importable):
+    import copy
+
+    from robust.audit import AuditContext, load_suites
+    from robust.data import ImageSet
+    from robust.registry import parse_spec
+
+    blind = copy.copy(world.texture_model)
+    blind.has_gradients = False  # as an ONNX model: scores only
+    data = ImageSet(torch.rand(8, 3, 16, 16), torch.arange(8) % 4, CLASSES, name="toy")
+    ctx = AuditContext(blind, data, generator=world.G, seed=0, progress=False)
+    suite_fn = load_suites().get("sage")
+    suite = suite_fn(ctx, parse_spec("sage:x,oracle=sage_test_models:oracle,queries=48,batch=16,regions=0"))
+    assert suite.metrics["failures"] > 0 and suite.metrics["queries"] == 48
+    assert "ratio_vs_random" not in suite.metrics  # the run is random sampling: no second, baseline run
+    assert suite.params["method"] == "random" and "no gradients" in suite.details["notes"][0]
+    assert suite.details["tables"][1]["rows"][0][0].startswith("random sampling")
+    with pytest.raises(InputError, match="no gradients"):
+        suite_fn(ctx, parse_spec("sage:x,oracle=sage_test_models:oracle,queries=16,method=gradient"))
+    with pytest.raises(InputError, match="method"):
+        suite_fn(ctx, parse_spec("sage:x,oracle=sage_test_models:oracle,queries=16,method=beam"))
+
+
 def test_search_command_writes_report_failures_and_regression_cases(world, importable, tmp_path):
     from click.testing import CliRunner
 

@@ -9,7 +9,9 @@ shipped oracle is used with a generator of the benchmark, otherwise name one wit
 probability), ``confidence`` (the model's probability for its wrong class a failure needs),
 ``regions`` (failures whose failure region is measured, default 8), ``baseline`` (also run random
 sampling with the same budget, default true), ``modes`` (cases shown, default 8), ``verify``
-(check attribute tokens with the factor regressor on the synthetic benchmark, default true).
+(check attribute tokens with the factor regressor on the synthetic benchmark, default true),
+``method`` (``auto``: the gradient search, or random sampling under the same checks for a model
+without gradients such as an ONNX file; ``gradient``; ``random``).
 
 Metrics: ``failures``, ``failures_per_1k_queries``, ``random_failures_per_1k_queries``,
 ``ratio_vs_random``, ``first_failure_s``, ``failures_per_minute``, ``ood_rate``, ``modes``,
@@ -22,7 +24,7 @@ import importlib
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -232,7 +234,7 @@ def suite_result(run: SageRun, *, modes_shown: int = DEFAULT_MODES, name: str = 
     if run.regions is not None and run.regions.radii:
         curves.append(Curve("still failing", list(run.regions.radii), run.regions.curve(),
                             "neighbour radius (fraction of the prior's norm)", "share still a verified failure"))
-    stats_rows = [["sage", r.queries, len(r.failures), r.failures_per_1k_queries, r.first_failure_seconds, r.failures_per_minute]]
+    stats_rows = [["sage" if r.config.method == "gradient" else "random sampling (the run itself)", r.queries, len(r.failures), r.failures_per_1k_queries, r.first_failure_seconds, r.failures_per_minute]]
     if run.baseline is not None:
         b = run.baseline
         stats_rows.append(["random sampling", b.queries, len(b.failures), b.failures_per_1k_queries, b.first_failure_seconds,
@@ -289,7 +291,20 @@ def config_from_spec(spec: Spec, time_left: float | None = None, G: Any = None) 
 
 
 _KNOWN = {"queries", "seconds", "space", "batch", "steps", "step_size", "prompt", "threshold", "alpha", "confidence", "regions", "baseline",
-          "modes", "verify", "oracle"}
+          "modes", "verify", "oracle", "method"}
+_METHODS = ("auto", "gradient", "random")
+
+
+def search_method(option: Any, classifier: Classifier) -> str:
+    """The search method for ``classifier``: ``auto`` picks the gradient search when it has gradients, else random sampling."""
+    method = "auto" if option is None else str(option)
+    if method not in _METHODS:
+        raise InputError("sage method", " or ".join(_METHODS), method)
+    if method == "auto":
+        return "gradient" if classifier.has_gradients else "random"
+    if method == "gradient" and not classifier.has_gradients:
+        raise InputError("sage method", f"random or auto for {classifier.name}, which has no gradients (ONNX)", "gradient")
+    return method
 
 
 @SUITES.register("sage", description="SAGE search of the generator's prompt and latent space: verified natural failures, modes, regions")
@@ -299,8 +314,7 @@ def sage_suite(ctx: AuditContext, spec: Spec) -> SuiteResult:
     unknown = sorted(set(spec.options) - _KNOWN)
     if unknown:
         raise InputError("sage options", ", ".join(sorted(_KNOWN)), unknown)
-    if not ctx.classifier.has_gradients:
-        raise SuiteSkipped(f"sage searches by gradients and {ctx.classifier.name} has none (ONNX)")
+    method = search_method(spec.options.get("method"), ctx.classifier)
     G = ctx.generator
     if getattr(G, "conditioning", None) is None:
         raise SuiteSkipped("sage needs a conditional generator (a class token group is the prompt)")
@@ -312,8 +326,15 @@ def sage_suite(ctx: AuditContext, spec: Spec) -> SuiteResult:
         oracles = default_oracles(G, str(oracle_text).split("+") if oracle_text else [], ctx.device)
     except InputError as exc:
         raise SuiteSkipped(str(exc)) from None
-    config = config_from_spec(spec, ctx.time_left(), G)
+    config = replace(config_from_spec(spec, ctx.time_left(), G), method=method)
+    # Random sampling is its own baseline: running it twice would only spend the budget again.
+    baseline = bool(spec.options.get("baseline", True)) and method == "gradient"
     run = run_sage(G, ctx.classifier, oracles, config, seed=ctx.seed_for("search"), verify_tokens=bool(spec.options.get("verify", True)),
-                   regions=int(spec.options.get("regions", DEFAULT_REGIONS)), baseline=bool(spec.options.get("baseline", True)),
-                   progress=ctx.progress)
-    return suite_result(run, modes_shown=int(spec.options.get("modes", DEFAULT_MODES)))
+                   regions=int(spec.options.get("regions", DEFAULT_REGIONS)), baseline=baseline, progress=ctx.progress)
+    suite = suite_result(run, modes_shown=int(spec.options.get("modes", DEFAULT_MODES)))
+    if method == "random":
+        reason = "has no gradients (ONNX)" if not ctx.classifier.has_gradients else "was asked for method=random"
+        suite.details["notes"].insert(0, f"{ctx.classifier.name} {reason}: (prompt, z) were sampled at random under the same oracle, "
+                                         "token and in-distribution checks instead of searched by gradients.")
+        suite.params["method"] = "random"
+    return suite
