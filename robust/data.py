@@ -322,18 +322,25 @@ def load_digits(split: str = "all", size: int = 16, rgb: bool = False, seed: int
     return ImageSet(images, labels, [str(i) for i in range(10)], name=f"digits:{split}")
 
 
-def load_dataset(spec: Any, *, n: int | None = None, seed: int = 0, size: int | None = None, channels: int | None = None) -> ImageSet:
+def load_dataset(spec: Any, *, n: int | None = None, seed: int = 0, size: int | tuple[int, int] | None = None,
+                 channels: int | None = None) -> ImageSet:
     """Load any accepted data source.
 
     ``spec`` is an :class:`ImageSet`, a torch ``Dataset``, a path (image folder, ``.npz``, ``.pt``)
     or a built-in name: ``synthetic:<split>`` (options ``size``, ``strength``, ``correlated`` as
     ``a+b``, ``seed``) or ``digits[:train|test]`` (options ``size``, ``rgb``). ``n`` keeps a seeded,
-    class-balanced subset; ``size`` and ``channels`` convert at the edge.
+    class-balanced subset; ``size`` (an int or ``(height, width)``) and ``channels`` convert at the edge.
     """
+    if isinstance(size, (tuple, list)):
+        if len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size):
+            raise InputError("size", "a positive int or (height, width)", size)
+        size = tuple(size)
+    # Built-in sources render square images: at the size itself when it is square, else converted below.
+    square = size if isinstance(size, int) else (size[0] if size is not None and size[0] == size[1] else None)
     if isinstance(spec, ImageSet):
         data = spec
     elif isinstance(spec, (str, Path)):
-        data = _load_named(str(spec), seed=seed, n=n, size=size)
+        data = _load_named(str(spec), seed=seed, n=n, size=square)
     elif hasattr(spec, "__getitem__") and hasattr(spec, "__len__"):
         data = from_torch_dataset(spec)
     else:

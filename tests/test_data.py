@@ -126,3 +126,14 @@ def test_unknown_data_name_is_a_clear_error():
         load_dataset("imagenet")
     with pytest.raises(InputError, match="split"):
         load_dataset("synthetic:valid")
+
+
+def test_load_dataset_takes_a_height_width_size_for_builtin_sources():
+    # What `robust export --data` passes: the classifier's (height, width).
+    square = load_dataset("synthetic:test_iid", n=4, size=(16, 16))
+    assert square.images.shape == (4, 3, 16, 16)
+    assert torch.equal(square.images, load_dataset("synthetic:test_iid", n=4, size=16).images)
+    wide = load_dataset("digits", n=4, size=(8, 12))
+    assert wide.images.shape[-2:] == (8, 12)
+    with pytest.raises(InputError, match="size"):
+        load_dataset("digits", n=4, size=(8, 0))
