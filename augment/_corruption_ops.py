@@ -129,7 +129,7 @@ def normal(keys: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
 
 
 def poisson(lam: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-    """Poisson counts with per-element rates ``lam [N, ...]``, by inversion of one uniform per element.
+    """Poisson counts with per-element rates ``lam [N, ...]``, by inversion of one random number per element.
 
     Rates below 1: the exact CDF, summed up to 7 (the tail beyond has probability < 1e-5). Above: the
     Cornish-Fisher corrected normal quantile ``lam + a z + (z^2 - 1) / 6`` of the same uniform,
@@ -137,21 +137,22 @@ def poisson(lam: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     variance; its total-variation distance to the Poisson law is below 0.025 at rate 1 and falls as
     the rate grows, with mean, variance and skewness (``1/sqrt(lam)``) matched.
     """
-    u = uniform(keys, tuple(lam.shape[1:]))
-    z = torch.special.ndtri(u)
-    spread = torch.sqrt((lam - (1 / 18 + 1 / 12)).clamp_min(0))
-    counts = torch.round(lam + spread * z + (z * z - 1) * (1 / 6)).clamp_min_(0)
+    z = normal(keys, tuple(lam.shape[1:]))
+    spread = (lam - (1 / 18 + 1 / 12)).clamp_min_(0).sqrt_()
+    counts = (z * z).sub_(1).mul_(1 / 6).addcmul_(spread, z).add_(lam).round_().clamp_min_(0)
     small = lam < 1
     if bool(small.any()):
-        rate = torch.where(small, lam, torch.zeros_like(lam))
+        # Only the (usually few) elements with rates below 1 take the exact CDF.
+        # The same draw as a uniform (its normal CDF), so each element still inverts one random number.
+        rate, us = lam[small], torch.special.ndtr(z[small])
         p = torch.exp(-rate)
         cdf = p.clone()
-        exact = (u > cdf).to(lam.dtype)
+        exact = (us > cdf).to(lam.dtype)
         for i in range(1, 7):
             p = p * rate * (1.0 / i)
             cdf += p
-            exact += u > cdf
-        counts = torch.where(small, exact, counts)
+            exact += us > cdf
+        counts[small] = exact
     return counts
 
 
