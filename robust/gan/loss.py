@@ -6,6 +6,7 @@ weighted by ``interval`` so their average pull matches an every-step penalty.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -53,12 +54,18 @@ class StyleGAN2Loss:
         return self.D(img, c)
 
     def generator_loss(self, z: torch.Tensor, c: torch.Tensor | None, p: float, generator: torch.Generator,
-                       regularize: bool) -> tuple[torch.Tensor, dict[str, float]]:
-        """``softplus(-D(G(z)))`` (+ the path-length penalty on regularisation steps)."""
+                       regularize: bool, guidance: Callable[[torch.Tensor], torch.Tensor] | None = None
+                       ) -> tuple[torch.Tensor, dict[str, float]]:
+        """``softplus(-D(G(z)))`` (+ the path-length penalty on regularisation steps, + ``guidance(images)``,
+        an extra weighted term on the un-augmented fakes, when given)."""
         img, _ = self.run_G(z, c, generator, update_emas=True)
         logits = self.run_D(img, c, p, generator)
         loss = F.softplus(-logits).mean()
         stats = {"loss_G": float(loss.detach())}
+        if guidance is not None:
+            extra = guidance(img)
+            stats["guidance"] = float(extra.detach())
+            loss = loss + extra
         if regularize and self.config.pl_weight > 0:
             penalty = self.path_length_penalty(z, c, generator)
             stats["pl"] = float(penalty.detach())

@@ -47,6 +47,10 @@ class GANConfig:
     ada_target: float = 0.6
     ada_interval: int = 4
     ada_kimg: float = 100.0
+    # AC-GAN-style guidance: an auxiliary classifier of the conditioning group ``class_guidance_group``,
+    # trained on real images only, adds ``class_guidance`` x its cross-entropy on the fakes to G's loss.
+    class_guidance: float = 0.0
+    class_guidance_group: str = "class"
     kimg: float = 1000.0
     snapshot_kimg: float = 50.0
     description: str = ""

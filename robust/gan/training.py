@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from robust.data import ImageSet
 from robust.errors import FileFormatError, InputError, RobustError
@@ -165,6 +167,27 @@ def _adam(params: Any, lr: float) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=lr, betas=(0.0, 0.99), eps=1e-8)
 
 
+class AuxClassifier(nn.Module):
+    """A small CNN classifying images in ``[-1, 1]`` into the tokens of one conditioning group.
+
+    The auxiliary classifier of class guidance (AC-GAN, Odena et al. 2017): trained on real images
+    only, its cross-entropy on the generator's fakes for the conditioned token is added to G's loss.
+    """
+
+    def __init__(self, channels: int, classes: int, width: int = 32):
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = channels
+        for cout, stride in ((width, 1), (2 * width, 2), (4 * width, 2), (4 * width, 2)):
+            layers += [nn.Conv2d(cin, cout, 3, stride, 1), nn.LeakyReLU(0.2)]
+            cin = cout
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(cin, classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(images).mean(dim=(2, 3)))
+
+
 class Trainer:
     """One StyleGAN2-ADA training run: ``step()`` does one G and one D update on one minibatch.
 
@@ -192,6 +215,20 @@ class Trainer:
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.opt_G = _adam(self.G.parameters(), config.lr_g)
         self.opt_D = _adam(self.D.parameters(), config.lr_d)
+        self.aux: AuxClassifier | None = None
+        self.opt_aux: torch.optim.Optimizer | None = None
+        self._guide_span: tuple[int, int] | None = None
+        if config.class_guidance > 0:
+            group = config.class_guidance_group
+            if data.conditioning is None or group not in data.conditioning.names:
+                names = data.conditioning.names if data.conditioning is not None else []
+                raise InputError("class_guidance_group", f"a conditioning group of the data ({', '.join(names) or 'none: unconditional'})", group)
+            self._guide_span = data.conditioning.span(group)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(derive_seed(self.seed, "gan-aux"))
+                self.aux = AuxClassifier(data.channels, self._guide_span[1] - self._guide_span[0])
+            self.aux.to(self.device).train().requires_grad_(False)
+            self.opt_aux = torch.optim.Adam(self.aux.parameters(), lr=1e-3, betas=(0.9, 0.99))
         self.augment = AugmentPipe(AugmentConfig(config.augment)) if config.augment else None
         self.ada = AdaController(config.ada_target, config.ada_interval, config.ada_kimg)
         self.loss = StyleGAN2Loss(self.G, self.D, self.augment, LossConfig(
@@ -236,7 +273,15 @@ class Trainer:
         self.G.requires_grad_(True)
         self.D.requires_grad_(False)
         do_pl = cfg.pl_weight > 0 and self.step_count % cfg.pl_interval == 0
-        loss_g, s = self.loss.generator_loss(z, c_fake, p, gen, do_pl)
+        guidance = None
+        if self.aux is not None and c_fake is not None:
+            a, b = self._guide_span
+            wanted = c_fake[:, a:b].argmax(1)
+            aux = self.aux
+
+            def guidance(images: torch.Tensor) -> torch.Tensor:
+                return cfg.class_guidance * F.cross_entropy(aux(images), wanted)
+        loss_g, s = self.loss.generator_loss(z, c_fake, p, gen, do_pl, guidance)
         stats.update(s)
         self._check(loss_g, "generator")
         self.opt_G.zero_grad(set_to_none=True)
@@ -257,6 +302,21 @@ class Trainer:
         _allreduce_mean([q.grad for q in self.D.parameters() if q.grad is not None], self.world)
         self.opt_D.step()
         self.D.requires_grad_(False)
+
+        if self.aux is not None and c_real is not None:
+            a, b = self._guide_span
+            self.aux.requires_grad_(True)
+            logits = self.aux(real.detach())
+            labels = c_real[:, a:b].argmax(1)
+            loss_aux = F.cross_entropy(logits, labels)
+            self._check(loss_aux, "auxiliary classifier")
+            self.opt_aux.zero_grad(set_to_none=True)
+            loss_aux.backward()
+            _allreduce_mean([q.grad for q in self.aux.parameters() if q.grad is not None], self.world)
+            self.opt_aux.step()
+            self.aux.requires_grad_(False)
+            stats["aux_loss"] = float(loss_aux.detach())
+            stats["aux_acc"] = float((logits.detach().argmax(1) == labels).float().mean())
 
         self._update_ema()
         signs = torch.stack([torch.sign(real_logits).sum(), torch.tensor(float(real_logits.numel()), device=real_logits.device)])
@@ -394,9 +454,12 @@ class Trainer:
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         tensors: dict[str, torch.Tensor] = {}
-        for prefix, module in (("G.", self.G), ("D.", self.D), ("G_ema.", self.G_ema)):
-            tensors.update({prefix + k: v for k, v in module.state_dict().items()})
-        for prefix, opt in (("opt_G.", self.opt_G), ("opt_D.", self.opt_D)):
+        for prefix, module in (("G.", self.G), ("D.", self.D), ("G_ema.", self.G_ema), ("aux.", self.aux)):
+            if module is not None:
+                tensors.update({prefix + k: v for k, v in module.state_dict().items()})
+        for prefix, opt in (("opt_G.", self.opt_G), ("opt_D.", self.opt_D), ("opt_aux.", self.opt_aux)):
+            if opt is None:
+                continue
             for idx, state in opt.state_dict()["state"].items():
                 for key, value in state.items():
                     tensors[f"{prefix}{idx}.{key}"] = torch.as_tensor(value)
@@ -411,7 +474,8 @@ class Trainer:
             "generator": self.G.init_kwargs(), "discriminator": self.D.init_args, "config": self.config.to_dict(),
             "seed": self.seed, "cur_nimg": self.cur_nimg, "step": self.step_count, "wall_seconds": self.wall_seconds,
             "ada": self.ada.state(), "data": {"name": self.data.name, "n": len(self.data), "fingerprint": self.data.fingerprint},
-            "opt_G_groups": self._groups(self.opt_G), "opt_D_groups": self._groups(self.opt_D), "history": self.history,
+            "opt_G_groups": self._groups(self.opt_G), "opt_D_groups": self._groups(self.opt_D),
+            "opt_aux_groups": self._groups(self.opt_aux) if self.opt_aux is not None else None, "history": self.history,
             "world_size": self.world, "runs": self.runs, "device_type": self.device.type,
         }
 
@@ -462,6 +526,19 @@ class Trainer:
                 if "betas" in g:
                     g["betas"] = tuple(g["betas"])
             opt.load_state_dict({"state": opt_state, "param_groups": groups})
+        if trainer.aux is not None and any(k.startswith("aux.") for k in tensors):
+            trainer.aux.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("aux.")})
+            opt_state = {}
+            for key, value in tensors.items():
+                if key.startswith("opt_aux."):
+                    idx, name = key[len("opt_aux."):].split(".", 1)
+                    opt_state.setdefault(int(idx), {})[name] = value
+            groups = state.get("opt_aux_groups") or trainer._groups(trainer.opt_aux)
+            for g in groups:
+                if "betas" in g:
+                    g["betas"] = tuple(g["betas"])
+            trainer.opt_aux.load_state_dict({"state": opt_state, "param_groups": groups})
+        # (A snapshot trained without guidance starts a fresh auxiliary classifier: fine-tuning with guidance.)
         trainer.cur_nimg, trainer.step_count = int(state["cur_nimg"]), int(state["step"])
         if rank == 0 and state.get("device_type", "cpu") == trainer.device.type:
             trainer.gen_data.set_state(tensors["rng.data"])
