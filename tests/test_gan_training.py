@@ -255,3 +255,5 @@ def test_class_guidance_trains_an_auxiliary_classifier_and_pulls_fakes_to_their_
     assert Trainer.resume(tmp_path / "plain", data, config_overrides={"class_guidance": 1.0}).aux is not None
     with pytest.raises(InputError, match="class_guidance_group"):
         Trainer(preset("tiny", resolution=8, class_guidance=1.0, class_guidance_group="texture"), data)
+    with pytest.raises(InputError, match="class_guidance"):
+        Trainer(preset("tiny", resolution=8, class_guidance=-1.0), data)

@@ -218,6 +218,8 @@ class Trainer:
         self.aux: AuxClassifier | None = None
         self.opt_aux: torch.optim.Optimizer | None = None
         self._guide_span: tuple[int, int] | None = None
+        if not isinstance(config.class_guidance, (int, float)) or not math.isfinite(config.class_guidance) or config.class_guidance < 0:
+            raise InputError("class_guidance", "a finite weight >= 0 (0: off)", config.class_guidance)
         if config.class_guidance > 0:
             group = config.class_guidance_group
             if data.conditioning is None or group not in data.conditioning.names:
