@@ -78,7 +78,7 @@ def _smallcnn(config: pytest.Config, tmp_path_factory: pytest.TempPathFactory, d
     bench = SyntheticBenchmark(size=size, seed=training["seed"])
     train = bench.split("train", training["images"])
     model = build_classifier("smallcnn", train.num_classes, (3, size, size), class_names=train.class_names,
-                             width=training["width"], device=device)
+                             width=training["width"], device=device, seed=training["seed"])
     fit(model, train, epochs=training["epochs"], batch_size=training["batch"], seed=training["seed"], progress=False)
     save_classifier(model, path)
     return model, path

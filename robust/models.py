@@ -447,10 +447,22 @@ def build_classifier(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     device: torch.device | str | None = None,
+    seed: int | None = None,
     **arch_kwargs: Any,
 ) -> Classifier:
-    """A freshly initialised classifier of a registered or timm architecture."""
-    network = create_network(arch, num_classes, int(input_size[0]), **arch_kwargs)
+    """A freshly initialised classifier of a registered or timm architecture.
+
+    ``seed`` makes the initial weights a function of the seed alone (drawn from a private random
+    stream, leaving torch's global one untouched); without it they come from torch's global stream.
+    """
+    if seed is not None:
+        from robust.seeding import derive_seed
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(int(seed), "classifier-init", arch) % (1 << 63))
+            network = create_network(arch, num_classes, int(input_size[0]), **arch_kwargs)
+    else:
+        network = create_network(arch, num_classes, int(input_size[0]), **arch_kwargs)
     if mean is None and std is None and arch.startswith("timm:") and input_size[0] == 3:
         mean, std = IMAGENET_MEAN, IMAGENET_STD
     return Classifier(network, input_size=input_size, num_classes=num_classes, mean=mean, std=std,

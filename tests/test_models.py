@@ -180,3 +180,18 @@ def test_adapter_input_validation_fuzz(n, c, hw, dtype, scale, poison):
 def test_numpy_input_is_rejected_with_conversion_hint():
     with pytest.raises(InputError, match="torch.Tensor"):
         _CLF.logits(np.zeros((1, 3, 8, 8), dtype=np.float32))
+
+
+def test_seeded_build_gives_the_same_weights_whatever_the_global_random_state():
+    def weights(clf):
+        return torch.cat([v.flatten().float() for v in clf.model.state_dict().values()])
+
+    torch.manual_seed(1)
+    a = build_classifier("smallcnn", 4, (3, 16, 16), width=8, seed=3)
+    torch.rand(100)  # other code drawing from the global stream in between
+    b = build_classifier("smallcnn", 4, (3, 16, 16), width=8, seed=3)
+    c = build_classifier("smallcnn", 4, (3, 16, 16), width=8, seed=4)
+    assert torch.equal(weights(a), weights(b)) and not torch.equal(weights(a), weights(c))
+    state = torch.random.get_rng_state()
+    build_classifier("smallcnn", 4, (3, 16, 16), width=8, seed=3)
+    assert torch.equal(state, torch.random.get_rng_state())  # the global stream is left alone

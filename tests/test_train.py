@@ -63,6 +63,16 @@ def test_each_recipe_runs_and_lowers_the_training_loss(recipe, train_set):
     assert losses[-1] < losses[0], losses
 
 
+def test_a_model_named_by_architecture_is_initialised_from_the_run_seed(train_set):
+    def run(seed):
+        result = harden("smallcnn", train_set, "erm", epochs=1, batch_size=48, progress=False, device="cpu", seed=seed)
+        return torch.cat([v.flatten().float() for v in result.classifier.model.state_dict().values()])
+
+    first = run(2)
+    torch.rand(10)  # the global random stream moves on between the runs
+    assert torch.equal(first, run(2)) and not torch.equal(first, run(3))
+
+
 def test_pgd_training_examples_raise_the_cross_entropy_they_maximise(trained, train_set):
     recipe = get_recipe("pgd:linf@4/255,steps=5")
     recipe.bind(RecipeContext(trained, train_set, torch.device("cpu")))

@@ -119,7 +119,7 @@ def demo(ctx: click.Context, out: str, classifier_path: str | None, epochs: int 
         click.echo(f"training smallcnn on {len(train)} images of the shortcut split ({plan.size}x{plan.size}; "
                    f"{', '.join(bench.correlated)} follow the class with probability {bench.strength:g}) on {dev}")
         clf = build_classifier("smallcnn", len(train.class_names), (3, plan.size, plan.size), class_names=train.class_names,
-                               device=dev, width=plan.width)
+                               device=dev, width=plan.width, seed=seed)
         history = fit(clf, train, epochs=epochs or plan.epochs, seed=seed)
         save_classifier(clf, out_dir / "classifier", extra={"demo": True, "seed": seed, "history": history})
         click.echo(f"trained in {time.time() - start:.0f}s (training accuracy {history[-1]['acc']:.3f}); "

@@ -207,9 +207,11 @@ def frozen(module: nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-def _as_classifier(model: Any, data: ImageSet, device: torch.device) -> Classifier:
+def _as_classifier(model: Any, data: ImageSet, device: torch.device, seed: int | None = None) -> Classifier:
     if isinstance(model, str) and not (model.endswith((".json", ".safetensors", ".onnx")) or Path(model + ".json").is_file()):
-        return build_classifier(model, data.num_classes, (data.channels, *data.size), class_names=data.class_names, device=device)
+        # A model built here by name starts from weights that follow the run's seed.
+        return build_classifier(model, data.num_classes, (data.channels, *data.size), class_names=data.class_names, device=device,
+                                seed=seed)
     if isinstance(model, nn.Module):
         return load_classifier(model, input_size=(data.channels, *data.size), num_classes=data.num_classes,
                                class_names=data.class_names, device=device)
@@ -299,7 +301,7 @@ def harden(
     world = current_world()
     dev = resolve_device(device if device is not None else "auto")
     mix = parse_recipes(recipe)
-    classifier = _as_classifier(model, data, dev)
+    classifier = _as_classifier(model, data, dev, cfg.seed)
     if not classifier.has_gradients:
         raise InputError("model", "a torch classifier with gradients (not an ONNX file)", classifier.name)
     classifier.to(dev)
