@@ -23,7 +23,7 @@ from robust.pytest_plugin import RobustOptions, load_data, load_model, set_repor
 IMAGE_SIZE = 16
 TEST_IMAGES = 300
 # The benchmark model: small enough to train in a few minutes on a CPU.
-TRAINING = {"images": 2000, "epochs": 5, "width": 16, "batch": 64, "seed": 0}
+TRAINING = {"images": 4000, "epochs": 5, "width": 16, "batch": 64, "seed": 0}
 # The SAGE example's model: 32x32 like the demo generator's images, trained as `robust demo` trains
 # its model (4,000 images of the shortcut split, 2 epochs): about 10 s on one busy CPU core.
 SAGE_IMAGE_SIZE = 32
