@@ -133,6 +133,8 @@ def test_snapshot_then_resume_equals_continuous_training(tmp_path):
     with pytest.raises(InputError, match="fingerprint"):
         Trainer.resume(tmp_path / "snap", other)
     assert Trainer.resume(tmp_path / "snap", other, check_data=False).cur_nimg == 24  # fine-tuning on new data
+    slower = Trainer.resume(tmp_path / "snap", data, config_overrides={"lr_g": 1e-4, "lr_d": 2e-4})
+    assert [g["lr"] for g in slower.opt_G.param_groups] == [1e-4] and [g["lr"] for g in slower.opt_D.param_groups] == [2e-4]
 
 
 def test_run_writes_snapshots_grids_and_log(tmp_path):

@@ -528,6 +528,10 @@ class Trainer:
                 if "betas" in g:
                     g["betas"] = tuple(g["betas"])
             opt.load_state_dict({"state": opt_state, "param_groups": groups})
+        # The learning rates come from the (possibly overridden) config, not from the stored groups.
+        for opt, lr in ((trainer.opt_G, config.lr_g), (trainer.opt_D, config.lr_d)):
+            for g in opt.param_groups:
+                g["lr"] = lr
         if trainer.aux is not None and any(k.startswith("aux.") for k in tensors):
             trainer.aux.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("aux.")})
             opt_state = {}
