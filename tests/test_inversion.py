@@ -122,6 +122,11 @@ def test_codes_are_cached_by_data_generator_and_settings(G, tiny_synthetic, tmp_
     assert len(codes) == 5 and codes.residual.shape[0] == 5 and codes.expand_res == 8
     files = list(tmp_path.glob("*.safetensors"))
     assert len(files) == 1 and codes.key in files[0].name
+    from safetensors import safe_open
+
+    with safe_open(str(files[0]), "pt") as fh:
+        assert fh.get_tensor("residual").dtype == torch.float16  # stored in half precision
+    assert codes.residual.dtype == torch.float32
 
     def no_inversion(*args, **kwargs):
         raise AssertionError("the cached codes should have been used")

@@ -77,7 +77,9 @@ class CodeSet:
     def save(self, path: str | Path) -> tuple[Path, Path]:
         tensors = {"ws": self.ws, "psnr": self.psnr, "ssim": self.ssim}
         if self.residual is not None:
-            tensors["residual"] = self.residual
+            # Half precision halves the file (the expanded feature maps dominate it); rendering from the
+            # rounded maps moves pixels by ~1e-4 (measured on the demo generator's training-set codes).
+            tensors["residual"] = self.residual.to(torch.float16)
         config = {"format": CODES_FORMAT, "version": 1, "key": self.key, "expand_res": self.expand_res, "meta": self.meta}
         return save_checkpoint(path, tensors, config)
 
@@ -85,7 +87,9 @@ class CodeSet:
 def load_codes(path: str | Path) -> CodeSet:
     tensors, config = load_checkpoint(path, CODES_FORMAT)
     try:
-        return CodeSet(tensors["ws"], tensors.get("residual"), config.get("expand_res"), tensors["psnr"], tensors["ssim"],
+        residual = tensors.get("residual")
+        residual = residual.to(torch.float32) if residual is not None else None
+        return CodeSet(tensors["ws"], residual, config.get("expand_res"), tensors["psnr"], tensors["ssim"],
                        str(config.get("key", "")), dict(config.get("meta", {})))
     except KeyError as exc:
         raise FileFormatError(path, "a codes file with ws, psnr and ssim", f"missing {exc}") from None
@@ -168,7 +172,9 @@ def load_or_invert(
     meta = {"data": name, "data_fingerprint": data_fp, "generator_fingerprint": generator_fingerprint(G), "steps": int(steps),
             "encoder": _module_fingerprint(enc) or "none",
             "seed": int(seed), "seconds_per_image": result.seconds_per_image}
-    codes = CodeSet(result.ws.cpu(), result.residual.cpu() if result.residual is not None else None, expand_res,
+    # The residual is rounded as the cache stores it, so a first run and a cached one use the same codes.
+    residual = result.residual.cpu().to(torch.float16).to(torch.float32) if result.residual is not None else None
+    codes = CodeSet(result.ws.cpu(), residual, expand_res,
                     result.psnr.cpu(), result.ssim.cpu(), key, meta)
     if use_cache:
         codes.save(path)
