@@ -89,16 +89,15 @@ def search(model: str, generator: str, oracles: tuple[str, ...], budget_queries:
     from robust.io import save_checkpoint
     from robust.results import AuditResult
     from robust.seeding import resolve_device
-    from robust.suites.sage_suite import default_oracles, run_sage, search_groups, suite_result
+    from robust.suites.sage_suite import default_oracles, run_sage, search_groups, search_method, suite_result
 
     dev = resolve_device(device)
     G = resolve_generator(generator, dev)
     clf = _load_model(model, dev)
     judges = default_oracles(G, list(oracles), dev)
-    if method == "auto":
-        method = "gradient" if clf.has_gradients else "random"
-        if method == "random":
-            click.echo(f"{clf.name} has no gradients: sampling at random under the same checks (--method random)", err=True)
+    asked, method = method, search_method(method, clf)
+    if asked == "auto" and method == "random":
+        click.echo(f"{clf.name} has no gradients: sampling at random under the same checks (--method random)", err=True)
     if method == "random":
         baseline = False  # the run itself is the random baseline
     config = SageConfig(method=method, space=space, budget_queries=budget_queries, budget_seconds=budget_seconds, batch_size=batch_size, steps=steps,

@@ -285,11 +285,7 @@ class Trainer:
                 return cfg.class_guidance * F.cross_entropy(aux(images), wanted)
         loss_g, s = self.loss.generator_loss(z, c_fake, p, gen, do_pl, guidance)
         stats.update(s)
-        self._check(loss_g, "generator")
-        self.opt_G.zero_grad(set_to_none=True)
-        loss_g.backward()
-        _allreduce_mean([q.grad for q in self.G.parameters() if q.grad is not None], self.world)
-        self.opt_G.step()
+        self._update(self.G, self.opt_G, loss_g, "generator")
         self.G.requires_grad_(False)
 
         c_fake = self._c_for_fakes(n)
@@ -298,11 +294,7 @@ class Trainer:
         do_r1 = self.step_count % cfg.r1_interval == 0
         loss_d, real_logits, s = self.loss.discriminator_loss(z, c_fake, real, c_real, p, gen, do_r1)
         stats.update(s)
-        self._check(loss_d, "discriminator")
-        self.opt_D.zero_grad(set_to_none=True)
-        loss_d.backward()
-        _allreduce_mean([q.grad for q in self.D.parameters() if q.grad is not None], self.world)
-        self.opt_D.step()
+        self._update(self.D, self.opt_D, loss_d, "discriminator")
         self.D.requires_grad_(False)
 
         if self.aux is not None and c_real is not None:
@@ -311,11 +303,7 @@ class Trainer:
             logits = self.aux(real.detach())
             labels = c_real[:, a:b].argmax(1)
             loss_aux = F.cross_entropy(logits, labels)
-            self._check(loss_aux, "auxiliary classifier")
-            self.opt_aux.zero_grad(set_to_none=True)
-            loss_aux.backward()
-            _allreduce_mean([q.grad for q in self.aux.parameters() if q.grad is not None], self.world)
-            self.opt_aux.step()
+            self._update(self.aux, self.opt_aux, loss_aux, "auxiliary classifier")
             self.aux.requires_grad_(False)
             stats["aux_loss"] = float(loss_aux.detach())
             stats["aux_acc"] = float((logits.detach().argmax(1) == labels).float().mean())
@@ -329,6 +317,14 @@ class Trainer:
         self.step_count += 1
         stats["p"] = self.ada.p
         return stats
+
+    def _update(self, module: nn.Module, opt: torch.optim.Optimizer, loss: torch.Tensor, name: str) -> None:
+        """One optimiser step on ``loss`` (checked finite), gradients averaged over the processes."""
+        self._check(loss, name)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        _allreduce_mean([q.grad for q in module.parameters() if q.grad is not None], self.world)
+        opt.step()
 
     def _check(self, loss: torch.Tensor, name: str) -> None:
         if not bool(torch.isfinite(loss.detach())):
@@ -518,32 +514,15 @@ class Trainer:
             missing, unexpected = module.load_state_dict(sub, strict=False)
             if missing or unexpected:
                 raise FileFormatError(path, "a snapshot matching its config", f"missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}")
-        for prefix, opt, groups in (("opt_G.", trainer.opt_G, state["opt_G_groups"]), ("opt_D.", trainer.opt_D, state["opt_D_groups"])):
-            opt_state: dict[int, dict[str, torch.Tensor]] = {}
-            for key, value in tensors.items():
-                if key.startswith(prefix):
-                    idx, name = key[len(prefix):].split(".", 1)
-                    opt_state.setdefault(int(idx), {})[name] = value
-            for g in groups:
-                if "betas" in g:
-                    g["betas"] = tuple(g["betas"])
-            opt.load_state_dict({"state": opt_state, "param_groups": groups})
+        _load_optimizer(trainer.opt_G, tensors, "opt_G.", state["opt_G_groups"])
+        _load_optimizer(trainer.opt_D, tensors, "opt_D.", state["opt_D_groups"])
         # The learning rates come from the (possibly overridden) config, not from the stored groups.
         for opt, lr in ((trainer.opt_G, config.lr_g), (trainer.opt_D, config.lr_d)):
             for g in opt.param_groups:
                 g["lr"] = lr
         if trainer.aux is not None and any(k.startswith("aux.") for k in tensors):
             trainer.aux.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("aux.")})
-            opt_state = {}
-            for key, value in tensors.items():
-                if key.startswith("opt_aux."):
-                    idx, name = key[len("opt_aux."):].split(".", 1)
-                    opt_state.setdefault(int(idx), {})[name] = value
-            groups = state.get("opt_aux_groups") or trainer._groups(trainer.opt_aux)
-            for g in groups:
-                if "betas" in g:
-                    g["betas"] = tuple(g["betas"])
-            trainer.opt_aux.load_state_dict({"state": opt_state, "param_groups": groups})
+            _load_optimizer(trainer.opt_aux, tensors, "opt_aux.", state.get("opt_aux_groups") or trainer._groups(trainer.opt_aux))
         # (A snapshot trained without guidance starts a fresh auxiliary classifier: fine-tuning with guidance.)
         trainer.cur_nimg, trainer.step_count = int(state["cur_nimg"]), int(state["step"])
         if rank == 0 and state.get("device_type", "cpu") == trainer.device.type:
@@ -559,6 +538,19 @@ class Trainer:
         trainer.history = list(state.get("history", []))
         trainer.runs = list(state.get("runs", []))
         return trainer
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, tensors: Mapping[str, torch.Tensor], prefix: str, groups: list[dict[str, Any]]) -> None:
+    """Restore an optimiser from the snapshot tensors ``<prefix><param index>.<state name>`` and its stored groups."""
+    opt_state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith(prefix):
+            idx, name = key[len(prefix):].split(".", 1)
+            opt_state.setdefault(int(idx), {})[name] = value
+    for g in groups:
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+    opt.load_state_dict({"state": opt_state, "param_groups": groups})
 
 
 def latest_snapshot(run_dir: str | Path) -> Path | None:
