@@ -194,7 +194,7 @@ def gaussian_kernels(sigma: torch.Tensor, truncate: float = 4.0) -> torch.Tensor
     return k / k.sum(1, keepdim=True)
 
 
-def _same_for_all(k: torch.Tensor) -> bool:
+def same_for_all(k: torch.Tensor) -> bool:
     return k.shape[0] == 1 or bool((k == k[:1]).all())
 
 
@@ -237,7 +237,7 @@ def blur_separable(x: torch.Tensor, kernel_h: torch.Tensor, kernel_w: torch.Tens
     """
     kernel_w = kernel_h if kernel_w is None else kernel_w
     _, _, h, w = x.shape
-    shared = _same_for_all(kernel_h) and _same_for_all(kernel_w)
+    shared = same_for_all(kernel_h) and same_for_all(kernel_w)
     kh = kernel_h[:1] if shared else kernel_h
     kw = kernel_w[:1] if shared else kernel_w
     mh = band_matrices(kh.to(x.dtype), h, mode)
@@ -530,23 +530,42 @@ def jpeg(x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
 # Procedural patterns
 # ---------------------------------------------------------------------------------------------
 
-def value_noise(keys: torch.Tensor, height: int, width: int, cell: torch.Tensor) -> torch.Tensor:
-    """Standard normal values on a lattice of ``cell [N]`` pixels, bilinearly interpolated to ``[N, 1, H, W]``.
+def _interp_matrices(size: int, cell: torch.Tensor, lattice: int) -> torch.Tensor:
+    """``[N, size, lattice]`` bilinear interpolation weights from a lattice of ``cell [N]`` pixels to
+    pixel centres (coordinates clamped to the lattice, like ``grid_sample``'s border padding)."""
+    pos = (torch.arange(size, device=cell.device, dtype=torch.float32) + 0.5)[None, :] / cell[:, None]
+    pos = pos.clamp(0, lattice - 1)
+    lo = pos.floor().clamp_max(lattice - 2).long() if lattice > 1 else pos.floor().long()
+    frac = pos - lo
+    m = torch.zeros(cell.shape[0], size, lattice, device=cell.device, dtype=torch.float32)
+    m.scatter_add_(2, lo[..., None], (1 - frac)[..., None])
+    if lattice > 1:
+        m.scatter_add_(2, (lo + 1)[..., None], frac[..., None])
+    return m
+
+
+def value_noise(keys: torch.Tensor, height: int, width: int, cell: torch.Tensor,
+                loc: torch.Tensor | None = None, scale: torch.Tensor | None = None) -> torch.Tensor:
+    """Normal values (mean ``loc [N]``, standard deviation ``scale [N]``; standard by default) on a
+    lattice of ``cell [N]`` pixels, bilinearly interpolated to ``[N, 1, H, W]``.
 
     Lattice values are addressed by coordinates, so an image's field depends only on its key and
-    cell size, not on the other images of the batch.
+    cell size, not on the other images of the batch. The interpolation is separable: two (batched)
+    matrix products with the interpolation weights of each axis.
     """
-    n = keys.shape[0]
     cell = cell.float().clamp_min(1e-3)
     gh = int(math.ceil(height / float(cell.min()))) + 2
     gw = int(math.ceil(width / float(cell.min()))) + 2
     lattice = lattice_normal(keys, gh, gw)
-    ys = (torch.arange(height, device=keys.device, dtype=torch.float32) + 0.5)[None, :, None] / cell.view(-1, 1, 1)
-    xs = (torch.arange(width, device=keys.device, dtype=torch.float32) + 0.5)[None, None, :] / cell.view(-1, 1, 1)
-    gx = (xs * 2 + 1) / gw - 1
-    gy = (ys * 2 + 1) / gh - 1
-    grid = torch.stack([gx.expand(n, height, width), gy.expand(n, height, width)], -1)
-    return F.grid_sample(lattice, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    if scale is not None:  # on the lattice: interpolation weights sum to one
+        lattice = lattice * scale.view(-1, 1, 1, 1)
+    if loc is not None:
+        lattice = lattice + loc.view(-1, 1, 1, 1)
+    if same_for_all(cell):
+        my, mx = _interp_matrices(height, cell[:1], gh)[0], _interp_matrices(width, cell[:1], gw)[0]
+        return my @ lattice @ mx.T
+    my, mx = _interp_matrices(height, cell, gh), _interp_matrices(width, cell, gw)
+    return my[:, None] @ lattice @ mx.transpose(1, 2)[:, None]
 
 
 def plasma(keys: torch.Tensor, height: int, width: int, map_size: float, decay: torch.Tensor) -> torch.Tensor:

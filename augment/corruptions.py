@@ -18,7 +18,8 @@ Resolution rule (``s = min(H, W) / 224``; the published tables are defined at 22
   so a sub-pixel radius gives a weak but non-zero blur that grows with severity instead of snapping
   to the identity. Snow and spatter, which threshold pixel-level noise, are rendered on a grid
   ``k = min(4, ceil(224 / min(H, W)))`` times finer (128 pixels for a 32x32 image, 1.75 reference
-  pixels per grid pixel) and area-averaged down.
+  pixels per grid pixel) and area-averaged down (snow's flakes before their motion streaks, which
+  are linear in them and run at image resolution).
 * Quantities that are not lengths are kept: noise amplitudes and photon counts, impulse fractions,
   brightness/contrast/saturation factors, blend weights, JPEG quality, the pixelation ratio (it is
   already a fraction of the image size) and zoom factors (the same).
@@ -337,13 +338,18 @@ class Snow(Corruption):
         n, _, h, w = x.shape
         k = fine_factor(h, w)
         keys = ops.noise_keys(seeds, 1)
-        layer = ops.value_noise(ops.subkeys(keys, 0), h * k, w * k, p["zoom"] * k)
-        layer = _col(p, "loc") + _col(p, "scale") * layer
-        layer = torch.where(layer < _col(p, "threshold"), torch.zeros_like(layer), layer).clamp_(0, 1)
+        layer = ops.value_noise(ops.subkeys(keys, 0), h * k, w * k, p["zoom"] * k, p["loc"], p["scale"])
+        threshold = p["threshold"]
+        if ops.same_for_all(threshold):  # one pass: zero below the threshold
+            layer = F.threshold(layer, float(threshold[0]), 0.0).clamp_(0, 1)
+        else:
+            layer = (layer * (layer > _col(p, "threshold"))).clamp_(0, 1)
         angle = ops.uniform(ops.subkeys(keys, 1), (1,))[:, 0] * 90 - 135
-        layer = ops.convolve(layer, ops.line_kernels(2 * p["radius"] * k, p["sigma"] * k, angle), mode="replicate")
+        # The streaks are linear in the flakes, so the area average down to the image grid comes first
+        # and the motion blur runs at image resolution (its kernel sees the bilinear pixel footprint).
         if k > 1:
             layer = F.avg_pool2d(layer, k)
+        layer = ops.convolve(layer, ops.line_kernels(2 * p["radius"], p["sigma"], angle), mode="replicate")
         layer = layer * _col(p, "gain")
         blend = _col(p, "blend")
         whitened = blend * x + (1 - blend) * torch.maximum(x, ops.luma(x) * 1.5 + 0.5)
@@ -422,24 +428,33 @@ class Spatter(Corruption):
         grid = k * spatial_scale(h, w)
         liquid = _col(p, "loc") + _col(p, "scale") * grid * ops.normal(keys, (1, hf, wf))
         liquid = ops.gaussian_blur(liquid, p["sigma"] * k)
-        wet = liquid >= _col(p, "threshold")
-        liquid = torch.where(wet, liquid, torch.zeros_like(liquid))
-        # Water: droplets as thick as the liquid rises above the threshold (so the sparse, shallow
-        # droplets of level 1 stay faint), softened, with an emboss relief giving a highlight on one rim.
-        unit = torch.full_like(p["sigma"], grid)
-        depth = ((liquid - _col(p, "threshold")) / 0.1).clamp(0, 1) * wet
-        soft = ops.gaussian_blur(depth, unit)
-        emboss = torch.tensor([[-2.0, -1.0, 0.0], [-1.0, 1.0, 1.0], [0.0, 1.0, 2.0]], device=x.device).flip(0, 1)
-        relief = ops.convolve(soft, emboss.expand(n, 3, 3), mode="replicate")
-        sheen = (soft + 0.5 * relief).clamp(0, 1) * _col(p, "water")
-        # Mud: smoothed wet mask, kept where it is dense.
-        mud = ops.gaussian_blur(wet.float(), p["mud_sigma"] * k)
-        mud = torch.where(mud >= 0.8, mud, torch.zeros_like(mud))
-        if k > 1:
-            sheen, mud = F.avg_pool2d(sheen, k), F.avg_pool2d(mud, k)
-        water_out = (x + sheen * ops.colour(self.WATER, c, x.device)).clamp(0, 1)
-        mud_out = x * (1 - mud) + mud * ops.colour(self.MUD, c, x.device)
+        threshold = _col(p, "threshold")
         weight = _col(p, "mud")
+        water_out = mud_out = None
+        if bool((weight < 1).any()):
+            # Water: droplets as thick as the liquid rises above the threshold (so the sparse, shallow
+            # droplets of level 1 stay faint), softened, with an emboss relief giving a highlight on one rim.
+            unit = torch.full_like(p["sigma"], grid)
+            depth = ((liquid - threshold) / 0.1).clamp_(0, 1)
+            soft = ops.gaussian_blur(depth, unit)
+            emboss = torch.tensor([[-2.0, -1.0, 0.0], [-1.0, 1.0, 1.0], [0.0, 1.0, 2.0]], device=x.device).flip(0, 1)
+            relief = ops.convolve(soft, emboss.expand(n, 3, 3), mode="replicate")
+            sheen = (soft + 0.5 * relief).clamp_(0, 1) * _col(p, "water")
+            if k > 1:
+                sheen = F.avg_pool2d(sheen, k)
+            water_out = (x + sheen * ops.colour(self.WATER, c, x.device)).clamp(0, 1)
+        if bool((weight > 0).any()):
+            # Mud: smoothed wet mask, kept where it is dense.
+            mud = ops.gaussian_blur((liquid >= threshold).to(x.dtype), p["mud_sigma"] * k)
+            mud = mud.masked_fill_(mud < 0.8, 0)
+            if k > 1:
+                mud = F.avg_pool2d(mud, k)
+            mud_out = x * (1 - mud) + mud * ops.colour(self.MUD, c, x.device)
+        # Integer levels are all water (1-3) or all mud (4-5): only the branch in use is computed.
+        if mud_out is None:
+            return water_out
+        if water_out is None:
+            return mud_out
         return (1 - weight) * water_out + weight * mud_out
 
 
