@@ -106,6 +106,10 @@ def test_encoder_learns_codes_and_its_file_names_the_generator(G, stats, generat
     start_mean = invert_batch(G, images, steps=0, stats=stats)
     start_encoder = invert_batch(G, images, encoder=encoder, steps=0, stats=stats)
     assert float(start_encoder.psnr.mean()) > float(start_mean.psnr.mean()) + 1.0
+    # A few shifting steps from the encoder's codes improve on them.
+    shifted = invert_batch(G, images, encoder=encoder, steps=5, stats=stats)
+    assert torch.allclose(shifted.start_psnr, start_encoder.psnr)
+    assert float(shifted.psnr.mean()) > float(start_encoder.psnr.mean())
     save_encoder(encoder, tmp_path / "enc", G, {"note": "test"})
     loaded = load_encoder(tmp_path / "enc", G)
     assert isinstance(loaded, Encoder) and loaded.extra == {"note": "test"}

@@ -250,10 +250,14 @@ class InversionConfig:
     mean, both about 1 for random codes). ``initial_noise`` (in W standard deviations) perturbs the
     codes early on and fades out over the first ``noise_ramp`` of the steps (it helps the batch
     leave the start point's basin). ``expand_weight`` pulls the expanded feature map toward the one
-    the W+ code produces (relative to that map's variance).
+    the W+ code produces (relative to that map's variance). Codes that start from an encoder are
+    already close: they shift with ``encoder_lr`` and ``encoder_initial_noise`` instead (the mean
+    code's step size and noise undo part of the encoder's work in the first steps).
     """
 
     lr: float = 0.3
+    encoder_lr: float = 0.1
+    encoder_initial_noise: float = 0.0
     warmup: float = 0.05
     pixel_weight: float = 1.0
     ssim_weight: float = 0.05
@@ -451,8 +455,10 @@ def _invert_chunk(G: Generator, target: torch.Tensor, c: torch.Tensor | None, en
     u = torch.zeros_like(ws0, requires_grad=True)
     gen = make_generator(seed, device)
     opt = LatentAdam(u)
+    lr = config.encoder_lr if encoder is not None else config.lr
+    initial_noise = config.encoder_initial_noise if encoder is not None else config.initial_noise
     for t in range(steps):
-        noise_scale = config.initial_noise * max(0.0, 1.0 - t / max(1e-8, config.noise_ramp * steps)) ** 2
+        noise_scale = initial_noise * max(0.0, 1.0 - t / max(1e-8, config.noise_ramp * steps)) ** 2
         with torch.enable_grad():
             ws = ws0 + std * u
             noisy = ws + std * noise_scale * torch.randn(ws.shape, generator=gen, device=device) if noise_scale > 0 else ws
@@ -462,7 +468,7 @@ def _invert_chunk(G: Generator, target: torch.Tensor, c: torch.Tensor | None, en
                 spread = ((ws - ws.mean(1, keepdim=True)) / std).square().mean(-1)
                 loss = loss + config.prior_weight * (stats.whitened_distance(ws) + spread).mean()
             (grad,) = torch.autograd.grad(loss, [u])
-        opt.step(grad, config.lr * _lr_factor(t, steps, config.warmup))
+        opt.step(grad, lr * _lr_factor(t, steps, config.warmup))
         history.append(float(loss.detach()))
     ws = (ws0 + std * u).detach()
     out: dict[str, torch.Tensor] = {"ws": ws, "start_psnr": start_psnr}
