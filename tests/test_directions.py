@@ -44,7 +44,7 @@ def random_orthonormal(n: int, k: int, seed: int) -> torch.Tensor:
 
 
 def test_finders_are_registered_by_name():
-    assert {"sefa", "ganspace", "householder"} <= set(DIRECTION_FINDERS.names())
+    assert {"sefa", "ganspace", "householder", "tokens"} <= set(DIRECTION_FINDERS.names())
     with pytest.raises(InputError, match="direction finder"):
         DIRECTION_FINDERS.get("nope")
 
@@ -257,3 +257,30 @@ def test_scoring_counts_only_samples_the_judge_recognises():
     unconditional = tiny_generator(seed=2)
     ws, base, info = _scoring_codes(unconditional, always0, 24, 0, 64)
     assert info == {"samples": "all", "n": 24} and ws.shape[0] == 24
+
+
+def test_token_directions_point_toward_each_attribute_tokens_codes():
+    from robust.gan import Conditioning, Generator
+    from robust.gan.directions import token_directions
+
+    cond = Conditioning([("class", ["a", "b"]), ("texture", ["plain", "stripes", "dots"])])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        G = Generator(z_dim=8, c_dim=cond.c_dim, w_dim=8, img_resolution=16, img_channels=3, mapping_kwargs={"num_layers": 2},
+                      synthesis_kwargs={"channel_base": 128, "channel_max": 8}, conditioning=cond).eval().requires_grad_(False)
+    found = token_directions(G, k=8, seed=0, n=512)
+    assert sorted(found.names) == ["texture=dots", "texture=plain", "texture=stripes"]  # never the class group
+    assert found.method == "tokens" and bool((found.values[:-1] >= found.values[1:]).all())
+    # Switching a sample's texture token from u to v moves its code along the direction of v more than along the others.
+    z = torch.randn(256, 8, generator=torch.Generator().manual_seed(1))
+    classes = torch.randint(0, 2, (256,), generator=torch.Generator().manual_seed(2))
+    codes = {t: G.mapping(z, cond.encode({"class": classes, "texture": torch.full((256,), t)}))[:, 0] for t in range(3)}
+    for v, token in enumerate(["plain", "stripes", "dots"]):
+        shift = torch.cat([codes[v] - codes[u] for u in range(3) if u != v])
+        along = shift @ found.vectors.T  # [M, K]
+        mine = found.names.index(f"texture={token}")
+        assert float(along[:, mine].mean()) > 0
+        assert int(along.mean(0).argmax()) == mine
+    assert len(token_directions(G, k=2, seed=0, n=512)) == 2
+    with pytest.raises(InputError, match="attribute tokens"):
+        token_directions(tiny_generator(seed=2, classes=3), k=2)

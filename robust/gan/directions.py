@@ -13,6 +13,9 @@ optionally restricted to a range of W+ layers (an edit moves only those layers' 
   low-rank ``U diag(s) V^T`` whose orthonormal factors are products of Householder reflections,
   briefly fine-tuned (a distillation loss toward the original generator, plus the non-saturating
   GAN loss when a discriminator is given); the directions are the columns of ``V`` by ``|s|``.
+* ``tokens`` (generators conditioned on attributes besides the class): for each attribute token,
+  the mean code of samples drawn with it minus its group's mean; not unsupervised in the strict
+  sense, it reads the directions off the generator's own conditioning (SAGE's prompt vocabulary).
 
 :func:`calibrate_ranges` finds for each direction the magnitudes at which images stay realistic
 (the code stays inside the W distribution, image statistics stay within those of samples, and the
@@ -369,6 +372,42 @@ def ganspace_directions(G: Generator, k: int = 16, layers: list[int] | None = No
     vectors = _canonical_signs(vectors)
     return Directions(vectors, layers, _default_ranges(vectors, stats), [f"ganspace_{i}" for i in range(vectors.shape[0])], "ganspace",
                       values, meta={"n": count, "center": center, "activations": activations})
+
+
+@DIRECTION_FINDERS.register("tokens", description="mean code of each attribute token minus its group's mean (generators conditioned on attributes)")
+def token_directions(G: Generator, k: int = 16, layers: list[int] | None = None, seed: int = 0, *, n: int = 4096,
+                     stats: LatentStats | None = None) -> Directions:
+    """Directions read off the generator's own conditioning: for every token of every attribute group
+    other than ``class`` (the "prompt" vocabulary, e.g. ``texture=stripes``), the mean ``w`` of ``n``
+    samples drawn with that token minus the mean over the group's tokens. Following one moves a code
+    toward the token's typical codes. The ``k`` longest are returned, by length (``values``)."""
+    cond = G.conditioning
+    groups = [(name, tokens) for name, tokens in (cond.groups if cond is not None else []) if name != "class"]
+    if not groups:
+        raise InputError("generator", "a generator conditioned on attribute tokens besides 'class' (method 'tokens')",
+                         "no conditioning" if cond is None else f"groups {[name for name, _ in cond.groups]}")
+    stats = stats or latent_stats(G, seed=seed)
+    count = check_number(n, "n", low=16, integer=True)
+    ws, c = sample_ws(G, count, seed=derive_seed(seed, "tokens"))
+    w = ws[:, 0].double()
+    drawn = cond.decode(c.to(w.device))
+    vectors, names = [], []
+    for name, tokens in groups:
+        means = torch.stack([w[drawn[name] == i].mean(0) if bool((drawn[name] == i).any()) else torch.full_like(w[0], float("nan"))
+                             for i in range(len(tokens))])
+        present = ~means.isnan().any(1)
+        centre = means[present].mean(0)
+        for i, token in enumerate(tokens):
+            if bool(present[i]):
+                vectors.append(means[i] - centre)
+                names.append(f"{name}={token}")
+    stacked = torch.stack(vectors)
+    lengths = stacked.norm(dim=1)
+    order = torch.argsort(lengths, descending=True)[: int(k)]
+    vectors = stacked[order].float()
+    unit = vectors / vectors.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return Directions(unit, layers, _default_ranges(unit, stats), [names[i] for i in order.tolist()], "tokens", lengths[order].float(),
+                      meta={"n": count})
 
 
 def householder_vectors(Q: torch.Tensor) -> torch.Tensor:
