@@ -135,7 +135,7 @@ def invert(generator_spec: str, data_spec: str, n: int, encoder_spec: str, steps
 
 @click.command()
 @click.option("--generator", "generator_spec", default="demo", show_default=True, help="'demo', a generator/snapshot checkpoint or an official .pkl.")
-@click.option("--method", default="sefa", show_default=True, help="A direction finder: sefa, ganspace or householder.")
+@click.option("--method", default="sefa", show_default=True, help="A direction finder: sefa, ganspace, householder or tokens (attribute-conditioned generators).")
 @click.option("-k", "k", type=click.IntRange(1), default=16, show_default=True, help="Number of directions.")
 @click.option("--layers", default="all", show_default=True, help="W+ layers edited: all, coarse, middle, fine, a-b or 0,1,2.")
 @click.option("--class-free/--no-class-free", default=False, show_default=True,

@@ -508,7 +508,7 @@ class AugMixTraining(Recipe):
 # -- natural transformations ------------------------------------------------------------------------
 
 _NATRA_TRANSFORM_OPTIONS = {"k": int, "steps": int, "step_size": float, "strength": float, "per_sample": int, "loss": str}
-_DIRECTION_METHODS = ("sefa", "ganspace", "householder")
+_DIRECTION_METHODS = ("sefa", "ganspace", "householder", "tokens")
 
 
 @RECIPES.register("natra")
@@ -516,7 +516,7 @@ class NaTraTraining(Recipe):
     """NaTra: each image moved along a generator's natural directions (augment.natra.NaturalTransform).
 
     Spec: ``natra[:random|worst_of_k|gradient][@strength][,k=4][,steps=5][,step_size=0.25][,per_sample=1]``
-    ``[,loss=ce][,directions=auto|sefa|ganspace|householder|<file>][,n_directions=16]``
+    ``[,loss=ce][,directions=auto|sefa|ganspace|householder|tokens|<file>][,n_directions=16]``
     ``[,codes=<file>][,cache_dir=<dir>][,invert_steps=30][,expand_res=R][,pixel_residual=true]``.
     Codes: ``codes=`` names an existing cache file (made by ``robust.gan.codes_cache.load_or_invert``;
     a missing one fails before training); otherwise the training set is inverted once and cached
