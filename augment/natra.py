@@ -11,6 +11,12 @@ model-based robust training:
 * ``gradient``: the random draw, then ``steps`` signed-gradient ascent steps on the classifier's
   loss over the chosen directions' magnitudes, projected into the range; the worst iterate is kept.
 
+With ``swap`` > 0 (generators conditioned on attribute tokens besides the class) each draw also
+resamples the image's attribute tokens: for every attribute group, with probability ``swap``, the
+code moves by the difference between a random token's offset and the offset of the token it is
+nearest to in the span of the group's offsets (:func:`robust.gan.directions.token_codes`). The
+image gets that token's look (texture, fill, ...) without the transform being told which token it had.
+
 Every draw comes from counter-based noise keyed by ``seed`` and each image's id, so an image's
 transformation does not depend on the batch it is in. Usage in a training loop::
 
@@ -29,7 +35,7 @@ import torch.nn.functional as F
 
 from robust import noise
 from robust.errors import GradientUnavailableError, InputError
-from robust.gan.directions import Directions
+from robust.gan.directions import Directions, token_codes
 from robust.gan.inversion import check_expand_res, check_ws, invert_batch, synthesize
 from robust.gan.networks import Generator
 from robust.models import Classifier
@@ -67,13 +73,14 @@ class NaturalTransform:
     each direction's range per gradient step. Without cached codes, images are inverted on the fly
     with ``encoder`` and ``invert_steps`` shifting steps (and ``expand_res``). ``pixel_residual``
     adds back the pixel difference between each image and its reconstruction, so magnitude 0
-    returns the image exactly.
+    returns the image exactly. ``swap``: the probability per attribute group that a draw resamples
+    the image's token of that group (see the module notes; 0 turns it off).
     """
 
     def __init__(self, G: Generator, directions: Directions, mode: str = "random", *, classifier: Classifier | None = None,
                  k: int = 4, steps: int = 5, step_size: float = 0.25, strength: float = 1.0, per_sample: int = 1,
                  loss: str = "ce", encoder: Any = None, invert_steps: int = 20, expand_res: int | None = None,
-                 pixel_residual: bool = False, noise_mode: str = "const"):
+                 pixel_residual: bool = False, noise_mode: str = "const", swap: float = 0.0):
         if not isinstance(G, Generator):
             raise InputError("G", "a robust.gan.Generator", type(G).__name__)
         if not isinstance(directions, Directions):
@@ -96,10 +103,12 @@ class NaturalTransform:
         self.expand_res = check_expand_res(G, expand_res)
         self.pixel_residual = bool(pixel_residual)
         self.noise_mode = noise_mode
+        self.swap = check_number(swap, "swap", low=0, high=1)
+        self.tokens = token_codes(G).to(G.device) if self.swap > 0 else None
 
     def __repr__(self) -> str:
         return (f"NaturalTransform(mode={self.mode!r}, directions={len(self.directions)} ({self.directions.method}), "
-                f"strength={self.strength:g}, per_sample={self.per_sample})")
+                f"strength={self.strength:g}, per_sample={self.per_sample}" + (f", swap={self.swap:g})" if self.swap else ")"))
 
     # -- parameters ----------------------------------------------------------------------------
 
@@ -118,12 +127,40 @@ class NaturalTransform:
         low, high = self.bounds(device)
         return torch.where(chosen, low + u * (high - low), torch.zeros_like(u)), chosen
 
+    def draw_swaps(self, keys: torch.Tensor, draw: int, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw ``draw`` of the token swaps: ``([N, G] bool, which groups swap; [N, G] the new tokens)``
+        over the attribute groups of :attr:`tokens` (empty without ``swap``)."""
+        groups = self.tokens.groups if self.tokens is not None else []
+        u = noise.uniform(keys, (max(1, len(groups)), 2), stream=1_000_003 + draw).to(device)
+        counts = torch.tensor([len(tokens) for _, tokens, _, _, _ in groups] or [1], device=device)
+        on = (u[..., 0] < self.swap)[:, : len(groups)]
+        target = (u[..., 1] * counts).long().minimum(counts - 1)[:, : len(groups)]
+        return on, target
+
+    def swap_shift(self, ws: torch.Tensor, keys: torch.Tensor, draw: int) -> torch.Tensor | None:
+        """The change ``[N, w_dim]`` (added to every W+ layer) that resamples the drawn attribute tokens
+        of ``ws``; ``None`` without ``swap``."""
+        if self.tokens is None:
+            return None
+        on, target = self.draw_swaps(keys, draw, ws.device)
+        w = ws.mean(1)
+        shift = torch.zeros_like(w)
+        for g, (_, _, centre, offsets, basis) in enumerate(self.tokens.groups):
+            # The token the code is nearest to in the group's subspace is taken for the image's own;
+            # the swap adds the difference of the two tokens' offsets (the code's own part stays).
+            inside = ((w + shift - centre) @ basis) @ basis.T
+            own = torch.cdist(inside, offsets).argmin(1)
+            shift = shift + (offsets[target[:, g]] - offsets[own]) * on[:, g, None]
+        return shift
+
     # -- rendering -----------------------------------------------------------------------------
 
     def render(self, ws: torch.Tensor, magnitudes: torch.Tensor, residual: torch.Tensor | None = None,
-               offset: torch.Tensor | None = None) -> torch.Tensor:
-        """Images in ``[0, 1]`` of ``ws`` moved by ``magnitudes [N, K]`` (plus the expansion ``residual``
-        and a pixel ``offset``); differentiable in the magnitudes."""
+               offset: torch.Tensor | None = None, shift: torch.Tensor | None = None) -> torch.Tensor:
+        """Images in ``[0, 1]`` of ``ws`` (plus a token-swap ``shift [N, w_dim]``) moved by ``magnitudes
+        [N, K]`` (plus the expansion ``residual`` and a pixel ``offset``); differentiable in the magnitudes."""
+        if shift is not None:
+            ws = ws + shift[:, None]
         images = synthesize(self.G, self.directions.apply(ws, magnitudes), residual, self.expand_res if residual is not None else None,
                             noise_mode=self.noise_mode)
         return images if offset is None else (images + offset).clamp(0, 1)
@@ -178,7 +215,7 @@ class NaturalTransform:
         if self.mode == "random":
             mags, _ = self.sample(keys, 0, device)
             with torch.no_grad():
-                out = self.render(ws, mags, residual, offset)
+                out = self.render(ws, mags, residual, offset, self.swap_shift(ws, keys, 0))
             loss = None
             if clf is not None and labels is not None:
                 with torch.no_grad():
@@ -197,7 +234,7 @@ class NaturalTransform:
         best = None
         for draw in range(self.k):
             mags, _ = self.sample(keys, draw, ws.device)
-            images = self.render(ws, mags, residual, offset)
+            images = self.render(ws, mags, residual, offset, self.swap_shift(ws, keys, draw))
             best = _keep_worse(best, images, mags, self._score(clf, images, labels))
         images, mags, loss = best
         return NaturalTransformResult(images.to(home), mags.to(home), loss.to(home))
@@ -207,12 +244,13 @@ class NaturalTransform:
         low, high = self.bounds(ws.device)
         step = self.step_size * (high - low)
         mags, chosen = self.sample(keys, 0, ws.device)
+        shift = self.swap_shift(ws, keys, 0)
         mask = chosen.float()
         best = None
         for t in range(self.steps + 1):
             m = mags.detach().requires_grad_(t < self.steps)
             with torch.enable_grad() if t < self.steps else torch.no_grad():
-                images = self.render(ws, m, residual, offset)
+                images = self.render(ws, m, residual, offset, shift)
                 loss = self._score(clf, images, labels)
                 grad = torch.autograd.grad(loss.sum(), [m])[0] if t < self.steps else None
             best = _keep_worse(best, images.detach(), m.detach(), loss.detach())

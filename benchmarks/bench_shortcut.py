@@ -61,7 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--optimizer", default="adamw")
     p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per recipe")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per recipe: FIRST..FIRST+N-1")
+    p.add_argument("--first-seed", type=int, default=0, help="the first seed (run more seeds later and --merge them)")
     p.add_argument("--slow-seeds", type=int, default=None, help="seeds for pgd and natra worst_of_k/gradient (default: --seeds)")
     p.add_argument("--pgd", default="pgd:linf@4/255,steps=5", help="the pgd recipe's spec")
     p.add_argument("--natra", default="", help="options appended to every natra recipe, e.g. ',k=4,steps=3'")
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name in names:
         spec = RECIPES_TABLE[name].format(pgd=args.pgd, natra=args.natra)
         seeds = args.slow_seeds if (name in SLOW and args.slow_seeds is not None) else args.seeds
-        for seed in range(seeds):
+        for seed in range(args.first_seed, args.first_seed + seeds):
             torch.manual_seed(seed)
             clf = build_classifier(args.arch, 10, (3, args.size, args.size), class_names=train.class_names, device=device,
                                    **({"width": args.width} if args.arch in ("smallcnn", "preact_resnet") else {}))
@@ -137,9 +138,12 @@ def main(argv: list[str] | None = None) -> dict:
         earlier = json.loads(Path(path).read_text())
         _check_same_setup(earlier["args"], vars(args), path)
         for name, rs in earlier["rows"].items():
+            spec = earlier["summary"][name]["spec"]
             if name not in rows:
                 rows[name] = rs
-                specs[name] = earlier["summary"][name]["spec"]
+                specs[name] = spec
+            elif spec == specs[name] and not {r["seed"] for r in rs} & {r["seed"] for r in rows[name]}:
+                rows[name] = sorted(rows[name] + rs, key=lambda r: r["seed"])  # more seeds of the same recipe
     rows = {name: rows[name] for name in RECIPES_TABLE if name in rows}
     columns = ["test_iid", "test_shift", *shift_sets, "corruption", "pgd", "train_seconds"]
     summary = {name: {c: _stats([r[c] for r in rs]) for c in columns} | {"seeds": len(rs), "spec": specs[name]}

@@ -10,6 +10,7 @@ from robust.errors import InputError
 from robust.gan.directions import find_directions
 from robust.gan.inversion import latent_stats, sample_ws, synthesize
 from robust.models import Classifier
+from robust.seeding import derive_seed
 
 from gan_helpers import tiny_generator
 
@@ -104,3 +105,43 @@ def test_classifier_driven_modes_need_a_classifier_and_labels(setup):
         NaturalTransform(G, directions, "worst_of_k", classifier=clf).transform(images, ws=ws)
     with pytest.raises(InputError, match="mode"):
         NaturalTransform(G, directions, "sideways")
+
+
+def test_token_swap_exchanges_the_token_offset_a_code_carries():
+    from robust.gan import Conditioning, Generator
+
+    cond = Conditioning([("class", ["a", "b"]), ("texture", ["plain", "stripes", "dots"])])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(4)
+        G = Generator(z_dim=8, c_dim=cond.c_dim, w_dim=8, img_resolution=16, img_channels=3, mapping_kwargs={"num_layers": 2},
+                      synthesis_kwargs={"channel_base": 128, "channel_max": 8}, conditioning=cond).eval().requires_grad_(False)
+    directions = find_directions(G, "sefa", k=2, seed=0, calibrate=False)
+    nt = NaturalTransform(G, directions, "random", strength=0.0, swap=1.0)  # swaps only: the directions move nothing
+    (_, names, centre, offsets, basis), = nt.tokens.groups
+    assert names == ["plain", "stripes", "dots"] and basis.shape == (8, 2)
+    # Codes made of the group centre, one token's offset and a part outside the group's subspace.
+    n = 48
+    own = torch.arange(n) % 3
+    rest = torch.randn(n, 8, generator=torch.Generator().manual_seed(1))
+    rest = 0.5 * (rest - (rest @ basis) @ basis.T)
+    ws = (centre + offsets[own] + rest)[:, None].repeat(1, G.num_ws, 1)
+    keys = torch.arange(n)
+    on, target = nt.draw_swaps(keys, 0, "cpu")
+    assert bool(on.all()) and set(target[:, 0].tolist()) == {0, 1, 2}
+    shift = nt.swap_shift(ws, keys, 0)
+    assert torch.allclose(ws[:, 0] + shift, centre + offsets[target[:, 0]] + rest, atol=1e-5)  # the token swapped, the rest kept
+    with torch.no_grad():
+        images = G.to_unit(G.synthesis(ws))
+    out = nt.transform(images, ws=ws, seed=0, sample_ids=keys)
+    assert torch.equal(out.images, nt.transform(images, ws=ws, seed=0, sample_ids=keys).images)
+    moved = (out.images - images).abs().flatten(1).amax(1) > 1e-4
+    _, drawn = nt.draw_swaps(keys + derive_seed(0, "natra", directions.method) % (1 << 40), 0, "cpu")  # the transform's keys
+    assert torch.equal(moved, drawn[:, 0] != own)  # exactly the images whose token changed look different
+    half = NaturalTransform(G, directions, "random", strength=0.0, swap=0.5)
+    assert 0.25 < float(half.draw_swaps(keys, 0, "cpu")[0].float().mean()) < 0.75
+    off = NaturalTransform(G, directions, "random", strength=0.0).transform(images, ws=ws, seed=0).images
+    assert torch.allclose(off, images, atol=1e-5)
+    with pytest.raises(InputError, match="attribute tokens"):
+        NaturalTransform(tiny_generator(), directions, swap=0.5)
+    with pytest.raises(InputError, match="swap"):
+        NaturalTransform(G, directions, swap=1.5)

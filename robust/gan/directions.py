@@ -374,40 +374,61 @@ def ganspace_directions(G: Generator, k: int = 16, layers: list[int] | None = No
                       values, meta={"n": count, "center": center, "activations": activations})
 
 
+@dataclass
+class TokenCodes:
+    """Where each attribute token puts the codes: per group (not ``class``), its ``tokens``, the group's
+    ``centre [w_dim]`` (the mean of the tokens' mean codes) and each token's ``offsets [T, w_dim]``
+    from it; ``basis [w_dim, r]`` is an orthonormal basis of the offsets' span."""
+
+    groups: list[tuple[str, list[str], torch.Tensor, torch.Tensor, torch.Tensor]]
+
+    def to(self, device: torch.device | str) -> TokenCodes:
+        return TokenCodes([(name, tokens, centre.to(device), offsets.to(device), basis.to(device))
+                           for name, tokens, centre, offsets, basis in self.groups])
+
+
+def token_codes(G: Generator, n: int = 4096, seed: int = 0) -> TokenCodes:
+    """Mean codes of ``n`` samples per attribute token (see :class:`TokenCodes`); tokens never drawn are left out."""
+    cond = G.conditioning
+    groups = [(name, tokens) for name, tokens in (cond.groups if cond is not None else []) if name != "class"]
+    if not groups:
+        raise InputError("generator", "a generator conditioned on attribute tokens besides 'class'",
+                         "no conditioning" if cond is None else f"groups {[name for name, _ in cond.groups]}")
+    count = check_number(n, "n", low=16, integer=True)
+    ws, c = sample_ws(G, count, seed=derive_seed(seed, "tokens"))
+    w = ws[:, 0].double()
+    drawn = cond.decode(c.to(w.device))
+    out = []
+    for name, tokens in groups:
+        present = [i for i in range(len(tokens)) if bool((drawn[name] == i).any())]
+        if len(present) < 2:
+            continue
+        means = torch.stack([w[drawn[name] == i].mean(0) for i in present])
+        centre = means.mean(0)
+        offsets = means - centre
+        u, sv, _ = torch.linalg.svd(offsets.T, full_matrices=False)
+        basis = u[:, sv > 1e-6 * float(sv.max())]
+        out.append((name, [tokens[i] for i in present], centre.float(), offsets.float(), basis.float()))
+    return TokenCodes(out)
+
+
 @DIRECTION_FINDERS.register("tokens", description="mean code of each attribute token minus its group's mean (generators conditioned on attributes)")
 def token_directions(G: Generator, k: int = 16, layers: list[int] | None = None, seed: int = 0, *, n: int = 4096,
                      stats: LatentStats | None = None) -> Directions:
     """Directions read off the generator's own conditioning: for every token of every attribute group
     other than ``class`` (the "prompt" vocabulary, e.g. ``texture=stripes``), the mean ``w`` of ``n``
-    samples drawn with that token minus the mean over the group's tokens. Following one moves a code
-    toward the token's typical codes. The ``k`` longest are returned, by length (``values``)."""
-    cond = G.conditioning
-    groups = [(name, tokens) for name, tokens in (cond.groups if cond is not None else []) if name != "class"]
-    if not groups:
-        raise InputError("generator", "a generator conditioned on attribute tokens besides 'class' (method 'tokens')",
-                         "no conditioning" if cond is None else f"groups {[name for name, _ in cond.groups]}")
+    samples drawn with that token minus the mean over the group's tokens (:func:`token_codes`).
+    Following one moves a code toward the token's typical codes. The ``k`` longest are returned, by
+    length (``values``)."""
+    codes = token_codes(G, n, seed)
     stats = stats or latent_stats(G, seed=seed)
-    count = check_number(n, "n", low=16, integer=True)
-    ws, c = sample_ws(G, count, seed=derive_seed(seed, "tokens"))
-    w = ws[:, 0].double()
-    drawn = cond.decode(c.to(w.device))
-    vectors, names = [], []
-    for name, tokens in groups:
-        means = torch.stack([w[drawn[name] == i].mean(0) if bool((drawn[name] == i).any()) else torch.full_like(w[0], float("nan"))
-                             for i in range(len(tokens))])
-        present = ~means.isnan().any(1)
-        centre = means[present].mean(0)
-        for i, token in enumerate(tokens):
-            if bool(present[i]):
-                vectors.append(means[i] - centre)
-                names.append(f"{name}={token}")
-    stacked = torch.stack(vectors)
-    lengths = stacked.norm(dim=1)
+    offsets = torch.cat([off for _, _, _, off, _ in codes.groups])
+    names = [f"{name}={token}" for name, tokens, _, _, _ in codes.groups for token in tokens]
+    lengths = offsets.norm(dim=1)
     order = torch.argsort(lengths, descending=True)[: int(k)]
-    vectors = stacked[order].float()
-    unit = vectors / vectors.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    return Directions(unit, layers, _default_ranges(unit, stats), [names[i] for i in order.tolist()], "tokens", lengths[order].float(),
-                      meta={"n": count})
+    unit = offsets[order] / lengths[order, None].clamp_min(1e-12)
+    return Directions(unit, layers, _default_ranges(unit, stats), [names[i] for i in order.tolist()], "tokens", lengths[order],
+                      meta={"n": int(n)})
 
 
 def householder_vectors(Q: torch.Tensor) -> torch.Tensor:

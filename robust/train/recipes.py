@@ -507,7 +507,8 @@ class AugMixTraining(Recipe):
 
 # -- natural transformations ------------------------------------------------------------------------
 
-_NATRA_TRANSFORM_OPTIONS = {"k": int, "steps": int, "step_size": float, "strength": float, "per_sample": int, "loss": str}
+_NATRA_TRANSFORM_OPTIONS = {"k": int, "steps": int, "step_size": float, "strength": float, "per_sample": int, "loss": str,
+                            "swap": float}
 _DIRECTION_METHODS = ("sefa", "ganspace", "householder", "tokens")
 
 
@@ -515,14 +516,16 @@ _DIRECTION_METHODS = ("sefa", "ganspace", "householder", "tokens")
 class NaTraTraining(Recipe):
     """NaTra: each image moved along a generator's natural directions (augment.natra.NaturalTransform).
 
-    Spec: ``natra[:random|worst_of_k|gradient][@strength][,k=4][,steps=5][,step_size=0.25][,per_sample=1]``
+    Spec: ``natra[:random|worst_of_k|gradient][@strength][,k=4][,steps=5][,step_size=0.25][,per_sample=1][,swap=0]``
     ``[,loss=ce][,directions=auto|sefa|ganspace|householder|tokens|<file>][,n_directions=16]``
     ``[,codes=<file>][,cache_dir=<dir>][,invert_steps=30][,expand_res=R][,pixel_residual=true]``.
     Codes: ``codes=`` names an existing cache file (made by ``robust.gan.codes_cache.load_or_invert``;
     a missing one fails before training); otherwise the training set is inverted once and cached
     (``cache_dir``, default the robust cache). ``directions=auto`` takes the directions shipped for
     the generator, else finds SeFa directions. ``pixel_residual`` keeps the detail the generator
-    cannot reconstruct. Each image's draw follows its index, the epoch and the seed.
+    cannot reconstruct. ``swap=P`` (generators conditioned on attribute tokens) also resamples each
+    attribute token of an image with probability ``P`` per draw. Each image's draw follows its
+    index, the epoch and the seed.
     """
 
     name = "natra"
