@@ -140,11 +140,12 @@ def poisson(lam: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     z = normal(keys, tuple(lam.shape[1:]))
     spread = (lam - (1 / 18 + 1 / 12)).clamp_min_(0).sqrt_()
     counts = (z * z).sub_(1).mul_(1 / 6).addcmul_(spread, z).add_(lam).round_().clamp_min_(0)
-    small = lam < 1
-    if bool(small.any()):
-        # Only the (usually few) elements with rates below 1 take the exact CDF.
+    # Only the elements with rates below 1 take the exact CDF: one index of them, gathered and
+    # scattered back (boolean-mask indexing would search the mask three times).
+    small = (lam < 1).reshape(-1).nonzero().squeeze(1)
+    if small.numel():
         # The same draw as a uniform (its normal CDF), so each element still inverts one random number.
-        rate, us = lam[small], torch.special.ndtr(z[small])
+        rate, us = lam.reshape(-1).index_select(0, small), torch.special.ndtr(z.reshape(-1).index_select(0, small))
         p = torch.exp(-rate)
         cdf = p.clone()
         exact = (us > cdf).to(lam.dtype)
@@ -152,7 +153,8 @@ def poisson(lam: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
             p = p * rate * (1.0 / i)
             cdf += p
             exact += us > cdf
-        counts[small] = exact
+        counts = counts.contiguous()
+        counts.view(-1).index_copy_(0, small, exact)
     return counts
 
 
@@ -386,15 +388,19 @@ def pixelate(x: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
     for i, hw in enumerate(sizes):
         groups.setdefault(tuple(hw), []).append(i)
     for (oh, ow), members in groups.items():
+        whole = len(members) == n  # the usual case: one severity for the batch, no gather or scatter
         idx = torch.tensor(members, device=x.device)
-        xs = x[idx]
+        xs = x if whole else x[idx]
         if (oh, ow) == (h, w):
+            if whole:
+                return x.clone()
             out[idx] = xs
             continue
         dh = _box_down_matrix(h, oh, x.device).to(x.dtype)
         dw = _box_down_matrix(w, ow, x.device).to(x.dtype)
-        small = dh @ xs @ dw.T
-        small = small[:, :, _box_up_index(h, oh, x.device)][:, :, :, _box_up_index(w, ow, x.device)]
+        small = (dh @ xs @ dw.T).index_select(2, _box_up_index(h, oh, x.device)).index_select(3, _box_up_index(w, ow, x.device))
+        if whole:
+            return small
         out[idx] = small
     return out
 
