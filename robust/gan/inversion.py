@@ -251,13 +251,15 @@ class InversionConfig:
     codes early on and fades out over the first ``noise_ramp`` of the steps (it helps the batch
     leave the start point's basin). ``expand_weight`` pulls the expanded feature map toward the one
     the W+ code produces (relative to that map's variance). Codes that start from an encoder are
-    already close: they shift with ``encoder_lr`` and ``encoder_initial_noise`` instead (the mean
-    code's step size and noise undo part of the encoder's work in the first steps).
+    already close: they shift with ``encoder_initial_noise``, ``encoder_lr`` and a longer warm-up,
+    ``encoder_warmup`` (the mean code's early noise and quick ramp undo part of the encoder's work
+    in the first steps).
     """
 
     lr: float = 0.3
-    encoder_lr: float = 0.1
+    encoder_lr: float = 0.3
     encoder_initial_noise: float = 0.0
+    encoder_warmup: float = 0.5
     warmup: float = 0.05
     pixel_weight: float = 1.0
     ssim_weight: float = 0.05
@@ -457,6 +459,7 @@ def _invert_chunk(G: Generator, target: torch.Tensor, c: torch.Tensor | None, en
     opt = LatentAdam(u)
     lr = config.encoder_lr if encoder is not None else config.lr
     initial_noise = config.encoder_initial_noise if encoder is not None else config.initial_noise
+    warmup = config.encoder_warmup if encoder is not None else config.warmup
     for t in range(steps):
         noise_scale = initial_noise * max(0.0, 1.0 - t / max(1e-8, config.noise_ramp * steps)) ** 2
         with torch.enable_grad():
@@ -468,7 +471,7 @@ def _invert_chunk(G: Generator, target: torch.Tensor, c: torch.Tensor | None, en
                 spread = ((ws - ws.mean(1, keepdim=True)) / std).square().mean(-1)
                 loss = loss + config.prior_weight * (stats.whitened_distance(ws) + spread).mean()
             (grad,) = torch.autograd.grad(loss, [u])
-        opt.step(grad, lr * _lr_factor(t, steps, config.warmup))
+        opt.step(grad, lr * _lr_factor(t, steps, warmup))
         history.append(float(loss.detach()))
     ws = (ws0 + std * u).detach()
     out: dict[str, torch.Tensor] = {"ws": ws, "start_psnr": start_psnr}
