@@ -33,7 +33,7 @@ run demo python3 -m robust.cli demo --out "$OUT/demo" --device cuda
 run audit python3 -m robust.cli audit -m "$OUT/demo/classifier" -d synthetic:test_iid --device cuda -o "$OUT/audit" --allow-errors
 # Generator: throughput, then the demo generator's training job (the shipped asset is a CPU run).
 run gan_bench python3 benchmarks/bench_gan.py --device cuda --preset synthetic32 --json "$OUT/gan_bench.json"
-run gan_demo python3 -m robust.cli gan train --data synthetic:generator --condition class,texture,fill,mark --preset synthetic32 --set class_guidance=1.0 \
+run gan_demo python3 -m robust.cli gan train --data synthetic:generator --condition class,texture,fill,mark --preset synthetic32 --set class_guidance=1.0 --set class_guidance_eps=0.5 --set class_guidance_pretrain=1500 \
   --kimg 5000 --minutes 8 --snapshot-kimg 250 --metrics synthetic --metric-samples 2000 --out "$OUT/gan_demo" \
   --export "$OUT/demo_generator" --seed 0 --device cuda --no-progress
 run natra python3 benchmarks/bench_natra.py --generator demo --device cuda --encoder train:3000 --save-encoder "$OUT/demo_encoder" \

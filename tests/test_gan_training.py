@@ -22,7 +22,7 @@ from robust.gan import (
     preset,
 )
 from robust.gan.metrics import _coverage, frechet_distance
-from robust.gan.training import TrainingDiverged, latest_snapshot, png_bytes
+from robust.gan.training import AuxClassifier, TrainingDiverged, l2_pgd, latest_snapshot, png_bytes
 from robust.synthetic import FACTORS
 
 
@@ -259,3 +259,39 @@ def test_class_guidance_trains_an_auxiliary_classifier_and_pulls_fakes_to_their_
         Trainer(preset("tiny", resolution=8, class_guidance=1.0, class_guidance_group="texture"), data)
     with pytest.raises(InputError, match="class_guidance"):
         Trainer(preset("tiny", resolution=8, class_guidance=-1.0), data)
+
+
+def test_l2_pgd_stays_in_its_ball_and_raises_the_loss():
+    torch.manual_seed(0)
+    model = AuxClassifier(3, 4, width=8)
+    x = torch.rand(6, 3, 8, 8) * 2 - 1
+    y = torch.arange(6) % 4
+    adv = l2_pgd(model, x, y, eps=0.5)
+    assert (adv - x).flatten(1).norm(dim=1).max() <= 0.5 + 1e-5
+    assert F.cross_entropy(model(adv), y) > F.cross_entropy(model(x), y)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_robust_class_guidance_pretrains_its_classifier_adversarially(tmp_path):
+    data = prepare_data(solid_colours(), ["class"])
+    cfg = preset("tiny", resolution=8, augment="", style_mixing=0.0, class_guidance=1.0, class_guidance_eps=0.1, class_guidance_pretrain=20)
+    robust_t = Trainer(cfg, data, seed=0)
+    fresh_aux = {k: v.clone() for k, v in robust_t.aux.state_dict().items()}
+    stats = robust_t.step()
+    # The fresh classifier trained alone on 20 real batches before the first generator step ...
+    pre = [h for h in robust_t.history if "aux_pretrain_batches" in h]
+    assert len(pre) == 1 and pre[0]["aux_pretrain_batches"] == 20 and pre[0]["aux_acc"] > 0.9
+    assert any(not torch.equal(fresh_aux[k], v) for k, v in robust_t.aux.state_dict().items())
+    # ... and trains on PGD examples: clean accuracy is reported apart from the adversarial one.
+    assert {"aux_acc_clean", "aux_acc", "guidance"} <= set(stats)
+    robust_t.step()
+    assert len([h for h in robust_t.history if "aux_pretrain_batches" in h]) == 1  # only once
+    # Resuming keeps the classifier when its radius is unchanged; another radius starts a fresh one.
+    robust_t.save_snapshot(tmp_path / "r")
+    same = Trainer.resume(tmp_path / "r", data)
+    assert same._aux_pretrain == 0 and all(torch.equal(same.aux.state_dict()[k], v) for k, v in robust_t.aux.state_dict().items())
+    other = Trainer.resume(tmp_path / "r", data, config_overrides={"class_guidance_eps": 0.2})
+    assert other._aux_pretrain == 20 and all(torch.equal(other.aux.state_dict()[k], v) for k, v in fresh_aux.items())
+    for bad in ({"class_guidance_eps": -0.1}, {"class_guidance_eps": float("nan")}, {"class_guidance_pretrain": 1.5}):
+        with pytest.raises(InputError, match=next(iter(bad))):
+            Trainer(preset("tiny", resolution=8, class_guidance=1.0, **bad), data)

@@ -51,6 +51,12 @@ class GANConfig:
     # trained on real images only, adds ``class_guidance`` x its cross-entropy on the fakes to G's loss.
     class_guidance: float = 0.0
     class_guidance_group: str = "class"
+    # ``class_guidance_eps`` > 0 trains the auxiliary classifier adversarially (L2 PGD on the reals,
+    # radius in [0, 1] pixel units) so the generator cannot satisfy it with imperceptible patterns:
+    # a robust classifier's gradients point at the class's visible shape. A fresh auxiliary
+    # classifier first trains alone for ``class_guidance_pretrain`` real batches.
+    class_guidance_eps: float = 0.0
+    class_guidance_pretrain: int = 0
     kimg: float = 1000.0
     snapshot_kimg: float = 50.0
     description: str = ""

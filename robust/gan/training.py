@@ -188,6 +188,26 @@ class AuxClassifier(nn.Module):
         return self.head(self.features(images).mean(dim=(2, 3)))
 
 
+def l2_pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: float, steps: int = 3) -> torch.Tensor:
+    """L2 projected-gradient ascent on ``model``'s cross-entropy within radius ``eps`` (the images' units).
+
+    Madry et al. (2018): normalised-gradient steps of ``2.5 eps / steps`` projected back on the
+    ball, starting at the clean images; the parameters' gradients are left untouched.
+    """
+    step = 2.5 * eps / steps
+    delta = torch.zeros_like(images)
+    for _ in range(steps):
+        delta.requires_grad_(True)
+        with torch.enable_grad():
+            loss = F.cross_entropy(model(images + delta), labels)
+            (g,) = torch.autograd.grad(loss, [delta])
+        g_norm = g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (images.ndim - 1)))
+        delta = delta.detach() + step * g / g_norm
+        d_norm = delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (images.ndim - 1)))
+        delta = delta * (eps / d_norm).clamp(max=1.0)
+    return (images + delta).detach()
+
+
 class Trainer:
     """One StyleGAN2-ADA training run: ``step()`` does one G and one D update on one minibatch.
 
@@ -220,6 +240,12 @@ class Trainer:
         self._guide_span: tuple[int, int] | None = None
         if not isinstance(config.class_guidance, (int, float)) or not math.isfinite(config.class_guidance) or config.class_guidance < 0:
             raise InputError("class_guidance", "a finite weight >= 0 (0: off)", config.class_guidance)
+        if not isinstance(config.class_guidance_eps, (int, float)) or not math.isfinite(config.class_guidance_eps) or config.class_guidance_eps < 0:
+            raise InputError("class_guidance_eps", "a finite L2 radius >= 0 in [0, 1] pixel units (0: plain training)", config.class_guidance_eps)
+        if isinstance(config.class_guidance_pretrain, bool) or not isinstance(config.class_guidance_pretrain, int) or config.class_guidance_pretrain < 0:
+            raise InputError("class_guidance_pretrain", "an integer number of batches >= 0", config.class_guidance_pretrain)
+        # Batches the auxiliary classifier still trains alone before guiding (only a fresh one does).
+        self._aux_pretrain = 0
         if config.class_guidance > 0:
             group = config.class_guidance_group
             if data.conditioning is None or group not in data.conditioning.names:
@@ -231,6 +257,7 @@ class Trainer:
                 self.aux = AuxClassifier(data.channels, self._guide_span[1] - self._guide_span[0])
             self.aux.to(self.device).train().requires_grad_(False)
             self.opt_aux = torch.optim.Adam(self.aux.parameters(), lr=1e-3, betas=(0.9, 0.99))
+            self._aux_pretrain = config.class_guidance_pretrain
         self.augment = AugmentPipe(AugmentConfig(config.augment)) if config.augment else None
         self.ada = AdaController(config.ada_target, config.ada_interval, config.ada_kimg)
         self.loss = StyleGAN2Loss(self.G, self.D, self.augment, LossConfig(
@@ -266,6 +293,8 @@ class Trainer:
         cfg = self.config
         n = cfg.batch // self.world
         gen = self.gen_device
+        if self._aux_pretrain:
+            self._pretrain_aux()
         real, c_real = self._batch(n)
         c_fake = self._c_for_fakes(n)
         z = torch.randn((n, cfg.z_dim), generator=gen, device=gen.device).to(self.device)
@@ -298,15 +327,7 @@ class Trainer:
         self.D.requires_grad_(False)
 
         if self.aux is not None and c_real is not None:
-            a, b = self._guide_span
-            self.aux.requires_grad_(True)
-            logits = self.aux(real.detach())
-            labels = c_real[:, a:b].argmax(1)
-            loss_aux = F.cross_entropy(logits, labels)
-            self._update(self.aux, self.opt_aux, loss_aux, "auxiliary classifier")
-            self.aux.requires_grad_(False)
-            stats["aux_loss"] = float(loss_aux.detach())
-            stats["aux_acc"] = float((logits.detach().argmax(1) == labels).float().mean())
+            stats.update(self._aux_step(real, c_real))
 
         self._update_ema()
         signs = torch.stack([torch.sign(real_logits).sum(), torch.tensor(float(real_logits.numel()), device=real_logits.device)])
@@ -317,6 +338,38 @@ class Trainer:
         self.step_count += 1
         stats["p"] = self.ada.p
         return stats
+
+    def _aux_step(self, real: torch.Tensor, c_real: torch.Tensor) -> dict[str, float]:
+        """One update of the auxiliary classifier on a real batch (adversarial when ``class_guidance_eps`` > 0)."""
+        assert self.aux is not None and self.opt_aux is not None and self._guide_span is not None
+        a, b = self._guide_span
+        labels = c_real[:, a:b].argmax(1)
+        eps = float(self.config.class_guidance_eps)
+        out: dict[str, float] = {}
+        inputs = real.detach()
+        if eps > 0:
+            with torch.no_grad():
+                out["aux_acc_clean"] = float((self.aux(inputs).argmax(1) == labels).float().mean())
+            inputs = l2_pgd(self.aux, inputs, labels, 2.0 * eps)  # images are in [-1, 1]: twice the [0, 1] radius
+        self.aux.requires_grad_(True)
+        logits = self.aux(inputs)
+        loss_aux = F.cross_entropy(logits, labels)
+        self._update(self.aux, self.opt_aux, loss_aux, "auxiliary classifier")
+        self.aux.requires_grad_(False)
+        out["aux_loss"] = float(loss_aux.detach())
+        out["aux_acc"] = float((logits.detach().argmax(1) == labels).float().mean())
+        return out
+
+    def _pretrain_aux(self) -> None:
+        """Train a fresh auxiliary classifier alone on real batches before it guides the generator."""
+        n = self.config.batch // self.world
+        for _ in range(self._aux_pretrain):
+            real, c_real = self._batch(n)
+            assert c_real is not None
+            s = self._aux_step(real, c_real)
+        if self._aux_pretrain:
+            self.history.append({"kimg": self.cur_nimg / 1000, "aux_pretrain_batches": self._aux_pretrain, **s})
+        self._aux_pretrain = 0
 
     def _update(self, module: nn.Module, opt: torch.optim.Optimizer, loss: torch.Tensor, name: str) -> None:
         """One optimiser step on ``loss`` (checked finite), gradients averaged over the processes."""
@@ -520,10 +573,13 @@ class Trainer:
         for opt, lr in ((trainer.opt_G, config.lr_g), (trainer.opt_D, config.lr_d)):
             for g in opt.param_groups:
                 g["lr"] = lr
-        if trainer.aux is not None and any(k.startswith("aux.") for k in tensors):
+        stored_eps = float(state["config"].get("class_guidance_eps", 0.0))
+        if trainer.aux is not None and any(k.startswith("aux.") for k in tensors) and stored_eps == float(config.class_guidance_eps):
             trainer.aux.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("aux.")})
             _load_optimizer(trainer.opt_aux, tensors, "opt_aux.", state.get("opt_aux_groups") or trainer._groups(trainer.opt_aux))
-        # (A snapshot trained without guidance starts a fresh auxiliary classifier: fine-tuning with guidance.)
+            trainer._aux_pretrain = 0
+        # (A snapshot trained without guidance, or whose auxiliary classifier was trained for another
+        # class_guidance_eps, starts a fresh one, pre-trained for class_guidance_pretrain batches.)
         trainer.cur_nimg, trainer.step_count = int(state["cur_nimg"]), int(state["step"])
         if rank == 0 and state.get("device_type", "cpu") == trainer.device.type:
             trainer.gen_data.set_state(tensors["rng.data"])
