@@ -31,8 +31,15 @@ from robust.gan.conditioning import Conditioning
 from robust.gan.loss import LossConfig, StyleGAN2Loss
 from robust.gan.networks import Discriminator, Generator
 from robust.gan.presets import GANConfig
-from robust.io import atomic_path, fingerprint_tensors, load_checkpoint, save_checkpoint, write_bytes
+from robust.io import (
+    atomic_path,
+    fingerprint_tensors,
+    load_checkpoint,
+    save_checkpoint,
+    write_bytes,
+)
 from robust.seeding import derive_seed, make_generator
+from robust.validation import check_number
 
 Metric = Callable[[Generator], dict[str, float]]
 
@@ -194,6 +201,9 @@ def l2_pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: fl
     Madry et al. (2018): normalised-gradient steps of ``2.5 eps / steps`` projected back on the
     ball, starting at the clean images; the parameters' gradients are left untouched.
     """
+    def norms(t: torch.Tensor) -> torch.Tensor:
+        return t.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (t.ndim - 1)))
+
     step = 2.5 * eps / steps
     delta = torch.zeros_like(images)
     for _ in range(steps):
@@ -201,10 +211,8 @@ def l2_pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: fl
         with torch.enable_grad():
             loss = F.cross_entropy(model(images + delta), labels)
             (g,) = torch.autograd.grad(loss, [delta])
-        g_norm = g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (images.ndim - 1)))
-        delta = delta.detach() + step * g / g_norm
-        d_norm = delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (images.ndim - 1)))
-        delta = delta * (eps / d_norm).clamp(max=1.0)
+        delta = delta.detach() + step * g / norms(g)
+        delta = delta * (eps / norms(delta)).clamp(max=1.0)
     return (images + delta).detach()
 
 
@@ -238,15 +246,12 @@ class Trainer:
         self.aux: AuxClassifier | None = None
         self.opt_aux: torch.optim.Optimizer | None = None
         self._guide_span: tuple[int, int] | None = None
-        if not isinstance(config.class_guidance, (int, float)) or not math.isfinite(config.class_guidance) or config.class_guidance < 0:
-            raise InputError("class_guidance", "a finite weight >= 0 (0: off)", config.class_guidance)
-        if not isinstance(config.class_guidance_eps, (int, float)) or not math.isfinite(config.class_guidance_eps) or config.class_guidance_eps < 0:
-            raise InputError("class_guidance_eps", "a finite L2 radius >= 0 in [0, 1] pixel units (0: plain training)", config.class_guidance_eps)
-        if isinstance(config.class_guidance_pretrain, bool) or not isinstance(config.class_guidance_pretrain, int) or config.class_guidance_pretrain < 0:
-            raise InputError("class_guidance_pretrain", "an integer number of batches >= 0", config.class_guidance_pretrain)
+        guidance_weight = check_number(config.class_guidance, "class_guidance", low=0)
+        self._aux_eps = check_number(config.class_guidance_eps, "class_guidance_eps", low=0)
+        pretrain = check_number(config.class_guidance_pretrain, "class_guidance_pretrain", low=0, integer=True)
         # Batches the auxiliary classifier still trains alone before guiding (only a fresh one does).
         self._aux_pretrain = 0
-        if config.class_guidance > 0:
+        if guidance_weight > 0:
             group = config.class_guidance_group
             if data.conditioning is None or group not in data.conditioning.names:
                 names = data.conditioning.names if data.conditioning is not None else []
@@ -257,7 +262,7 @@ class Trainer:
                 self.aux = AuxClassifier(data.channels, self._guide_span[1] - self._guide_span[0])
             self.aux.to(self.device).train().requires_grad_(False)
             self.opt_aux = torch.optim.Adam(self.aux.parameters(), lr=1e-3, betas=(0.9, 0.99))
-            self._aux_pretrain = config.class_guidance_pretrain
+            self._aux_pretrain = pretrain
         self.augment = AugmentPipe(AugmentConfig(config.augment)) if config.augment else None
         self.ada = AdaController(config.ada_target, config.ada_interval, config.ada_kimg)
         self.loss = StyleGAN2Loss(self.G, self.D, self.augment, LossConfig(
@@ -344,13 +349,12 @@ class Trainer:
         assert self.aux is not None and self.opt_aux is not None and self._guide_span is not None
         a, b = self._guide_span
         labels = c_real[:, a:b].argmax(1)
-        eps = float(self.config.class_guidance_eps)
         out: dict[str, float] = {}
         inputs = real.detach()
-        if eps > 0:
+        if self._aux_eps > 0:
             with torch.no_grad():
                 out["aux_acc_clean"] = float((self.aux(inputs).argmax(1) == labels).float().mean())
-            inputs = l2_pgd(self.aux, inputs, labels, 2.0 * eps)  # images are in [-1, 1]: twice the [0, 1] radius
+            inputs = l2_pgd(self.aux, inputs, labels, 2.0 * self._aux_eps)  # images are in [-1, 1]: twice the [0, 1] radius
         self.aux.requires_grad_(True)
         logits = self.aux(inputs)
         loss_aux = F.cross_entropy(logits, labels)
@@ -363,12 +367,12 @@ class Trainer:
     def _pretrain_aux(self) -> None:
         """Train a fresh auxiliary classifier alone on real batches before it guides the generator."""
         n = self.config.batch // self.world
+        stats: dict[str, float] = {}
         for _ in range(self._aux_pretrain):
             real, c_real = self._batch(n)
             assert c_real is not None
-            s = self._aux_step(real, c_real)
-        if self._aux_pretrain:
-            self.history.append({"kimg": self.cur_nimg / 1000, "aux_pretrain_batches": self._aux_pretrain, **s})
+            stats = self._aux_step(real, c_real)
+        self.history.append({"kimg": self.cur_nimg / 1000, "aux_pretrain_batches": self._aux_pretrain, **stats})
         self._aux_pretrain = 0
 
     def _update(self, module: nn.Module, opt: torch.optim.Optimizer, loss: torch.Tensor, name: str) -> None:
@@ -574,7 +578,7 @@ class Trainer:
             for g in opt.param_groups:
                 g["lr"] = lr
         stored_eps = float(state["config"].get("class_guidance_eps", 0.0))
-        if trainer.aux is not None and any(k.startswith("aux.") for k in tensors) and stored_eps == float(config.class_guidance_eps):
+        if trainer.aux is not None and any(k.startswith("aux.") for k in tensors) and stored_eps == trainer._aux_eps:
             trainer.aux.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("aux.")})
             _load_optimizer(trainer.opt_aux, tensors, "opt_aux.", state.get("opt_aux_groups") or trainer._groups(trainer.opt_aux))
             trainer._aux_pretrain = 0
