@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from robust.cli import cli
 from robust.data import ImageSet
-from robust.errors import InputError
+from robust.errors import FileFormatError, InputError, RobustError
 from robust.gan import (
     AdaController,
     AugmentConfig,
@@ -23,6 +23,7 @@ from robust.gan import (
 )
 from robust.gan.metrics import _coverage, frechet_distance
 from robust.gan.training import AuxClassifier, TrainingDiverged, l2_pgd, latest_snapshot, png_bytes
+from robust.io import save_checkpoint
 from robust.synthetic import FACTORS
 
 
@@ -216,6 +217,14 @@ def test_cli_train_resume_export_and_sample(tmp_path):
     assert again["notes"] == ["a CPU test run"] and again["kimg"] == sidecar["extra"]["kimg"]
     refused = runner.invoke(cli, ["gan", "export", str(snapshot), "--out", str(tmp_path / "m"), "--measure", "100"])
     assert refused.exit_code != 0 and "--measure" in refused.output and not (tmp_path / "m.json").exists()
+    # A new run started from the exported generator carries its provenance on.
+    init = runner.invoke(cli, [*args[:-7], "--kimg", "0.008", "--out", str(tmp_path / "run2"), "--init", str(tmp_path / "gen"),
+                               "--set", "d_warmup_kimg=0.004", "--metrics", "none", "--export", str(tmp_path / "gen2"), "--no-progress"])
+    assert init.exit_code == 0, init.output
+    runs = json.loads((tmp_path / "gen2.json").read_text())["extra"]["runs"]
+    assert runs[-2]["initialised_from"] == str(tmp_path / "gen") and runs[-2]["kimg"] == 0.024 and len(runs) == 4
+    both = runner.invoke(cli, [*args, "--init", str(tmp_path / "gen"), "--resume", str(out)])
+    assert both.exit_code != 0 and "--init" in both.output
 
 
 def test_png_encoder_writes_a_valid_header():
@@ -295,3 +304,46 @@ def test_robust_class_guidance_pretrains_its_classifier_adversarially(tmp_path):
     for bad in ({"class_guidance_eps": -0.1}, {"class_guidance_eps": float("nan")}, {"class_guidance_pretrain": 1.5}):
         with pytest.raises(InputError, match=next(iter(bad))):
             Trainer(preset("tiny", resolution=8, class_guidance=1.0, **bad), data)
+
+
+def test_a_run_initialised_from_a_generator_warms_up_its_fresh_discriminator_first(tmp_path):
+    data = prepare_data(solid_colours(n=16), ["class"])
+    cfg = preset("tiny", resolution=8)
+    source = Trainer(cfg, data, seed=0)
+    for _ in range(2):
+        source.step()
+    source.export_generator(tmp_path / "g", extra={"runs": [{"command": "first run"}], "kimg": 0.016})
+    # Another seed: every weight differs until initialise_from copies the generator's.
+    run = Trainer(preset("tiny", resolution=8, d_warmup_kimg=0.016), data, seed=1)
+    fresh_d = {k: v.clone() for k, v in run.D.state_dict().items()}
+    run.initialise_from(tmp_path / "g")
+    exported = source.G_ema.state_dict()
+    for module in (run.G, run.G_ema):
+        assert all(torch.equal(v, exported[k]) for k, v in module.state_dict().items())
+    assert all(torch.equal(v, fresh_d[k]) for k, v in run.D.state_dict().items())
+    assert [r.get("command") for r in run.runs][0] == "first run" and run.runs[-1]["discriminator"] == "fresh"
+    # Warm-up: the first 16 images train D only; G (and so G_ema) stay as loaded.
+    stats = run.step()
+    assert "loss_G" not in stats and "loss_D" in stats
+    assert any(not torch.equal(v, fresh_d[k]) for k, v in run.D.state_dict().items())
+    assert all(torch.equal(v, exported[k]) for k, v in run.G_ema.state_dict().items())
+    assert "loss_G" not in run.step()
+    assert "loss_G" in run.step()  # from image 16 on, G trains too
+    assert any(not torch.equal(v, exported[k]) for k, v in run.G.state_dict().items())
+    # A discriminator file (as `robust gan import --with-discriminator` writes) replaces the fresh one.
+    save_checkpoint(tmp_path / "d", source.D.state_dict(), {"format": "robust-gan-discriminator", "version": 1})
+    with_d = Trainer(cfg, data, seed=1)
+    with_d.initialise_from(tmp_path / "g", tmp_path / "d")
+    assert all(torch.equal(v, source.D.state_dict()[k]) for k, v in with_d.D.state_dict().items())
+    assert with_d.runs[-1]["discriminator"] == str(tmp_path / "d")
+    # Architecture mismatch and an already-trained run are refused.
+    wide = Trainer(preset("tiny", resolution=8, channel_max=8), data, seed=0)
+    with pytest.raises(InputError, match="init"):
+        wide.initialise_from(tmp_path / "g")
+    save_checkpoint(tmp_path / "wide_d", wide.D.state_dict(), {"format": "robust-gan-discriminator", "version": 1})
+    with pytest.raises(FileFormatError, match="differently shaped"):
+        Trainer(cfg, data, seed=1).initialise_from(tmp_path / "g", tmp_path / "wide_d")
+    with pytest.raises(RobustError, match="fresh run"):
+        run.initialise_from(tmp_path / "g")
+    with pytest.raises(InputError, match="d_warmup_kimg"):
+        Trainer(preset("tiny", resolution=8, d_warmup_kimg=-1.0), data)

@@ -78,6 +78,12 @@ def _relaunch_distributed(gpus: int) -> None:
               help="Stop after this much training time (then snapshot and export as usual).")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Run folder (snapshots, sample grids, log.jsonl).")
 @click.option("--resume", type=click.Path(exists=True), default=None, help="A snapshot, or a run folder (its latest snapshot).")
+@click.option("--init", "init_path", default=None,
+              help="Start a new run from this trained generator ('demo', ours, a snapshot or an official .pkl) with the same "
+                   "architecture and conditioning; the discriminator starts fresh unless --init-discriminator is given "
+                   "(consider --set d_warmup_kimg=20).")
+@click.option("--init-discriminator", default=None,
+              help="With --init: a discriminator file written by 'robust gan import --with-discriminator'.")
 @click.option("--new-data", is_flag=True, default=False, help="With --resume: allow data other than the snapshot's (fine-tuning).")
 @click.option("--metrics", "metric_names", default="auto", show_default=True,
               help="Metrics at each snapshot: synthetic, fd, none, or auto (synthetic on the synthetic benchmark).")
@@ -89,7 +95,8 @@ def _relaunch_distributed(gpus: int) -> None:
 @seed_option
 @device_option
 def train(data_spec: str, n: int | None, condition: str, preset_name: str, overrides: tuple[str, ...], kimg: float | None,
-          snapshot_kimg: float | None, minutes: float | None, out: str, resume: str | None, new_data: bool, metric_names: str,
+          snapshot_kimg: float | None, minutes: float | None, out: str, resume: str | None, init_path: str | None,
+          init_discriminator: str | None, new_data: bool, metric_names: str,
           metric_samples: int, export: str | None, threads: int | None, gpus: int, show_progress: bool | None, seed: int,
           device: str) -> None:
     """Train a StyleGAN2-ADA generator (resumable; bit-exact on a CPU).
@@ -103,6 +110,10 @@ def train(data_spec: str, n: int | None, condition: str, preset_name: str, overr
     from robust.gan.training import Trainer, distributed_env, latest_snapshot, prepare_data
     from robust.seeding import resolve_device
 
+    if init_path is not None and resume is not None:
+        raise click.BadParameter("--init starts a new run from a generator; --resume continues a run: give one", param_hint="--init")
+    if init_discriminator is not None and init_path is None:
+        raise click.BadParameter("needs --init (the generator it goes with)", param_hint="--init-discriminator")
     rank, world, local_rank = distributed_env()
     if gpus > 1 and world == 1:
         _relaunch_distributed(gpus)
@@ -135,6 +146,10 @@ def train(data_spec: str, n: int | None, condition: str, preset_name: str, overr
                                  config_overrides=_overrides(overrides) or None, check_data=not new_data)
     else:
         trainer = Trainer(config, data, seed=seed, device=dev, metrics=metrics, rank=rank, world_size=world)
+        if init_path is not None:
+            from robust.gan.checkpoint import DEMO_GENERATOR
+
+            trainer.initialise_from(DEMO_GENERATOR if init_path == "demo" else init_path, init_discriminator)
     total = kimg if kimg is not None else trainer.config.kimg
     args_text = " ".join(shlex.quote(a) for a in sys.argv[1:])
     if world > 1:

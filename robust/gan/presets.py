@@ -57,6 +57,9 @@ class GANConfig:
     # classifier first trains alone for ``class_guidance_pretrain`` real batches.
     class_guidance_eps: float = 0.0
     class_guidance_pretrain: int = 0
+    # The first ``d_warmup_kimg`` of a run train the discriminator (and ADA) only, the generator
+    # frozen: for runs started from a pre-trained generator with a fresh discriminator (``--init``).
+    d_warmup_kimg: float = 0.0
     kimg: float = 1000.0
     snapshot_kimg: float = 50.0
     description: str = ""

@@ -249,6 +249,7 @@ class Trainer:
         guidance_weight = check_number(config.class_guidance, "class_guidance", low=0)
         self._aux_eps = check_number(config.class_guidance_eps, "class_guidance_eps", low=0)
         pretrain = check_number(config.class_guidance_pretrain, "class_guidance_pretrain", low=0, integer=True)
+        self._d_warmup_nimg = round(check_number(config.d_warmup_kimg, "d_warmup_kimg", low=0) * 1000)
         # Batches the auxiliary classifier still trains alone before guiding (only a fresh one does).
         self._aux_pretrain = 0
         if guidance_weight > 0:
@@ -306,21 +307,8 @@ class Trainer:
         p = self.ada.p if self.augment is not None else 0.0
         stats: dict[str, float] = {}
 
-        self.G.requires_grad_(True)
-        self.D.requires_grad_(False)
-        do_pl = cfg.pl_weight > 0 and self.step_count % cfg.pl_interval == 0
-        guidance = None
-        if self.aux is not None and c_fake is not None:
-            a, b = self._guide_span
-            wanted = c_fake[:, a:b].argmax(1)
-            aux = self.aux
-
-            def guidance(images: torch.Tensor) -> torch.Tensor:
-                return cfg.class_guidance * F.cross_entropy(aux(images), wanted)
-        loss_g, s = self.loss.generator_loss(z, c_fake, p, gen, do_pl, guidance)
-        stats.update(s)
-        self._update(self.G, self.opt_G, loss_g, "generator")
-        self.G.requires_grad_(False)
+        if self.cur_nimg >= self._d_warmup_nimg:  # (during a warm-up only D learns)
+            stats.update(self._generator_step(z, c_fake, p))
 
         c_fake = self._c_for_fakes(n)
         z = torch.randn((n, cfg.z_dim), generator=gen, device=gen.device).to(self.device)
@@ -342,6 +330,24 @@ class Trainer:
         self.cur_nimg += cfg.batch
         self.step_count += 1
         stats["p"] = self.ada.p
+        return stats
+
+    def _generator_step(self, z: torch.Tensor, c_fake: torch.Tensor | None, p: float) -> dict[str, float]:
+        cfg = self.config
+        self.G.requires_grad_(True)
+        self.D.requires_grad_(False)
+        do_pl = cfg.pl_weight > 0 and self.step_count % cfg.pl_interval == 0
+        guidance = None
+        if self.aux is not None and c_fake is not None:
+            a, b = self._guide_span
+            wanted = c_fake[:, a:b].argmax(1)
+            aux = self.aux
+
+            def guidance(images: torch.Tensor) -> torch.Tensor:
+                return cfg.class_guidance * F.cross_entropy(aux(images), wanted)
+        loss_g, stats = self.loss.generator_loss(z, c_fake, p, self.gen_device, do_pl, guidance)
+        self._update(self.G, self.opt_G, loss_g, "generator")
+        self.G.requires_grad_(False)
         return stats
 
     def _aux_step(self, real: torch.Tensor, c_real: torch.Tensor) -> dict[str, float]:
@@ -544,6 +550,39 @@ class Trainer:
 
     def export_generator(self, path: str | Path, extra: dict[str, Any] | None = None) -> tuple[Path, Path]:
         return save_generator(self.G_ema, path, extra)
+
+    def initialise_from(self, path: str | Path, discriminator: str | Path | None = None) -> None:
+        """Start this (fresh) run from a trained generator: ``G`` and ``G_ema`` take its weights.
+
+        ``path`` is anything :func:`robust.gan.load` reads (our generator file, a snapshot, an official
+        ``.pkl``); it must have this run's architecture and conditioning. ``discriminator`` is an
+        optional ``robust-gan-discriminator`` file (``robust gan import --with-discriminator``);
+        without it the discriminator starts fresh (see ``d_warmup_kimg``). The generator file's
+        provenance (its ``runs``) is carried into this run's.
+        """
+        from robust.gan.checkpoint import load
+
+        if self.cur_nimg:
+            raise RobustError("initialise_from() starts a fresh run; this one has already trained (use resume)")
+        source = load(path)
+        if source.init_kwargs() != self.G.init_kwargs():
+            raise InputError("init", f"a generator with this run's architecture and conditioning {self.G.init_kwargs()}",
+                             f"{path}: {source.init_kwargs()}")
+        state = source.state_dict()
+        for module in (self.G, self.G_ema):
+            module.load_state_dict(state)
+        if discriminator is not None:
+            tensors, _ = load_checkpoint(discriminator, "robust-gan-discriminator")
+            expected = self.D.state_dict()
+            wrong = [k for k in expected if k not in tensors or tensors[k].shape != expected[k].shape]
+            wrong += [k for k in tensors if k not in expected]
+            if wrong:
+                raise FileFormatError(discriminator, f"a discriminator with this run's architecture ({self.config.name})",
+                                      f"{len(wrong)} missing, extra or differently shaped weights, e.g. {wrong[:3]}")
+            self.D.load_state_dict(tensors)
+        extra = getattr(source, "extra", {}) or {}
+        self.runs = [*extra.get("runs", []), {"initialised_from": str(path), "kimg": extra.get("kimg"),
+                                               "discriminator": str(discriminator) if discriminator is not None else "fresh"}]
 
     @classmethod
     def resume(cls, path: str | Path, data: TrainingData, *, device: torch.device | str = "cpu",
