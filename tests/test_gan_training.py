@@ -21,9 +21,9 @@ from robust.gan import (
     prepare_data,
     preset,
 )
+from robust.gan.checkpoint import load_discriminator, save_discriminator
 from robust.gan.metrics import _coverage, frechet_distance
 from robust.gan.training import AuxClassifier, TrainingDiverged, l2_pgd, latest_snapshot, png_bytes
-from robust.io import save_checkpoint
 from robust.synthetic import FACTORS
 
 
@@ -217,12 +217,18 @@ def test_cli_train_resume_export_and_sample(tmp_path):
     assert again["notes"] == ["a CPU test run"] and again["kimg"] == sidecar["extra"]["kimg"]
     refused = runner.invoke(cli, ["gan", "export", str(snapshot), "--out", str(tmp_path / "m"), "--measure", "100"])
     assert refused.exit_code != 0 and "--measure" in refused.output and not (tmp_path / "m.json").exists()
-    # A new run started from the exported generator carries its provenance on.
-    init = runner.invoke(cli, [*args[:-7], "--kimg", "0.008", "--out", str(tmp_path / "run2"), "--init", str(tmp_path / "gen"),
-                               "--set", "d_warmup_kimg=0.004", "--metrics", "none", "--export", str(tmp_path / "gen2"), "--no-progress"])
+    # Export with the discriminator; a new run started from both carries the provenance on.
+    exported = runner.invoke(cli, ["gan", "export", str(snapshot), "--out", str(tmp_path / "withd"), "--with-discriminator"])
+    assert exported.exit_code == 0, exported.output
+    d_file = load_discriminator(tmp_path / "withd_D")
+    assert torch.equal(d_file.state_dict()["b16.conv0.weight"], load_discriminator(snapshot).state_dict()["b16.conv0.weight"])
+    init = runner.invoke(cli, [*args[:-7], "--kimg", "0.008", "--out", str(tmp_path / "run2"), "--init", str(tmp_path / "withd"),
+                               "--init-discriminator", str(tmp_path / "withd_D"), "--set", "d_warmup_kimg=0.004", "--metrics", "none",
+                               "--export", str(tmp_path / "gen2"), "--no-progress"])
     assert init.exit_code == 0, init.output
     runs = json.loads((tmp_path / "gen2.json").read_text())["extra"]["runs"]
-    assert runs[-2]["initialised_from"] == str(tmp_path / "gen") and runs[-2]["kimg"] == 0.024 and len(runs) == 4
+    assert runs[-2]["initialised_from"] == str(tmp_path / "withd") and runs[-2]["kimg"] == 0.024 and len(runs) == 4
+    assert runs[-2]["discriminator"] == str(tmp_path / "withd_D")
     both = runner.invoke(cli, [*args, "--init", str(tmp_path / "gen"), "--resume", str(out)])
     assert both.exit_code != 0 and "--init" in both.output
 
@@ -331,7 +337,7 @@ def test_a_run_initialised_from_a_generator_warms_up_its_fresh_discriminator_fir
     assert "loss_G" in run.step()  # from image 16 on, G trains too
     assert any(not torch.equal(v, exported[k]) for k, v in run.G.state_dict().items())
     # A discriminator file (as `robust gan import --with-discriminator` writes) replaces the fresh one.
-    save_checkpoint(tmp_path / "d", source.D.state_dict(), {"format": "robust-gan-discriminator", "version": 1})
+    save_discriminator(source.D, tmp_path / "d")
     with_d = Trainer(cfg, data, seed=1)
     with_d.initialise_from(tmp_path / "g", tmp_path / "d")
     assert all(torch.equal(v, source.D.state_dict()[k]) for k, v in with_d.D.state_dict().items())
@@ -340,7 +346,7 @@ def test_a_run_initialised_from_a_generator_warms_up_its_fresh_discriminator_fir
     wide = Trainer(preset("tiny", resolution=8, channel_max=8), data, seed=0)
     with pytest.raises(InputError, match="init"):
         wide.initialise_from(tmp_path / "g")
-    save_checkpoint(tmp_path / "wide_d", wide.D.state_dict(), {"format": "robust-gan-discriminator", "version": 1})
+    save_discriminator(wide.D, tmp_path / "wide_d")
     with pytest.raises(FileFormatError, match="differently shaped"):
         Trainer(cfg, data, seed=1).initialise_from(tmp_path / "g", tmp_path / "wide_d")
     with pytest.raises(RobustError, match="fresh run"):

@@ -343,17 +343,15 @@ def import_pkl(pkl: str, out: str, with_discriminator: bool) -> None:
 
     Example: robust gan import network-snapshot.pkl --out ffhq256
     """
-    from robust.gan.checkpoint import save_generator
+    from robust.gan.checkpoint import save_discriminator, save_generator
     from robust.gan.pickle_import import load_official
-    from robust.io import save_checkpoint
 
     ckpt = load_official(pkl, networks=("G_ema", "D") if with_discriminator else ("G_ema",))
     G = ckpt.G_ema
     paths = save_generator(G, out, extra={**getattr(G, "extra", {}), "training_set_kwargs": ckpt.training_set_kwargs})
     click.echo(f"G_ema: {G.img_resolution}x{G.img_resolution}, z {G.z_dim}, w {G.w_dim}, c {G.c_dim}, {G.num_ws} ws -> {paths[0]}")
     if with_discriminator and ckpt.D is not None:
-        d_paths = save_checkpoint(f"{out}_D", ckpt.D.state_dict(), {"format": "robust-gan-discriminator", "version": 1,
-                                                                     "discriminator": ckpt.D.init_args})
+        d_paths = save_discriminator(ckpt.D, f"{out}_D")
         click.echo(f"D -> {d_paths[0]}")
 
 
@@ -365,15 +363,23 @@ def import_pkl(pkl: str, out: str, with_discriminator: bool) -> None:
               help="Measure the synthetic-benchmark metrics (oracle class/token agreement, factor coverage, FD; psi 1) on this "
                    "many samples and store them with the generator (32x32 generators of the synthetic benchmark; 0: off).")
 @click.option("--note", "notes", multiple=True, help="A provenance note stored with the generator (repeatable).")
+@click.option("--with-discriminator/--no-discriminator", default=False, show_default=True,
+              help="Also write the snapshot's discriminator to <out>_D (lets 'gan train --init' continue without a cold critic).")
 @seed_option
-def export(snapshot: str, out: str, fp16: bool, measure_n: int, notes: tuple[str, ...], seed: int) -> None:
+def export(snapshot: str, out: str, fp16: bool, measure_n: int, notes: tuple[str, ...], with_discriminator: bool, seed: int) -> None:
     """Write a snapshot's EMA generator with its provenance (commands, seed, hardware, time, kimg, metrics).
 
     Example: robust gan export runs/demo/snapshot-000200000.safetensors --out robust/assets/demo_generator
     """
     import torch
 
-    from robust.gan.checkpoint import SNAPSHOT_FORMAT, generator_config, generator_from_state
+    from robust.gan.checkpoint import (
+        SNAPSHOT_FORMAT,
+        generator_config,
+        generator_from_state,
+        load_discriminator,
+        save_discriminator,
+    )
     from robust.io import load_checkpoint, save_checkpoint
 
     tensors, state = load_checkpoint(snapshot, SNAPSHOT_FORMAT)
@@ -405,6 +411,10 @@ def export(snapshot: str, out: str, fp16: bool, measure_n: int, notes: tuple[str
     weights = {k: (v.half() if fp16 and v.is_floating_point() else v) for k, v in G.state_dict().items()}
     paths = save_checkpoint(out, weights, generator_config(G, extra))
     click.echo(f"generator written to {paths[0]} ({paths[0].stat().st_size / 1e6:.2f} MB), kimg {extra['kimg']:g}")
+    if with_discriminator:
+        d_paths = save_discriminator(load_discriminator(snapshot), f"{out}_D",
+                                     {"exported_from": extra["exported_from"], "kimg": extra["kimg"], "generator": str(paths[0].name)})
+        click.echo(f"discriminator written to {d_paths[0]}")
 
 
 def _attach_encoder_command() -> None:

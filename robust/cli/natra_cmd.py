@@ -54,25 +54,6 @@ def _indices(text: str, name: str) -> list[int]:
         raise InputError(name, "comma-separated direction indices such as 0,3,5", text) from None
 
 
-def load_discriminator(path: str, device: Any) -> Any:
-    """A discriminator from a GAN training snapshot or a ``robust-gan-discriminator`` file."""
-    from robust.errors import FileFormatError
-    from robust.gan.networks import Discriminator
-    from robust.io import checkpoint_paths, load_checkpoint, read_json
-
-    config = read_json(checkpoint_paths(path)[1])
-    fmt = config.get("format") if isinstance(config, dict) else None
-    if fmt not in ("robust-gan-snapshot", "robust-gan-discriminator"):
-        raise FileFormatError(path, "a GAN training snapshot or a robust-gan-discriminator file", f"format {fmt!r}")
-    tensors, config = load_checkpoint(path, fmt)
-    prefix = "D." if fmt == "robust-gan-snapshot" else ""
-    D = Discriminator(**config["discriminator"])
-    missing, unexpected = D.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, strict=False)
-    if missing or unexpected:
-        raise FileFormatError(path, "discriminator weights matching its config", f"missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}")
-    return D.eval().requires_grad_(False).to(device)
-
-
 def _check_json_is_not_the_sidecar(json_path: str | None, out: str | None) -> None:
     """``--json out.json`` would overwrite the JSON half of ``--out out``: refuse before any work."""
     if out and json_path:
@@ -167,6 +148,7 @@ def directions(generator_spec: str, method: str, k: int, layers: str, class_free
     Example: robust directions --generator demo --method sefa -k 16 --out demo_dirs --strips strips/ --factors
     """
     from robust.gan import directions as D
+    from robust.gan.checkpoint import load_discriminator
     from robust.gan.metrics import load_oracle, oracle_available
     from robust.io import write_json
     from robust.models import load_classifier

@@ -12,11 +12,12 @@ from typing import Any
 import torch
 
 from robust.errors import FileFormatError
-from robust.gan.networks import Generator
+from robust.gan.networks import Discriminator, Generator
 from robust.io import checkpoint_paths, load_checkpoint, read_json, save_checkpoint
 
 GENERATOR_FORMAT = "robust-gan-generator"
 SNAPSHOT_FORMAT = "robust-gan-snapshot"
+DISCRIMINATOR_FORMAT = "robust-gan-discriminator"
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEMO_GENERATOR = ASSETS / "demo_generator"
 
@@ -58,6 +59,34 @@ def load_generator(path: str | Path, device: torch.device | str | None = None) -
     G = generator_from_state(config["generator"], tensors, path, "" if fmt == GENERATOR_FORMAT else "G_ema.")
     G.extra = dict(config.get("extra", {}))
     return G.to(device) if device is not None else G
+
+
+def save_discriminator(D: Discriminator, path: str | Path, extra: dict[str, Any] | None = None) -> tuple[Path, Path]:
+    """Write a discriminator (``path.safetensors`` + ``path.json`` with its constructor arguments)."""
+    config: dict[str, Any] = {"format": DISCRIMINATOR_FORMAT, "version": 1, "discriminator": D.init_args}
+    if extra:
+        config["extra"] = dict(extra)
+    return save_checkpoint(path, D.state_dict(), config)
+
+
+def load_discriminator(path: str | Path, device: torch.device | str | None = None) -> Discriminator:
+    """A discriminator from a discriminator file or a training snapshot, in eval mode without gradients."""
+    _, config_path = checkpoint_paths(path)
+    config = read_json(config_path)
+    fmt = config.get("format") if isinstance(config, dict) else None
+    if fmt not in (SNAPSHOT_FORMAT, DISCRIMINATOR_FORMAT):
+        raise FileFormatError(config_path, f"a training snapshot or a {DISCRIMINATOR_FORMAT} file", f"format {fmt!r}")
+    tensors, config = load_checkpoint(path, fmt)
+    prefix = "D." if fmt == SNAPSHOT_FORMAT else ""
+    try:
+        D = Discriminator(**config["discriminator"])
+    except (KeyError, TypeError) as exc:
+        raise FileFormatError(config_path, "discriminator constructor arguments", f"unusable ({exc!r})") from None
+    missing, unexpected = D.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, strict=False)
+    if missing or unexpected:
+        raise FileFormatError(path, "discriminator weights matching its config", f"missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}")
+    D = D.eval().requires_grad_(False)
+    return D.to(device) if device is not None else D
 
 
 def load(path: str | Path, device: torch.device | str | None = None) -> Generator:

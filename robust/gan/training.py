@@ -556,11 +556,11 @@ class Trainer:
 
         ``path`` is anything :func:`robust.gan.load` reads (our generator file, a snapshot, an official
         ``.pkl``); it must have this run's architecture and conditioning. ``discriminator`` is an
-        optional ``robust-gan-discriminator`` file (``robust gan import --with-discriminator``);
+        optional discriminator file (``robust gan import/export --with-discriminator``) or snapshot;
         without it the discriminator starts fresh (see ``d_warmup_kimg``). The generator file's
         provenance (its ``runs``) is carried into this run's.
         """
-        from robust.gan.checkpoint import load
+        from robust.gan.checkpoint import load, load_discriminator
 
         if self.cur_nimg:
             raise RobustError("initialise_from() starts a fresh run; this one has already trained (use resume)")
@@ -572,7 +572,7 @@ class Trainer:
         for module in (self.G, self.G_ema):
             module.load_state_dict(state)
         if discriminator is not None:
-            tensors, _ = load_checkpoint(discriminator, "robust-gan-discriminator")
+            tensors = load_discriminator(discriminator).state_dict()
             expected = self.D.state_dict()
             wrong = [k for k in expected if k not in tensors or tensors[k].shape != expected[k].shape]
             wrong += [k for k in tensors if k not in expected]
