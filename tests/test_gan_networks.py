@@ -131,6 +131,37 @@ def test_truncation_pulls_towards_w_avg_with_layer_cutoff():
     assert torch.equal(cut[:, 2:], full[:, 2:])
 
 
+def test_condition_centred_truncation_pulls_each_sample_toward_its_own_conditioning():
+    from robust.gan.networks import CENTER_SAMPLES, CENTER_SEED
+
+    cond = Conditioning([("class", ["disk", "ring", "star"]), ("texture", ["plain", "stripes"])])
+    G = tiny_generator(16, c_dim=5, conditioning=cond)
+    tokens = {"class": torch.tensor([0, 0, 2, 1, 0]), "texture": torch.tensor([1, 1, 0, 1, 0])}
+    c = cond.encode(tokens)
+    z = torch.randn(5, G.z_dim)
+    with torch.no_grad():
+        centred = G.mapping(z, c, truncation_psi=0.0, truncation_center="condition")
+        # The centre is the mean w of that conditioning over the fixed z, computed here directly.
+        fixed = torch.randn(CENTER_SAMPLES, G.z_dim, generator=torch.Generator().manual_seed(CENTER_SEED))
+        for i in range(5):
+            expected = G.mapping(fixed, c[i: i + 1].expand(CENTER_SAMPLES, -1))[:, 0].mean(0)
+            assert torch.allclose(centred[i], expected.expand(G.num_ws, -1), atol=1e-5)
+        assert torch.equal(centred[0], centred[1])  # same conditioning, same centre
+        assert not torch.allclose(centred[0], centred[2]) and not torch.allclose(centred[0], centred[4])
+        # psi interpolates between that centre and the untruncated code; the cutoff leaves later layers alone.
+        full = G.mapping(z, c)
+        half = G.mapping(z, c, truncation_psi=0.5, truncation_cutoff=2, truncation_center="condition")
+        assert torch.allclose(half[:, :2], centred[:, :2].lerp(full[:, :2], 0.5), atol=1e-6)
+        assert torch.equal(half[:, 2:], full[:, 2:])
+        # Same seed of fixed z: the same result for the same inputs; the generator passes the choice on.
+        assert torch.equal(G.mapping(z, c, truncation_psi=0.0, truncation_center="condition"), centred)
+        assert torch.allclose(G(z, c, truncation_psi=0.0, truncation_center="condition"), G.synthesis(centred))
+    with pytest.raises(InputError, match="truncation_center"):
+        G.mapping(z, c, truncation_psi=0.5, truncation_center="class")
+    with pytest.raises(InputError, match="unconditional"):
+        tiny_generator(16).mapping(z, None, truncation_psi=0.5, truncation_center="condition")
+
+
 def test_w_avg_is_tracked_only_when_asked():
     G = tiny_generator(16).train()
     before = G.mapping.w_avg.clone()

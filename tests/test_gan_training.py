@@ -208,6 +208,14 @@ def test_cli_train_resume_export_and_sample(tmp_path):
     saved = np.load(tmp_path / "s.npz")
     assert saved["images"].shape == (4, 3, 16, 16) and set(saved["labels"].tolist()) == {5}
     assert set(saved["factor_texture"].tolist()) == {1}
+    # psi 0 toward the conditioning's own centre: every sample of one prompt is that prompt's mean image.
+    result = runner.invoke(cli, ["gan", "sample", "--generator", str(tmp_path / "gen.safetensors"), "-n", "3", "--psi", "0",
+                                 "--truncation-center", "condition", "--prompt", "class=star,texture=stripes",
+                                 "--out", str(tmp_path / "c.png"), "--npz", str(tmp_path / "c.npz")])
+    assert result.exit_code == 0, result.output
+    centred = np.load(tmp_path / "c.npz")["images"]
+    assert np.array_equal(centred[0], centred[1]) and np.array_equal(centred[0], centred[2])
+    assert not np.array_equal(centred[0], saved["images"][0])
     bad = runner.invoke(cli, ["gan", "sample", "--generator", str(tmp_path / "gen.safetensors"), "--prompt", "class=hexagon"])
     assert bad.exit_code != 0 and "hexagon" in bad.output
     snapshot = sorted(out.glob("snapshot-*.safetensors"))[-1]

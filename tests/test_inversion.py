@@ -120,6 +120,32 @@ def test_encoder_learns_codes_and_its_file_names_the_generator(G, stats, generat
         load_encoder(tmp_path / "enc", tiny_generator(seed=1))
 
 
+def test_train_encoder_command_sizes_a_fresh_encoder_or_continues_one(G, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from robust.cli import cli
+    from robust.gan import save_generator
+
+    save_generator(G, tmp_path / "gen")
+    runner = CliRunner()
+    base = ["gan", "train-encoder", "--generator", str(tmp_path / "gen.safetensors"), "--batch-size", "4", "--device", "cpu"]
+    fresh = runner.invoke(cli, [*base, "--steps", "2", "--channels", "8", "--channel-max", "16", "--hidden", "32",
+                                "--out", str(tmp_path / "enc")])
+    assert fresh.exit_code == 0, fresh.output
+    first = load_encoder(tmp_path / "enc", G)
+    assert (first.channels, first.channel_max, first.hidden) == (8, 16, 32)
+    more = runner.invoke(cli, [*base, "--steps", "2", "--init", str(tmp_path / "enc"), "--out", str(tmp_path / "enc2")])
+    assert more.exit_code == 0, more.output
+    second = load_encoder(tmp_path / "enc2", G)
+    assert second.init_kwargs() == first.init_kwargs()  # the sizes come from the encoder it continues
+    assert not torch.equal(second.stem.weight, first.stem.weight)
+    assert json.loads((tmp_path / "enc2.json").read_text())["extra"]["initialised_from"] == str(tmp_path / "enc")
+    wrong = runner.invoke(cli, [*base, "--steps", "1", "--init", str(tmp_path / "missing"), "--out", str(tmp_path / "enc3")])
+    assert wrong.exit_code != 0 and "missing" in wrong.output
+
+
 def test_codes_are_cached_by_data_generator_and_settings(G, tiny_synthetic, tmp_path, monkeypatch):
     data = tiny_synthetic.split("test_shift", 5)
     codes = load_or_invert(G, data, cache_dir=tmp_path, encoder="none", steps=2, expand_res=8, seed=0)

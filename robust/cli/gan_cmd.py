@@ -260,13 +260,15 @@ def _load_generator(spec: str, device: Any) -> Any:
 @click.option("-n", "--n", "count", type=click.IntRange(1, 4096), default=64, show_default=True, help="Number of samples.")
 @click.option("--prompt", default=None, help="Fix some tokens, e.g. class=disk,texture=stripes (others drawn at random).")
 @click.option("--psi", type=float, default=1.0, show_default=True, help="Truncation psi (1: none).")
+@click.option("--truncation-center", type=click.Choice(["mean", "condition"]), default="mean", show_default=True,
+              help="Truncate toward the mean w, or toward the mean w of each sample's own conditioning (class and tokens).")
 @click.option("--columns", type=click.IntRange(1, 64), default=8, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default="samples.png", show_default=True, help="PNG grid to write.")
 @click.option("--npz", type=click.Path(dir_okay=False), default=None, help="Also save images, labels and tokens to this .npz.")
 @seed_option
 @device_option
-def sample(generator_spec: str, count: int, prompt: str | None, psi: float, columns: int, out: str, npz: str | None, seed: int,
-           device: str) -> None:
+def sample(generator_spec: str, count: int, prompt: str | None, psi: float, truncation_center: str, columns: int, out: str,
+           npz: str | None, seed: int, device: str) -> None:
     """Draw samples from a generator into a PNG grid (and optionally an .npz dataset).
 
     Example: robust gan sample --generator demo --prompt class=star,texture=stripes -n 16 --out stars.png
@@ -285,7 +287,7 @@ def sample(generator_spec: str, count: int, prompt: str | None, psi: float, colu
             tokens[group] = torch.full((count,), index, dtype=torch.long)
     elif prompt:
         raise click.BadParameter("this generator is unconditional", param_hint="--prompt")
-    images, tokens = generate(G, count, tokens=tokens, seed=seed, truncation_psi=psi)
+    images, tokens = generate(G, count, tokens=tokens, seed=seed, truncation_psi=psi, truncation_center=truncation_center)
     write_png(out, images, columns)
     click.echo(f"wrote {out} ({count} samples)")
     if npz:
@@ -305,11 +307,13 @@ def sample(generator_spec: str, count: int, prompt: str | None, psi: float, colu
 @click.option("--data", "data_spec", default="synthetic:generator", show_default=True, help="Reference data for fd.")
 @click.option("-n", "--n", "count", type=click.IntRange(100), default=2000, show_default=True, help="Samples (and real images).")
 @click.option("--psi", type=float, default=1.0, show_default=True, help="Truncation psi.")
+@click.option("--truncation-center", type=click.Choice(["mean", "condition"]), default="mean", show_default=True,
+              help="Truncate toward the mean w, or toward the mean w of each sample's own conditioning.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the figures to this JSON file.")
 @seed_option
 @device_option
-def metrics(generator_spec: str, metric_name: str, data_spec: str, count: int, psi: float, json_path: str | None, seed: int,
-            device: str) -> None:
+def metrics(generator_spec: str, metric_name: str, data_spec: str, count: int, psi: float, truncation_center: str,
+            json_path: str | None, seed: int, device: str) -> None:
     """Measure a generator: oracle class/token agreement, factor coverage, Frechet distance.
 
     Example: robust gan metrics --generator demo -n 2000 --json demo-metrics.json
@@ -322,7 +326,7 @@ def metrics(generator_spec: str, metric_name: str, data_spec: str, count: int, p
     G = _load_generator(generator_spec, dev)
     start = time.time()
     if metric_name == "synthetic":
-        figures = gm.synthetic_metrics(G, n=count, seed=seed, truncation_psi=psi)
+        figures = gm.synthetic_metrics(G, n=count, seed=seed, truncation_psi=psi, truncation_center=truncation_center)
     else:
         from robust.data import load_dataset
 
@@ -331,7 +335,8 @@ def metrics(generator_spec: str, metric_name: str, data_spec: str, count: int, p
     for key, value in figures.items():
         click.echo(f"{key:<40} {value:.4f}" if isinstance(value, float) else f"{key:<40} {value}")
     if json_path:
-        write_json(json_path, {"generator": generator_spec, "metric": metric_name, "n": count, "psi": psi, "seed": seed, "figures": figures})
+        write_json(json_path, {"generator": generator_spec, "metric": metric_name, "n": count, "psi": psi,
+                               "truncation_center": truncation_center, "seed": seed, "figures": figures})
 
 
 @gan.command("import")

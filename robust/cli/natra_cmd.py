@@ -205,12 +205,17 @@ def directions(generator_spec: str, method: str, k: int, layers: str, class_free
 @click.option("--steps", type=click.IntRange(1), default=2000, show_default=True)
 @click.option("--batch-size", type=click.IntRange(2), default=32, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--init", "init_spec", default=None,
+              help="Continue from this encoder ('demo' or an encoder file trained for the same generator) instead of a fresh one.")
+@click.option("--channels", type=click.IntRange(4), default=32, show_default=True, help="Width of a fresh encoder's first stage.")
+@click.option("--channel-max", type=click.IntRange(4), default=128, show_default=True, help="Widest stage of a fresh encoder.")
+@click.option("--hidden", type=click.IntRange(8), default=256, show_default=True, help="Width of a fresh encoder's code layer.")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Write <out>.safetensors and <out>.json (with provenance).")
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
 @seed_option
 @device_option
-def train_encoder(generator_spec: str, data_spec: str | None, n: int, steps: int, batch_size: int, lr: float, out: str,
-                  threads: int | None, seed: int, device: str) -> None:
+def train_encoder(generator_spec: str, data_spec: str | None, n: int, steps: int, batch_size: int, lr: float, init_spec: str | None,
+                  channels: int, channel_max: int, hidden: int, out: str, threads: int | None, seed: int, device: str) -> None:
     """Train the inversion encoder of a generator on its own samples (known codes) and optional real images.
 
     Example: robust gan train-encoder --generator demo --data synthetic:generator --steps 2000 --out robust/assets/demo_encoder
@@ -218,10 +223,11 @@ def train_encoder(generator_spec: str, data_spec: str | None, n: int, steps: int
     import torch
 
     from robust.data import load_dataset
-    from robust.gan.encoder import save_encoder, train_encoder as fit
+    from robust.gan.encoder import encoder_for, save_encoder, train_encoder as fit
 
     dev = _setup(threads, device)
     G = _load_generator(generator_spec, dev)
+    start = encoder_for(G, init_spec) if init_spec else None
     reals = load_dataset(data_spec, n=n, seed=seed).images if data_spec else None
     bar = progress(total=steps, desc="encoder", unit="step")
     last = {"t": 0.0}
@@ -234,11 +240,14 @@ def train_encoder(generator_spec: str, data_spec: str | None, n: int, steps: int
             bar.set_postfix_str(" ".join(f"{k} {v:.4f}" for k, v in stats.items()))
 
     try:
-        encoder, report = fit(G, real_images=reals, steps=steps, batch_size=batch_size, lr=lr, seed=seed, on_step=on_step)
+        sizes = {} if start is not None else {"channels": channels, "channel_max": channel_max, "hidden": hidden}
+        encoder, report = fit(G, real_images=reals, steps=steps, batch_size=batch_size, lr=lr, seed=seed, on_step=on_step,
+                              encoder=start, **sizes)
     finally:
         bar.close()
     extra = {"command": _command_line(), "seed": seed, "hardware": _hardware(dev), "date": time.strftime("%Y-%m-%d"),
-             "torch": torch.__version__, "generator": generator_spec, "data": data_spec, "report": report}
+             "torch": torch.__version__, "generator": generator_spec, "data": data_spec, "initialised_from": init_spec,
+             "report": report}
     paths = save_encoder(encoder, out, G, extra)
     click.echo(json.dumps(report))
     click.echo(f"encoder written to {paths[0]}")

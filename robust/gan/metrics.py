@@ -282,8 +282,11 @@ def classifier_features(classifier: Classifier, images01: torch.Tensor, batch_si
 
 @torch.no_grad()
 def generate(G: Generator, n: int, *, tokens: Mapping[str, torch.Tensor] | None = None, seed: int = 0, truncation_psi: float = 1.0,
-             batch_size: int = 256, noise_mode: str = "const") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """``n`` samples in ``[0, 1]`` (CPU) and the tokens they were conditioned on (uniform when not given)."""
+             batch_size: int = 256, noise_mode: str = "const", truncation_center: str = "mean") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``n`` samples in ``[0, 1]`` (CPU) and the tokens they were conditioned on (uniform when not given).
+
+    ``truncation_psi``/``truncation_center`` as in :class:`robust.gan.networks.MappingNetwork`.
+    """
     gen = make_generator(derive_seed(seed, "gan-generate"))
     z = torch.randn((n, G.z_dim), generator=gen)
     if G.conditioning is not None:
@@ -296,7 +299,8 @@ def generate(G: Generator, n: int, *, tokens: Mapping[str, torch.Tensor] | None 
     out = []
     for i in range(0, n, batch_size):
         ci = c[i: i + batch_size].to(G.device) if c is not None else None
-        out.append(G.to_unit(G(z[i: i + batch_size].to(G.device), ci, truncation_psi=truncation_psi, noise_mode=noise_mode)).cpu())
+        out.append(G.to_unit(G(z[i: i + batch_size].to(G.device), ci, truncation_psi=truncation_psi, noise_mode=noise_mode,
+                               truncation_center=truncation_center)).cpu())
     G.train(was)
     return torch.cat(out), tokens
 
@@ -344,7 +348,7 @@ def _coverage(fake: torch.Tensor, real: torch.Tensor, f: Factor, bins: int = 10)
 
 def synthetic_metrics(G: Generator, *, n: int = 2000, seed: int = 0, truncation_psi: float = 1.0,
                       reference: SyntheticReference | None = None, oracle: Classifier | None = None,
-                      regressor: FactorRegressor | None = None) -> dict[str, float]:
+                      regressor: FactorRegressor | None = None, truncation_center: str = "mean") -> dict[str, float]:
     """Oracle agreement with the conditioned class, token agreement, factor coverage and oracle-feature FD.
 
     Keys: ``class_agreement`` (fraction of samples the oracle assigns to the conditioned class),
@@ -357,7 +361,7 @@ def synthetic_metrics(G: Generator, *, n: int = 2000, seed: int = 0, truncation_
     reference = reference or synthetic_reference(n, oracle=oracle, regressor=regressor)
     if G.img_resolution != 32 or G.img_channels != 3:
         raise InputError("generator", "a 32x32 RGB generator of the synthetic benchmark", f"{G.img_resolution}x{G.img_resolution}x{G.img_channels}")
-    images, tokens = generate(G, n, seed=seed, truncation_psi=truncation_psi)
+    images, tokens = generate(G, n, seed=seed, truncation_psi=truncation_psi, truncation_center=truncation_center)
     pred = regressor.predict(images)
     oracle_pred = oracle.predict(images)
     out: dict[str, float] = {}

@@ -191,6 +191,11 @@ class Conv2dLayer(nn.Module):
         return bias_act(x, b, self.activation, clamp)
 
 
+TRUNCATION_CENTERS = ("mean", "condition")
+CENTER_SAMPLES = 64  # z per conditioning row for the "condition" truncation centre
+CENTER_SEED = 20_211_129
+
+
 class MappingNetwork(nn.Module):
     """z (and c) -> w: normalised inputs, ``num_layers`` lrelu FC layers at a reduced learning rate, ``w_avg`` tracked."""
 
@@ -216,8 +221,48 @@ class MappingNetwork(nn.Module):
             self.register_buffer("w_avg", torch.zeros([w_dim]))
 
     def forward(self, z: torch.Tensor | None, c: Any = None, truncation_psi: float = 1.0,
-                truncation_cutoff: int | None = None, update_emas: bool = False) -> torch.Tensor:
-        """``z [N, z_dim]`` and ``c`` (a ``[N, c_dim]`` tensor or, with ``conditioning``, a token dict) -> ws."""
+                truncation_cutoff: int | None = None, update_emas: bool = False, truncation_center: str = "mean") -> torch.Tensor:
+        """``z [N, z_dim]`` and ``c`` (a ``[N, c_dim]`` tensor or, with ``conditioning``, a token dict) -> ws.
+
+        Truncation pulls the first ``truncation_cutoff`` layers toward a centre by ``truncation_psi``:
+        ``truncation_center="mean"`` is the tracked ``w_avg``; ``"condition"`` is the mean w of each
+        sample's own conditioning (estimated from ``CENTER_SAMPLES`` fixed z), so a class-conditional
+        sample is pulled toward its class rather than toward the average of all classes.
+        """
+        if truncation_center not in TRUNCATION_CENTERS:
+            raise InputError("truncation_center", " or ".join(map(repr, TRUNCATION_CENTERS)), truncation_center)
+        if truncation_center == "condition" and truncation_psi != 1 and self.c_dim == 0:
+            raise InputError("truncation_center", "'mean' for an unconditional generator", "'condition'")
+        x = self._map(z, c)
+        if update_emas and self.w_avg_beta is not None and self.num_ws is not None:
+            self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+        if self.num_ws is None:
+            return x
+        x = x[:, None].repeat(1, self.num_ws, 1)
+        if truncation_psi != 1:
+            cutoff = self.num_ws if truncation_cutoff is None else int(truncation_cutoff)
+            center = self.w_avg if truncation_center == "mean" else self.condition_centers(self._check_c(c, x.shape[0]))[:, None]
+            x = torch.cat([center.lerp(x[:, :cutoff], truncation_psi), x[:, cutoff:]], dim=1)
+        return x
+
+    @torch.no_grad()
+    def condition_centers(self, c: torch.Tensor) -> torch.Tensor:
+        """The mean w ``[N, w_dim]`` of each row's conditioning ``c [N, c_dim]``, over ``CENTER_SAMPLES`` fixed z.
+
+        The z are drawn from a fixed seed, so the centres are a deterministic function of the
+        weights; each distinct conditioning row of the batch is mapped once.
+        """
+        rows, inverse = torch.unique(c, dim=0, return_inverse=True)
+        z = torch.randn(CENTER_SAMPLES, self.z_dim, generator=torch.Generator().manual_seed(CENTER_SEED)).to(c.device)
+        centers = []
+        for i in range(0, rows.shape[0], 64):
+            part = rows[i: i + 64]
+            w = self._map(z.repeat(part.shape[0], 1), part.repeat_interleave(CENTER_SAMPLES, 0))
+            centers.append(w.view(part.shape[0], CENTER_SAMPLES, -1).mean(1))
+        return torch.cat(centers)[inverse]
+
+    def _map(self, z: torch.Tensor | None, c: Any) -> torch.Tensor:
+        """The mapping itself: normalised z (and embedded c) through the FC layers -> w ``[N, w_dim]``."""
         parts = []
         n = None
         if self.z_dim > 0:
@@ -234,14 +279,6 @@ class MappingNetwork(nn.Module):
         x = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
         for i in range(self.num_layers):
             x = getattr(self, f"fc{i}")(x)
-        if update_emas and self.w_avg_beta is not None and self.num_ws is not None:
-            self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
-        if self.num_ws is None:
-            return x
-        x = x[:, None].repeat(1, self.num_ws, 1)
-        if truncation_psi != 1:
-            cutoff = self.num_ws if truncation_cutoff is None else int(truncation_cutoff)
-            x = torch.cat([self.w_avg.lerp(x[:, :cutoff], truncation_psi), x[:, cutoff:]], dim=1)
         return x
 
     def _check_c(self, c: Any, n: int | None) -> torch.Tensor:
@@ -492,8 +529,9 @@ class Generator(nn.Module):
         return self.mapping.w_avg.device
 
     def forward(self, z: torch.Tensor, c: Any = None, truncation_psi: float = 1.0, truncation_cutoff: int | None = None,
-                noise_mode: str = "const", update_emas: bool = False, **synthesis_kwargs: Any) -> torch.Tensor:
-        ws = self.mapping(z, c, truncation_psi, truncation_cutoff, update_emas)
+                noise_mode: str = "const", update_emas: bool = False, truncation_center: str = "mean",
+                **synthesis_kwargs: Any) -> torch.Tensor:
+        ws = self.mapping(z, c, truncation_psi, truncation_cutoff, update_emas, truncation_center)
         return self.synthesis(ws, noise_mode=noise_mode, **synthesis_kwargs)
 
     @staticmethod
