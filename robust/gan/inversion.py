@@ -451,7 +451,6 @@ def _invert_chunk(G: Generator, target: torch.Tensor, c: torch.Tensor | None, en
         else:
             ws0 = _start_codes(G, n, c, stats, device)
         target_feats = [f.detach() for f in feat.features(target)] if feat is not None else None
-        start_psnr, _ = image_quality(G.to_unit(G.synthesis(ws0, noise_mode=noise_mode)), target)
     std = stats.std
     # Optimise in units of the W standard deviation so one learning rate fits every generator.
     u = torch.zeros_like(ws0, requires_grad=True)
@@ -460,12 +459,19 @@ def _invert_chunk(G: Generator, target: torch.Tensor, c: torch.Tensor | None, en
     lr = config.encoder_lr if encoder is not None else config.lr
     initial_noise = config.encoder_initial_noise if encoder is not None else config.initial_noise
     warmup = config.encoder_warmup if encoder is not None else config.warmup
+    start_img = start_psnr = None
+    if steps == 0 or initial_noise > 0:
+        with torch.no_grad():
+            start_img = G.to_unit(G.synthesis(ws0, noise_mode=noise_mode))
+            start_psnr, _ = image_quality(start_img, target)
     for t in range(steps):
         noise_scale = initial_noise * max(0.0, 1.0 - t / max(1e-8, config.noise_ramp * steps)) ** 2
         with torch.enable_grad():
             ws = ws0 + std * u
             noisy = ws + std * noise_scale * torch.randn(ws.shape, generator=gen, device=device) if noise_scale > 0 else ws
             img = G.to_unit(G.synthesis(noisy, noise_mode=noise_mode))
+            if start_psnr is None:  # the first step renders the start codes unperturbed: no extra pass for the start quality
+                start_psnr, _ = image_quality(img.detach(), target)
             loss = _recon_loss(img, target, config, feat, target_feats).mean()
             if config.prior_weight > 0:
                 spread = ((ws - ws.mean(1, keepdim=True)) / std).square().mean(-1)
@@ -477,7 +483,7 @@ def _invert_chunk(G: Generator, target: torch.Tensor, c: torch.Tensor | None, en
     out: dict[str, torch.Tensor] = {"ws": ws, "start_psnr": start_psnr}
     if expand_res is None:
         with torch.no_grad():
-            recon = G.to_unit(G.synthesis(ws, noise_mode=noise_mode))
+            recon = start_img if steps == 0 else G.to_unit(G.synthesis(ws, noise_mode=noise_mode))
     else:
         with torch.no_grad():
             _, feats = G.synthesis(ws, noise_mode=noise_mode, return_features=[expand_res])
