@@ -254,14 +254,19 @@ def _load_generator(spec: str, device: Any) -> Any:
     return load_demo(device) if spec == "demo" else load(spec, device)
 
 
+# The choices of robust.gan.networks.TRUNCATION_CENTERS (not imported here: the CLI loads torch lazily).
+truncation_center_option = click.option(
+    "--truncation-center", type=click.Choice(["mean", "condition"]), default="mean", show_default=True,
+    help="Truncate toward the mean w, or toward the mean w of each sample's own conditioning (class and tokens).")
+
+
 @gan.command()
 @click.option("--generator", "generator_spec", default="demo", show_default=True,
               help="'demo' (the shipped generator), a generator/snapshot checkpoint or an official .pkl.")
 @click.option("-n", "--n", "count", type=click.IntRange(1, 4096), default=64, show_default=True, help="Number of samples.")
 @click.option("--prompt", default=None, help="Fix some tokens, e.g. class=disk,texture=stripes (others drawn at random).")
 @click.option("--psi", type=float, default=1.0, show_default=True, help="Truncation psi (1: none).")
-@click.option("--truncation-center", type=click.Choice(["mean", "condition"]), default="mean", show_default=True,
-              help="Truncate toward the mean w, or toward the mean w of each sample's own conditioning (class and tokens).")
+@truncation_center_option
 @click.option("--columns", type=click.IntRange(1, 64), default=8, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default="samples.png", show_default=True, help="PNG grid to write.")
 @click.option("--npz", type=click.Path(dir_okay=False), default=None, help="Also save images, labels and tokens to this .npz.")
@@ -307,8 +312,7 @@ def sample(generator_spec: str, count: int, prompt: str | None, psi: float, trun
 @click.option("--data", "data_spec", default="synthetic:generator", show_default=True, help="Reference data for fd.")
 @click.option("-n", "--n", "count", type=click.IntRange(100), default=2000, show_default=True, help="Samples (and real images).")
 @click.option("--psi", type=float, default=1.0, show_default=True, help="Truncation psi.")
-@click.option("--truncation-center", type=click.Choice(["mean", "condition"]), default="mean", show_default=True,
-              help="Truncate toward the mean w, or toward the mean w of each sample's own conditioning.")
+@truncation_center_option
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the figures to this JSON file.")
 @seed_option
 @device_option
