@@ -43,10 +43,13 @@ RECIPES_TABLE = {
     "natra_worst_of_k": "natra:worst_of_k{natra}",
     "natra_gradient": "natra:gradient{natra}",
     "natra+classic": "natra:random{natra}+classic",
+    "generated": "generated{generated}",
+    "generated+erm": "{share}*generated{generated}+{rest}*erm",
     "oracle": "oracle",
 }
 SLOW = {"pgd", "natra_worst_of_k", "natra_gradient"}
 NATRA_KEYS = ("natra_random", "natra_worst_of_k", "natra_gradient", "natra+classic")
+GENERATOR_KEYS = (*NATRA_KEYS, "generated", "generated+erm")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -66,7 +69,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--slow-seeds", type=int, default=None, help="seeds for pgd and natra worst_of_k/gradient (default: --seeds)")
     p.add_argument("--pgd", default="pgd:linf@4/255,steps=5", help="the pgd recipe's spec")
     p.add_argument("--natra", default="", help="options appended to every natra recipe, e.g. ',k=4,steps=3'")
-    p.add_argument("--generator", default=None, help="generator checkpoint for natra (default: the shipped demo generator)")
+    p.add_argument("--generated", default="", help="options appended to the generated recipes, e.g. '@0.8,center=condition'")
+    p.add_argument("--generated-share", type=float, default=0.5, help="share of each batch the generated+erm row draws from the generator")
+    p.add_argument("--generator", default=None, help="generator checkpoint for natra and generated (default: the shipped demo generator)")
     p.add_argument("--eval-pgd", default="pgd:linf@2/255,steps=10", help="attack for the PGD accuracy column")
     p.add_argument("--robust-n", type=int, default=500, help="test_iid images for the corruption and PGD columns")
     p.add_argument("--severity", type=float, default=3.0, help="corruption severity of the corruption column")
@@ -101,13 +106,13 @@ def main(argv: list[str] | None = None) -> dict:
     shift_sets = [f"shift_{f}" for f in bench.correlated]
     tests = {name: bench.split(name, args.n_test) for name in ["test_iid", "test_shift", *shift_sets]}
     robust_set = {"test_iid": tests["test_iid"].take(args.robust_n, seed=0)}
-    generator = load_generator(args.generator) if any(n in NATRA_KEYS for n in names) else None
+    generator = load_generator(args.generator) if any(n in GENERATOR_KEYS for n in names) else None
     print(f"# shortcut benchmark: {args.n_train} train images {args.size}px, correlated {bench.correlated} (strength {bench.strength}), "
           f"{args.arch} width {args.width}, {args.epochs} epochs, batch {args.batch_size}, device {device}", flush=True)
 
     rows: dict[str, list[dict]] = {}
     for name in names:
-        spec = RECIPES_TABLE[name].format(pgd=args.pgd, natra=args.natra)
+        spec = RECIPES_TABLE[name].format(**_formats(args))
         seeds = args.slow_seeds if (name in SLOW and args.slow_seeds is not None) else args.seeds
         for seed in range(args.first_seed, args.first_seed + seeds):
             torch.manual_seed(seed)
@@ -133,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
             rows.setdefault(name, []).append(row)
             print(f"{name:<18} seed {seed}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("seed",)), flush=True)
 
-    specs = {name: RECIPES_TABLE[name].format(pgd=args.pgd, natra=args.natra) for name in rows}
+    specs = {name: RECIPES_TABLE[name].format(**_formats(args)) for name in rows}
     for path in args.merge:
         earlier = json.loads(Path(path).read_text())
         _check_same_setup(earlier["args"], vars(args), path)
@@ -172,6 +177,14 @@ def main(argv: list[str] | None = None) -> dict:
 
 # Settings that must agree for rows of two runs to share one table.
 SETUP = ("n_train", "n_test", "size", "arch", "width", "epochs", "batch_size", "optimizer", "lr", "eval_pgd", "robust_n", "severity")
+
+
+def _formats(args: argparse.Namespace) -> dict[str, str]:
+    """The command-line parts of the recipe specs in RECIPES_TABLE."""
+    share = args.generated_share
+    if not 0 < share < 1:
+        raise SystemExit(f"--generated-share: a share in (0, 1), got {share}")
+    return {"pgd": args.pgd, "natra": args.natra, "generated": args.generated, "share": f"{share:g}", "rest": f"{1 - share:g}"}
 
 
 def _check_same_setup(earlier: dict, now: dict, path: str) -> None:

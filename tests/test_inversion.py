@@ -99,6 +99,27 @@ def test_inversion_is_deterministic_by_seed_and_checks_inputs(G, stats, generate
         invert_batch(G, images[:1], steps=1, expand_res=5)
 
 
+def test_shifting_never_returns_codes_worse_than_its_start(G, stats, generated):
+    from robust.gan.inversion import InversionConfig, _objective
+
+    _, images = generated
+    # A step far too large for these codes: every step overshoots, so the start is the best point.
+    wild = InversionConfig(lr=50.0, initial_noise=0.0, prior_weight=0.0)
+    start = invert_batch(G, images, steps=0, stats=stats, config=wild)
+    shifted = invert_batch(G, images, steps=3, stats=stats, config=wild)
+    with torch.no_grad():
+        before = _objective(start.reconstructions01, start.ws, images, wild, None, None, stats)
+        after = _objective(shifted.reconstructions01, shifted.ws, images, wild, None, None, stats)
+        assert torch.allclose(G.to_unit(G.synthesis(shifted.ws)), shifted.reconstructions01, atol=1e-5)
+    assert bool((after <= before + 1e-6).all())
+    assert torch.equal(shifted.ws, start.ws)  # here no step helped any image
+    # With a sensible step the same call improves every image's objective.
+    fine = invert_batch(G, images, steps=3, stats=stats, config=InversionConfig(initial_noise=0.0, prior_weight=0.0))
+    with torch.no_grad():
+        improved = _objective(fine.reconstructions01, fine.ws, images, wild, None, None, stats)
+    assert float(improved.mean()) < float(before.mean())
+
+
 def test_encoder_learns_codes_and_its_file_names_the_generator(G, stats, generated, tmp_path):
     _, images = generated
     encoder, report = train_encoder(G, steps=60, batch_size=16, lr=3e-3, seed=0, stats=stats, channels=8, channel_max=16, hidden=32)
@@ -138,6 +159,9 @@ def test_train_encoder_command_sizes_a_fresh_encoder_or_continues_one(G, tmp_pat
     assert (first.channels, first.channel_max, first.hidden) == (8, 16, 32)
     more = runner.invoke(cli, [*base, "--steps", "2", "--init", str(tmp_path / "enc"), "--out", str(tmp_path / "enc2")])
     assert more.exit_code == 0, more.output
+    clash = runner.invoke(cli, [*base, "--steps", "2", "--init", str(tmp_path / "enc"), "--hidden", "64", "--out", str(tmp_path / "enc3")])
+    assert clash.exit_code == 2 and "--hidden" in clash.output and "--init" in clash.output
+    assert not (tmp_path / "enc3.safetensors").exists()
     second = load_encoder(tmp_path / "enc2", G)
     assert second.init_kwargs() == first.init_kwargs()  # the sizes come from the encoder it continues
     assert not torch.equal(second.stem.weight, first.stem.weight)

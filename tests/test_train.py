@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
+from robust import noise
 from robust.errors import InputError, UnknownNameError
 from robust.models import build_classifier, load_classifier
 from robust.synthetic import SyntheticBenchmark
@@ -371,6 +372,52 @@ def test_natra_gradient_and_worst_of_k_raise_the_loss_over_the_random_draw(natra
     assert bool((losses["worst_of_k"] >= losses["random"] - 1e-5).all())
     assert losses["gradient"].mean() > losses["random"].mean() + 1e-3
     assert losses["worst_of_k"].mean() > losses["random"].mean()
+
+
+def test_generated_recipe_draws_each_label_from_the_generator_deterministically(natra_parts, train_set):
+    from robust.gan import Conditioning, Generator, preset
+
+    G = natra_parts[0]
+    recipe = get_recipe("generated@0.7,center=condition")
+    recipe.bind(RecipeContext(small(), train_set, torch.device("cpu"), generator=G))
+    batch = batch_of(train_set, 12)
+    (views,) = recipe.views(batch, None)
+    assert views.shape == batch.images.shape and 0 <= float(views.min()) and float(views.max()) <= 1
+    # The sample of an image is the generator's, conditioned on the image's label, with z from the image's seed.
+    z = noise.normal(batch.seeds, (G.z_dim,), stream=0x6E5)
+    with torch.no_grad():
+        expected = G.to_unit(G(z, {"class": batch.labels}, truncation_psi=0.7, truncation_center="condition", noise_mode="const"))
+    assert torch.allclose(views, expected, atol=1e-6)
+    # Independent of the batch an image lands in; a new seed gives a new sample.
+    (alone,) = recipe.views(Batch(batch.images[3:5], batch.labels[3:5], batch.indices[3:5], batch.seeds[3:5],
+                                  torch.Generator(), 0, 0), None)
+    assert torch.allclose(alone, views[3:5], atol=1e-6)
+    (other,) = recipe.views(batch_of(train_set, 12, seed=1), None)
+    assert not torch.allclose(other, views)
+    result = harden(small(), train_set, "0.5*generated+0.5*erm", generator=G, epochs=4, batch_size=32, lr=1e-2, progress=False,
+                    device="cpu", seed=1)
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    # Attribute tokens besides the class are drawn per image.
+    cond = Conditioning([("class", list(train_set.class_names)), ("texture", ["plain", "stripes", "dots"])])
+    torch.manual_seed(0)
+    G2 = Generator(**preset("tiny").generator_kwargs(cond.c_dim), conditioning=cond).eval()
+    recipe.bind(RecipeContext(small(), train_set, torch.device("cpu"), generator=G2))
+    assert recipe.views(batch, None)[0].shape == batch.images.shape
+    # Clear errors: no generator, no class tokens, unknown class names, bad psi or centre.
+    with pytest.raises(InputError, match="generated recipe generator"):
+        harden(small(), train_set, "generated", epochs=1, progress=False)
+    with pytest.raises(InputError, match="class"):
+        get_recipe("generated").bind(RecipeContext(small(), train_set, torch.device("cpu"), generator=Generator(
+            **preset("tiny").generator_kwargs(0))))
+    renamed = Conditioning.classes([f"k{i}" for i in range(10)])
+    torch.manual_seed(0)
+    G3 = Generator(**preset("tiny").generator_kwargs(renamed.c_dim), conditioning=renamed).eval()
+    with pytest.raises(InputError, match="cannot draw"):
+        get_recipe("generated").bind(RecipeContext(small(), train_set, torch.device("cpu"), generator=G3))
+    with pytest.raises(InputError, match="psi"):
+        get_recipe("generated@1.5")
+    with pytest.raises(InputError, match="center"):
+        get_recipe("generated,center=middle")
 
 
 def test_natra_fails_early_without_generator_or_with_a_missing_codes_cache(natra_parts, train_set, tmp_path):

@@ -225,6 +225,13 @@ def train_encoder(generator_spec: str, data_spec: str | None, n: int, steps: int
     from robust.data import load_dataset
     from robust.gan.encoder import encoder_for, save_encoder, train_encoder as fit
 
+    if init_spec:
+        ctx = click.get_current_context()
+        sized = [f"--{name.replace('_', '-')}" for name in ("channels", "channel_max", "hidden")
+                 if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
+        if sized:
+            raise click.UsageError(f"{', '.join(sized)} size a fresh encoder, but --init continues {init_spec!r} at its own size: "
+                                   "drop one or the other")
     dev = _setup(threads, device)
     G = _load_generator(generator_spec, dev)
     start = encoder_for(G, init_spec) if init_spec else None

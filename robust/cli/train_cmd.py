@@ -47,7 +47,7 @@ def _list_recipes(ctx: click.Context, _param: click.Parameter, value: bool) -> N
 @click.option("--select", default=None, help="Metric the best checkpoint maximises [default: <first eval set>/acc].")
 @click.option("--checkpoint-every", type=click.IntRange(1), default=None, help="Also save the resumable state every N steps.")
 @click.option("--generator", "generator_path", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Generator checkpoint for the natra recipe (default: the shipped demo generator).")
+              help="Generator checkpoint for the natra and generated recipes (default: the shipped demo generator).")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Run folder: log.jsonl, best/last checkpoints, state.")
 @click.option("--resume", is_flag=True, help="Continue the run saved in --out (same arguments) where it stopped.")
 @seed_option
@@ -84,7 +84,7 @@ def train(model: str, data_spec: str, n: int | None, eval_specs: tuple[str, ...]
             data = load_dataset(source, n=eval_n, seed=seed)
             eval_sets[name or eval_set_name(data.name)] = data
         generator = None
-        if "natra" in recipe or any(s.startswith("natra") for s in suites):
+        if "natra" in recipe or "generated" in recipe or any(s.startswith("natra") for s in suites):
             from robust.gan import load, load_demo
 
             generator = load(generator_path) if generator_path else load_demo()

@@ -253,11 +253,14 @@ class InversionConfig:
     the W+ code produces (relative to that map's variance). Codes that start from an encoder are
     already close: they shift with ``encoder_initial_noise``, ``encoder_lr`` and a longer warm-up,
     ``encoder_warmup`` (the mean code's early noise and quick ramp undo part of the encoder's work
-    in the first steps).
+    in the first steps). With fewer than ``encoder_lr_steps`` steps the encoder start's step size
+    shrinks in proportion (a short run cannot recover from a large first step: measured on the
+    demo generator, the best step size grows about linearly with the step count up to 20 steps).
     """
 
     lr: float = 0.3
     encoder_lr: float = 0.3
+    encoder_lr_steps: int = 20
     encoder_initial_noise: float = 0.0
     encoder_warmup: float = 0.5
     warmup: float = 0.05
@@ -353,6 +356,23 @@ def _recon_loss(img: torch.Tensor, target: torch.Tensor, config: InversionConfig
     if feat is not None and target_feats is not None and config.feature_weight > 0:
         loss = loss + config.feature_weight * feat(img, target_feats)
     return loss
+
+
+def _objective(img: torch.Tensor, ws: torch.Tensor, target: torch.Tensor, config: InversionConfig, feat: FeatureDistance | None,
+               target_feats: list[torch.Tensor] | None, stats: LatentStats) -> torch.Tensor:
+    """The shifting objective per image ``[N]``: reconstruction loss plus the W prior of the codes ``ws``."""
+    loss = _recon_loss(img, target, config, feat, target_feats)
+    if config.prior_weight > 0:
+        spread = ((ws - ws.mean(1, keepdim=True)) / stats.std).square().mean(-1)
+        loss = loss + config.prior_weight * (stats.whitened_distance(ws) + spread).mean(-1)
+    return loss
+
+
+def _keep_best(best_loss: torch.Tensor, best_u: torch.Tensor, loss: torch.Tensor, u: torch.Tensor) -> None:
+    """Where ``loss [N]`` beats ``best_loss``, take it and the codes ``u`` (in place)."""
+    better = loss < best_loss
+    best_loss.copy_(torch.where(better, loss, best_loss))
+    best_u.copy_(torch.where(better[:, None, None], u, best_u))
 
 
 def _frozen(*modules: Any) -> list[tuple[torch.nn.Parameter, bool]]:
@@ -456,7 +476,7 @@ def _invert_chunk(G: Generator, target: torch.Tensor, c: torch.Tensor | None, en
     u = torch.zeros_like(ws0, requires_grad=True)
     gen = make_generator(seed, device)
     opt = LatentAdam(u)
-    lr = config.encoder_lr if encoder is not None else config.lr
+    lr = config.encoder_lr * min(1.0, steps / max(1, config.encoder_lr_steps)) if encoder is not None else config.lr
     initial_noise = config.encoder_initial_noise if encoder is not None else config.initial_noise
     warmup = config.encoder_warmup if encoder is not None else config.warmup
     start_img = start_psnr = None
@@ -464,6 +484,14 @@ def _invert_chunk(G: Generator, target: torch.Tensor, c: torch.Tensor | None, en
         with torch.no_grad():
             start_img = G.to_unit(G.synthesis(ws0, noise_mode=noise_mode))
             start_psnr, _ = image_quality(start_img, target)
+    # Every image keeps the best codes it has been at (by its own objective, measured on the
+    # unperturbed codes each step renders anyway), so shifting never returns worse codes than it
+    # started from, whatever the step size.
+    best_loss = torch.full((n,), float("inf"), device=device)
+    best_u = u.detach().clone()
+    if start_img is not None and steps > 0:
+        with torch.no_grad():
+            best_loss = _objective(start_img, ws0, target, config, feat, target_feats, stats)
     for t in range(steps):
         noise_scale = initial_noise * max(0.0, 1.0 - t / max(1e-8, config.noise_ramp * steps)) ** 2
         with torch.enable_grad():
@@ -472,21 +500,31 @@ def _invert_chunk(G: Generator, target: torch.Tensor, c: torch.Tensor | None, en
             img = G.to_unit(G.synthesis(noisy, noise_mode=noise_mode))
             if start_psnr is None:  # the first step renders the start codes unperturbed: no extra pass for the start quality
                 start_psnr, _ = image_quality(img.detach(), target)
-            loss = _recon_loss(img, target, config, feat, target_feats).mean()
-            if config.prior_weight > 0:
-                spread = ((ws - ws.mean(1, keepdim=True)) / std).square().mean(-1)
-                loss = loss + config.prior_weight * (stats.whitened_distance(ws) + spread).mean()
+            per_image = _objective(img, ws, target, config, feat, target_feats, stats)
+            loss = per_image.mean()
             (grad,) = torch.autograd.grad(loss, [u])
+        if noise_scale == 0:
+            _keep_best(best_loss, best_u, per_image.detach(), u.detach())
         opt.step(grad, lr * _lr_factor(t, steps, warmup))
         history.append(float(loss.detach()))
     ws = (ws0 + std * u).detach()
+    final_img = None
+    if steps > 0:
+        with torch.no_grad():
+            final_img, feats = G.synthesis(ws, noise_mode=noise_mode, return_features=[expand_res] if expand_res else [])
+            final_img = G.to_unit(final_img)
+            worse = _objective(final_img, ws, target, config, feat, target_feats, stats) > best_loss
+            if bool(worse.any()):
+                ws = torch.where(worse[:, None, None], ws0 + std * best_u, ws)
+                final_img, feats = G.synthesis(ws, noise_mode=noise_mode, return_features=[expand_res] if expand_res else [])
+                final_img = G.to_unit(final_img)
     out: dict[str, torch.Tensor] = {"ws": ws, "start_psnr": start_psnr}
     if expand_res is None:
-        with torch.no_grad():
-            recon = start_img if steps == 0 else G.to_unit(G.synthesis(ws, noise_mode=noise_mode))
+        recon = start_img if steps == 0 else final_img
     else:
-        with torch.no_grad():
-            _, feats = G.synthesis(ws, noise_mode=noise_mode, return_features=[expand_res])
+        if steps == 0:
+            with torch.no_grad():
+                _, feats = G.synthesis(ws0, noise_mode=noise_mode, return_features=[expand_res])
         base = feats[expand_res].float()
         scale = base.var(dim=(1, 2, 3), keepdim=True).clamp_min(1e-8)
         r = torch.zeros_like(base, requires_grad=True)

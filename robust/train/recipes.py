@@ -278,6 +278,81 @@ class Oracle(Recipe):
         return [render(batch.labels, independent_factors(batch.seeds), self.size)]
 
 
+@RECIPES.register("generated")
+class GeneratedSamples(Recipe):
+    """Each image replaced by a sample of the generator conditioned on the image's label.
+
+    Spec: ``generated[@psi][,center=condition|mean]``. Every sample gets a fresh z and, for a
+    generator conditioned on attribute tokens besides ``class`` (texture, fill, ...), uniformly drawn
+    tokens, so the nuisance factors the generator models are drawn independently of the class: the
+    oracle recipe with the generator in place of the benchmark's renderer. ``psi`` truncates toward
+    ``center`` (``condition``: the mean code of each sample's own conditioning; see
+    :class:`robust.gan.networks.MappingNetwork`), trading variety for samples that show their class
+    more clearly. Needs a generator whose ``class`` tokens are the data's class names. Mix it with
+    the real images, e.g. ``0.5*generated+0.5*erm``. Draws follow each image's seed.
+    """
+
+    name = "generated"
+    options = ("center",)
+
+    def __init__(self, spec: Spec | str | None = None):
+        super().__init__(spec)
+        from robust.gan.networks import TRUNCATION_CENTERS
+
+        spec = self.spec
+        if spec.target is not None:
+            raise InputError("recipe generated", "generated[@psi][,center=condition|mean] (no target)", str(spec))
+        self.psi = parse_number(spec.at, "generated psi") if spec.at is not None else 1.0
+        if not 0 <= self.psi <= 1:
+            raise InputError("recipe generated psi", "a truncation psi in [0, 1]", spec.at)
+        self.center = str(spec.options.get("center", "condition"))
+        if self.center not in TRUNCATION_CENTERS:
+            raise InputError("recipe generated option center", " or ".join(TRUNCATION_CENTERS), self.center)
+        self.G: Any = None
+        self.classes: torch.Tensor | None = None
+
+    def bind(self, ctx: RecipeContext) -> None:
+        from robust.gan import Generator
+
+        G = ctx.generator
+        if not isinstance(G, Generator):
+            raise InputError("generated recipe generator", "a robust.gan.Generator (harden(generator=...) or --generator)",
+                             type(G).__name__ if G is not None else None)
+        cond = G.conditioning
+        if cond is None or "class" not in cond.names:
+            raise InputError("generated recipe generator", "a generator conditioned on a 'class' token group",
+                             "no conditioning" if cond is None else f"groups {cond.names}")
+        shape = (G.img_channels, G.img_resolution, G.img_resolution)
+        if shape != (ctx.data.channels, *ctx.data.size):
+            raise InputError("generated recipe data", "images of the generator's shape {}x{}x{}".format(*shape),
+                             "{}x{}x{}".format(ctx.data.channels, *ctx.data.size))
+        names, tokens = list(ctx.data.class_names), cond.tokens("class")
+        missing = [name for name in names if name not in tokens]
+        if missing:
+            raise InputError("generated recipe data", "class names among the generator's class tokens (" + ", ".join(tokens) + ")",
+                             "classes " + ", ".join(missing) + " it cannot draw")
+        # The data's label k is the generator's class token classes[k].
+        self.classes = torch.tensor([tokens.index(name) for name in names], dtype=torch.long)
+        self.G = G.to(ctx.device).eval()
+
+    def views(self, batch: Batch, classifier: Classifier) -> list[torch.Tensor]:
+        from robust.noise import normal, uniform
+
+        G, cond = self.G, self.G.conditioning
+        seeds = batch.seeds
+        tokens: dict[str, torch.Tensor] = {"class": self.classes[batch.labels.cpu()]}
+        others = [(name, len(values)) for name, values in cond.groups if name != "class"]
+        if others:
+            u = uniform(seeds, (len(others),), stream=0x6E4)
+            for k, (name, count) in enumerate(others):
+                tokens[name] = (u[:, k] * count).long().clamp_(max=count - 1)
+        z = normal(seeds, (G.z_dim,), stream=0x6E5).to(G.device)
+        c = cond.encode(tokens).to(G.device)
+        with torch.no_grad():
+            images = G.to_unit(G(z, c, truncation_psi=self.psi, truncation_center=self.center, noise_mode="const"))
+        return [images.to(batch.images.device, batch.images.dtype)]
+
+
 # -- adversarial training ------------------------------------------------------------------------
 
 @RECIPES.register("pgd")
