@@ -45,11 +45,12 @@ RECIPES_TABLE = {
     "natra+classic": "natra:random{natra}+classic",
     "generated": "generated{generated}",
     "generated+erm": "{share}*generated{generated}+{rest}*erm",
+    "generated+natra": "{share}*generated{generated}+{rest}*natra:random{natra}",
     "oracle": "oracle",
 }
 SLOW = {"pgd", "natra_worst_of_k", "natra_gradient"}
 NATRA_KEYS = ("natra_random", "natra_worst_of_k", "natra_gradient", "natra+classic")
-GENERATOR_KEYS = (*NATRA_KEYS, "generated", "generated+erm")
+GENERATOR_KEYS = (*NATRA_KEYS, "generated", "generated+erm", "generated+natra")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -71,6 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--natra", default="", help="options appended to every natra recipe, e.g. ',k=4,steps=3'")
     p.add_argument("--generated", default="", help="options appended to the generated recipes, e.g. '@0.8,center=condition'")
     p.add_argument("--generated-share", type=float, default=0.5, help="share of each batch the generated+erm row draws from the generator")
+    p.add_argument("--generated-grid", default=None, metavar="PNG",
+                   help="also write 5 training images and 5 generated samples of the same labels per class (one row per class)")
     p.add_argument("--generator", default=None, help="generator checkpoint for natra and generated (default: the shipped demo generator)")
     p.add_argument("--eval-pgd", default="pgd:linf@2/255,steps=10", help="attack for the PGD accuracy column")
     p.add_argument("--robust-n", type=int, default=500, help="test_iid images for the corruption and PGD columns")
@@ -106,7 +109,9 @@ def main(argv: list[str] | None = None) -> dict:
     shift_sets = [f"shift_{f}" for f in bench.correlated]
     tests = {name: bench.split(name, args.n_test) for name in ["test_iid", "test_shift", *shift_sets]}
     robust_set = {"test_iid": tests["test_iid"].take(args.robust_n, seed=0)}
-    generator = load_generator(args.generator) if any(n in GENERATOR_KEYS for n in names) else None
+    generator = load_generator(args.generator) if any(n in GENERATOR_KEYS for n in names) or args.generated_grid else None
+    if args.generated_grid:
+        write_generated_grid(args.generated_grid, train, generator, args.generated, device)
     print(f"# shortcut benchmark: {args.n_train} train images {args.size}px, correlated {bench.correlated} (strength {bench.strength}), "
           f"{args.arch} width {args.width}, {args.epochs} epochs, batch {args.batch_size}, device {device}", flush=True)
 
@@ -177,6 +182,25 @@ def main(argv: list[str] | None = None) -> dict:
 
 # Settings that must agree for rows of two runs to share one table.
 SETUP = ("n_train", "n_test", "size", "arch", "width", "epochs", "batch_size", "optimizer", "lr", "eval_pgd", "robust_n", "severity")
+
+
+def write_generated_grid(path: str, train, generator, options: str, device: torch.device) -> None:
+    """A picture of what the generated recipe trains on: per class, 5 training images then 5 samples."""
+    import torch.nn.functional as F
+    from torchvision.utils import save_image
+
+    from robust.models import build_classifier as build
+    from robust.train.recipes import Batch, RecipeContext, get_recipe
+
+    recipe = get_recipe(f"generated{options}")
+    recipe.bind(RecipeContext(build("smallcnn", train.num_classes, (train.channels, *train.size), width=4), train, device, generator=generator))
+    tiles = []
+    for k in range(train.num_classes):
+        idx = (train.labels == k).nonzero().squeeze(1)[:5]
+        (fake,) = recipe.views(Batch(train.images[idx].to(device), train.labels[idx].to(device), idx, idx, torch.Generator(), 0, 0), None)
+        tiles += [*train.images[idx], *fake.cpu()]
+    save_image(F.interpolate(torch.stack(tiles), scale_factor=2, mode="nearest"), path, nrow=10, padding=2, pad_value=1.0)
+    print(f"# wrote {path}: per class, 5 training images then 5 samples of generated{options}", flush=True)
 
 
 def _formats(args: argparse.Namespace) -> dict[str, str]:
