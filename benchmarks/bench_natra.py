@@ -117,7 +117,8 @@ def bench_directions(G: Any, args: argparse.Namespace, device: torch.device) -> 
     for method in args.finders.split(","):
         start = time.perf_counter()
         options = {"steps": args.householder_steps} if method == "householder" else {}
-        found = find_directions(G, method, args.candidates, seed=args.seed, stats=stats, class_free=args.class_free, **options)
+        found = find_directions(G, method, args.candidates, args.layers, seed=args.seed, stats=stats, class_free=args.class_free,
+                                **options)
         found = score_directions(G, found, judge=oracle, n=args.score_n, seed=args.seed)
         found = select_directions(found, min_preservation=args.min_preservation)
         kept_idx = found.kept.nonzero().squeeze(1)
@@ -238,6 +239,8 @@ def main() -> None:
     parser.add_argument("--score-n", type=int, default=128)
     parser.add_argument("--effect-n", type=int, default=128)
     parser.add_argument("--min-preservation", type=float, default=0.95)
+    parser.add_argument("--layers", default=None,
+                        help="W+ layers the directions act on: all (default), coarse, middle, fine, 'a-b' or '1,3,5'")
     parser.add_argument("--class-free", action="store_true", help="Remove the class subspace from every direction first.")
     parser.add_argument("--householder-steps", type=int, default=100)
     parser.add_argument("--batch", type=int, default=64, help="Throughput batch (and inversion chunk).")
