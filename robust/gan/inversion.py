@@ -409,7 +409,8 @@ def invert_batch(
     ``encoder`` (a :class:`robust.gan.encoder.Encoder`) gives the starting codes; without it every
     code starts at the mean code (the class mean when ``c`` gives the classes). ``steps`` Adam
     steps then shift all codes of a chunk of ``batch_size`` images together (0: the start codes
-    as they are). ``expand_res`` also optimises the feature map at that resolution for
+    as they are); each image ends at the best codes it reached by its own objective, never worse
+    than its start. ``expand_res`` also optimises the feature map at that resolution for
     ``expand_steps`` (default ``steps``) steps. ``feature_net`` adds a perceptual term. Random
     choices (the early code noise) follow ``seed``. ``progress(k)`` is called after each chunk
     with the number of images done. Results are on the device of ``images01``.
