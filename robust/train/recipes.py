@@ -278,6 +278,22 @@ class Oracle(Recipe):
         return [render(batch.labels, independent_factors(batch.seeds), self.size)]
 
 
+def bind_generator(ctx: RecipeContext, recipe: str) -> Any:
+    """The generator of ``ctx`` for a recipe that renders with it: checked to be a robust.gan.Generator
+    that draws images of the data's shape, moved to the training device and put in eval mode."""
+    from robust.gan import Generator
+
+    G = ctx.generator
+    if not isinstance(G, Generator):
+        raise InputError(f"{recipe} recipe generator", "a robust.gan.Generator (harden(generator=...) or --generator)",
+                         type(G).__name__ if G is not None else None)
+    shape = (G.img_channels, G.img_resolution, G.img_resolution)
+    if shape != (ctx.data.channels, *ctx.data.size):
+        raise InputError(f"{recipe} recipe data", "images of the generator's shape {}x{}x{}".format(*shape),
+                         "{}x{}x{}".format(ctx.data.channels, *ctx.data.size))
+    return G.to(ctx.device).eval()
+
+
 @RECIPES.register("generated")
 class GeneratedSamples(Recipe):
     """Each image replaced by a sample of the generator conditioned on the image's label.
@@ -312,20 +328,11 @@ class GeneratedSamples(Recipe):
         self.classes: torch.Tensor | None = None
 
     def bind(self, ctx: RecipeContext) -> None:
-        from robust.gan import Generator
-
-        G = ctx.generator
-        if not isinstance(G, Generator):
-            raise InputError("generated recipe generator", "a robust.gan.Generator (harden(generator=...) or --generator)",
-                             type(G).__name__ if G is not None else None)
+        G = bind_generator(ctx, "generated")
         cond = G.conditioning
         if cond is None or "class" not in cond.names:
             raise InputError("generated recipe generator", "a generator conditioned on a 'class' token group",
                              "no conditioning" if cond is None else f"groups {cond.names}")
-        shape = (G.img_channels, G.img_resolution, G.img_resolution)
-        if shape != (ctx.data.channels, *ctx.data.size):
-            raise InputError("generated recipe data", "images of the generator's shape {}x{}x{}".format(*shape),
-                             "{}x{}x{}".format(ctx.data.channels, *ctx.data.size))
         names, tokens = list(ctx.data.class_names), cond.tokens("class")
         missing = [name for name in names if name not in tokens]
         if missing:
@@ -333,7 +340,7 @@ class GeneratedSamples(Recipe):
                              "classes " + ", ".join(missing) + " it cannot draw")
         # The data's label k is the generator's class token classes[k].
         self.classes = torch.tensor([tokens.index(name) for name in names], dtype=torch.long)
-        self.G = G.to(ctx.device).eval()
+        self.G = G
 
     def views(self, batch: Batch, classifier: Classifier) -> list[torch.Tensor]:
         from robust.noise import normal, uniform
@@ -630,17 +637,8 @@ class NaTraTraining(Recipe):
 
     def bind(self, ctx: RecipeContext) -> None:
         from augment.natra import NaturalTransform
-        from robust.gan import Generator
 
-        G = ctx.generator
-        if not isinstance(G, Generator):
-            raise InputError("natra recipe generator", "a robust.gan.Generator (harden(generator=...) or --generator)",
-                             type(G).__name__ if G is not None else None)
-        shape = (G.img_channels, G.img_resolution, G.img_resolution)
-        if shape != (ctx.data.channels, *ctx.data.size):
-            raise InputError("natra recipe data", "images of the generator's shape {}x{}x{}".format(*shape),
-                             "{}x{}x{}".format(ctx.data.channels, *ctx.data.size))
-        G.to(ctx.device).eval()
+        G = bind_generator(ctx, "natra")
         codes = self._codes(G, ctx)
         directions = self._directions(G, ctx.seed)
         expand_res = codes.expand_res if codes.residual is not None else None
