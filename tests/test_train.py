@@ -468,6 +468,16 @@ def test_natra_cache_is_reused_by_spec_and_the_natra_suite_evaluates_every_epoch
     assert new and all(name.startswith("synthetic_test_shift-") for name in new), new
     for record in result.history:
         assert 0 <= record["shift/natra:random@0.5"] <= 1
+    # Another run seed trains differently but reuses the training set's codes (they follow
+    # invert_seed, default 0); another invert_seed inverts again.
+    before = {p.name for p in cache.iterdir() if p.name.startswith("synthetic_train-")}
+    harden(small(), train_set, f"natra:random,{opts}", generator=G, epochs=1, batch_size=48, progress=False, device="cpu", seed=5)
+    assert {p.name for p in cache.iterdir() if p.name.startswith("synthetic_train-")} == before
+    harden(small(), train_set, f"natra:random,{opts},invert_seed=1", generator=G, epochs=1, batch_size=48, progress=False,
+           device="cpu", seed=5)
+    assert len({p.name for p in cache.iterdir() if p.name.startswith("synthetic_train-")} - before) == 2  # weights + JSON
+    with pytest.raises(InputError, match="invert_seed"):
+        harden(small(), train_set, f"natra:random,{opts},invert_seed=-1", generator=G, epochs=1, progress=False, device="cpu")
 
 
 def test_cli_natra_training_inverts_the_training_set_once_into_the_cache(tmp_path, monkeypatch):

@@ -600,19 +600,20 @@ class NaTraTraining(Recipe):
 
     Spec: ``natra[:random|worst_of_k|gradient][@strength][,k=4][,steps=5][,step_size=0.25][,per_sample=1][,swap=0]``
     ``[,loss=ce][,directions=auto|sefa|ganspace|householder|tokens|<file>][,n_directions=16]``
-    ``[,codes=<file>][,cache_dir=<dir>][,invert_steps=30][,expand_res=R][,pixel_residual=true]``.
+    ``[,codes=<file>][,cache_dir=<dir>][,invert_steps=30][,invert_seed=0][,expand_res=R][,pixel_residual=true]``.
     Codes: ``codes=`` names an existing cache file (made by ``robust.gan.codes_cache.load_or_invert``;
     a missing one fails before training); otherwise the training set is inverted once and cached
-    (``cache_dir``, default the robust cache). ``directions=auto`` takes the directions shipped for
-    the generator, else finds SeFa directions. ``pixel_residual`` keeps the detail the generator
-    cannot reconstruct. ``swap=P`` (generators conditioned on attribute tokens) also resamples each
+    (``cache_dir``, default the robust cache). The inversion follows ``invert_seed``, not the run's
+    seed, so runs that differ only in their seed share one cache entry. ``directions=auto`` takes
+    the directions shipped for the generator, else finds SeFa directions. ``pixel_residual`` keeps
+    the detail the generator cannot reconstruct. ``swap=P`` (generators conditioned on attribute tokens) also resamples each
     attribute token of an image with probability ``P`` per draw. Each image's draw follows its
     index, the epoch and the seed.
     """
 
     name = "natra"
-    options = (*_NATRA_TRANSFORM_OPTIONS, "directions", "n_directions", "codes", "cache_dir", "invert_steps", "expand_res",
-               "pixel_residual")
+    options = (*_NATRA_TRANSFORM_OPTIONS, "directions", "n_directions", "codes", "cache_dir", "invert_steps", "invert_seed",
+               "expand_res", "pixel_residual")
 
     def __init__(self, spec: Spec | str | None = None, *, directions: Any = None, codes: Any = None):
         super().__init__(spec)
@@ -630,6 +631,9 @@ class NaTraTraining(Recipe):
         self.codes_path = spec.options.get("codes")
         self.cache_dir = spec.options.get("cache_dir")
         self.invert_steps = _option(spec, "invert_steps", 30, int)
+        self.invert_seed = _option(spec, "invert_seed", 0, int)
+        if self.invert_seed < 0:
+            raise InputError("recipe natra option invert_seed", "a non-negative integer", self.invert_seed)
         self.expand_res = _option(spec, "expand_res", None, int)
         self.pixel_residual = _option(spec, "pixel_residual", True, bool)
         self.transform: Any = None
@@ -685,7 +689,7 @@ class NaTraTraining(Recipe):
             if not world.is_main:
                 barrier(world)
             codes = load_or_invert(G, ctx.data, cache_dir=self.cache_dir, steps=self.invert_steps, expand_res=self.expand_res,
-                                   seed=ctx.seed)
+                                   seed=self.invert_seed)
             if world.is_main:
                 barrier(world)
         if len(codes) != len(ctx.data):
