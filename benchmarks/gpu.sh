@@ -36,8 +36,8 @@ run gan_bench python3 benchmarks/bench_gan.py --device cuda --preset synthetic32
 run gan_demo python3 -m robust.cli gan train --data synthetic:generator --condition class,texture,fill,mark --preset synthetic32 --set class_guidance=1.0 --set class_guidance_eps=0.5 --set class_guidance_pretrain=1500 \
   --kimg 5000 --minutes 8 --snapshot-kimg 250 --metrics synthetic --metric-samples 2000 --out "$OUT/gan_demo" \
   --export "$OUT/demo_generator" --seed 0 --device cuda --no-progress
-run natra python3 benchmarks/bench_natra.py --generator demo --device cuda --encoder train:3000 --save-encoder "$OUT/demo_encoder" \
-  --n 512 --steps 30 --baseline-steps 300 --expand-res 16 --batch 512 --candidates 32 --top 16 --score-n 256 --effect-n 256 \
+run natra python3 benchmarks/bench_natra.py --generator demo --device cuda --encoder auto \
+  --n 512 --steps 10 --baseline-steps 100,120,140,170,200 --timing-repeats 2 --expand-res 16 --batch 512 --candidates 32 --top 16 --score-n 256 --effect-n 256 \
   --householder-steps 200 --json "$OUT/natra.json" --markdown "$OUT/natra.md"
 run sage python3 benchmarks/bench_sage.py --device cuda --budget-queries 20000 --cache "$OUT/sage-cache" --json "$OUT/sage.json"
 run sage_renderer python3 benchmarks/bench_sage.py --device cuda --generator renderer --budget-queries 20000 --cache "$OUT/sage-cache" --json "$OUT/sage_renderer.json"

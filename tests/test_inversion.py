@@ -113,6 +113,12 @@ def test_shifting_never_returns_codes_worse_than_its_start(G, stats, generated):
         assert torch.allclose(G.to_unit(G.synthesis(shifted.ws)), shifted.reconstructions01, atol=1e-5)
     assert bool((after <= before + 1e-6).all())
     assert torch.equal(shifted.ws, start.ws)  # here no step helped any image
+    # With expansion, the expanded code starts from the feature map of the codes kept.
+    expanded = invert_batch(G, images, steps=3, expand_res=8, expand_steps=0, stats=stats, config=wild)
+    with torch.no_grad():
+        _, feats = G.synthesis(start.ws, return_features=[8])
+    assert torch.equal(expanded.ws, start.ws)
+    assert torch.allclose(expanded.features[8] - expanded.residual, feats[8], atol=1e-5)
     # With a sensible step the same call improves every image's objective.
     fine = invert_batch(G, images, steps=3, stats=stats, config=InversionConfig(initial_noise=0.0, prior_weight=0.0))
     with torch.no_grad():

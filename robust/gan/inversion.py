@@ -514,11 +514,12 @@ def _invert_chunk(G: Generator, target: torch.Tensor, c: torch.Tensor | None, en
         with torch.no_grad():
             final_img, feats = G.synthesis(ws, noise_mode=noise_mode, return_features=[expand_res] if expand_res else [])
             final_img = G.to_unit(final_img)
-            worse = _objective(final_img, ws, target, config, feat, target_feats, stats) > best_loss
-            if bool(worse.any()):
-                ws = torch.where(worse[:, None, None], ws0 + std * best_u, ws)
-                final_img, feats = G.synthesis(ws, noise_mode=noise_mode, return_features=[expand_res] if expand_res else [])
-                final_img = G.to_unit(final_img)
+            worse = (_objective(final_img, ws, target, config, feat, target_feats, stats) > best_loss).nonzero().flatten()
+            if worse.numel():  # only the images whose last step made them worse are rendered again, at their best codes
+                ws = ws.index_copy(0, worse, (ws0 + std * best_u)[worse])
+                again, again_feats = G.synthesis(ws[worse], noise_mode=noise_mode, return_features=[expand_res] if expand_res else [])
+                final_img = final_img.index_copy(0, worse, G.to_unit(again))
+                feats = {r: f.index_copy(0, worse, again_feats[r]) for r, f in feats.items()}
     out: dict[str, torch.Tensor] = {"ws": ws, "start_psnr": start_psnr}
     if expand_res is None:
         recon = start_img if steps == 0 else final_img
