@@ -147,6 +147,19 @@ def test_encoder_learns_codes_and_its_file_names_the_generator(G, stats, generat
         load_encoder(tmp_path / "enc", tiny_generator(seed=1))
 
 
+def test_encoder_prior_weight_keeps_the_codes_of_real_images_inside_w(G, stats, tiny_synthetic):
+    # Real images the tiny generator cannot draw: the pixel loss alone sends their codes far out.
+    reals = tiny_synthetic.split("train", 64).images
+    kw = dict(real_images=reals, steps=40, batch_size=8, lr=3e-3, seed=0, stats=stats, channels=8, channel_max=16, hidden=32)
+    plain, plain_report = train_encoder(G, **kw)
+    held, held_report = train_encoder(G, prior_weight=1.0, **kw)
+    assert "real_prior" not in plain_report and held_report["prior_weight"] == 1.0
+    with torch.no_grad():
+        assert float(stats.prior(held(reals)).mean()) < 0.5 * float(stats.prior(plain(reals)).mean())
+    with pytest.raises(InputError, match="prior_weight"):
+        train_encoder(G, prior_weight=-1.0, **kw)
+
+
 def test_train_encoder_command_sizes_a_fresh_encoder_or_continues_one(G, tmp_path):
     import json
 

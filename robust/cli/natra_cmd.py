@@ -205,6 +205,9 @@ def directions(generator_spec: str, method: str, k: int, layers: str, class_free
 @click.option("--steps", type=click.IntRange(1), default=2000, show_default=True)
 @click.option("--batch-size", type=click.IntRange(2), default=32, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--prior-weight", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Weight of the W prior on the codes of real images (what shifting also minimises; 0.01 matches its "
+                   "default balance against the pixel loss).")
 @click.option("--init", "init_spec", default=None,
               help="Continue from this encoder ('demo' or an encoder file trained for the same generator) instead of a fresh one.")
 @click.option("--channels", type=click.IntRange(4), default=32, show_default=True, help="Width of a fresh encoder's first stage.")
@@ -214,7 +217,8 @@ def directions(generator_spec: str, method: str, k: int, layers: str, class_free
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
 @seed_option
 @device_option
-def train_encoder(generator_spec: str, data_spec: str | None, n: int, steps: int, batch_size: int, lr: float, init_spec: str | None,
+def train_encoder(generator_spec: str, data_spec: str | None, n: int, steps: int, batch_size: int, lr: float, prior_weight: float,
+                  init_spec: str | None,
                   channels: int, channel_max: int, hidden: int, out: str, threads: int | None, seed: int, device: str) -> None:
     """Train the inversion encoder of a generator on its own samples (known codes) and optional real images.
 
@@ -248,8 +252,8 @@ def train_encoder(generator_spec: str, data_spec: str | None, n: int, steps: int
 
     try:
         sizes = {} if start is not None else {"channels": channels, "channel_max": channel_max, "hidden": hidden}
-        encoder, report = fit(G, real_images=reals, steps=steps, batch_size=batch_size, lr=lr, seed=seed, on_step=on_step,
-                              encoder=start, **sizes)
+        encoder, report = fit(G, real_images=reals, steps=steps, batch_size=batch_size, lr=lr, prior_weight=prior_weight, seed=seed,
+                              on_step=on_step, encoder=start, **sizes)
     finally:
         bar.close()
     extra = {"command": _command_line(), "seed": seed, "hardware": _hardware(dev), "date": time.strftime("%Y-%m-%d"),

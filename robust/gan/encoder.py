@@ -173,6 +173,7 @@ def train_encoder(
     lr: float = 1e-3,
     latent_weight: float = 1.0,
     pixel_weight: float = 10.0,
+    prior_weight: float = 0.0,
     mixing: float = 0.5,
     seed: int = 0,
     encoder: Encoder | None = None,
@@ -186,10 +187,14 @@ def train_encoder(
     come from two codes with a random crossover, so W+ is covered) and, when ``real_images`` are
     given, a batch of reals. Loss: ``latent_weight`` x squared code error in W standard deviations
     (samples) + ``pixel_weight`` x squared pixel error of the re-rendered prediction (samples and
-    reals). Adam with a cosine-decayed learning rate; deterministic by ``seed`` on a CPU.
+    reals) + ``prior_weight`` x the W prior of the codes predicted for reals
+    (:meth:`LatentStats.prior`, the term shifting also minimises: without it the codes of real
+    images can lie far outside W, and the first shifting steps are spent pulling them back).
+    Adam with a cosine-decayed learning rate; deterministic by ``seed`` on a CPU.
     """
     steps = check_number(steps, "steps", low=1, integer=True)
     batch_size = check_number(batch_size, "batch_size", low=2, integer=True)
+    prior_weight = check_number(prior_weight, "prior_weight", low=0.0)
     if real_images is not None:
         real_images = check_images(real_images, "real_images", channels=G.img_channels, size=(G.img_resolution, G.img_resolution))
     device = G.device
@@ -231,9 +236,14 @@ def train_encoder(
             if real_images is not None:
                 idx = torch.randint(0, real_images.shape[0], (batch_size,), generator=gen)
                 reals = real_images[idx].to(device, torch.float32)
-                real_pixel = (G.to_unit(G.synthesis(encoder(reals), noise_mode="const")) - reals).square().mean()
+                real_codes = encoder(reals)
+                real_pixel = (G.to_unit(G.synthesis(real_codes, noise_mode="const")) - reals).square().mean()
                 loss = loss + pixel_weight * real_pixel
                 stats_step["real_pixel"] = float(real_pixel.detach())
+                if prior_weight > 0:
+                    real_prior = stats.prior(real_codes).mean()
+                    loss = loss + prior_weight * real_prior
+                    stats_step["real_prior"] = float(real_prior.detach())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -246,7 +256,7 @@ def train_encoder(
         G.train(was_training)
     encoder.eval().requires_grad_(False)
     tail = history[-max(1, steps // 20):]
-    report = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "seconds": round(time.perf_counter() - start, 1),
+    report = {"steps": steps, "batch_size": batch_size, "lr": lr, "prior_weight": prior_weight, "seed": seed, "seconds": round(time.perf_counter() - start, 1),
               "real_images": 0 if real_images is None else int(real_images.shape[0])}
     for key in tail[0]:
         report[f"final_{key}"] = sum(h[key] for h in tail) / len(tail)

@@ -66,6 +66,13 @@ class LatentStats:
         coords = (w - self.mean.to(w.dtype)) @ self.components.to(w.dtype)
         return (coords.square() / (self.variances.to(w.dtype) + floor)).mean(-1)
 
+    def prior(self, ws: torch.Tensor) -> torch.Tensor:
+        """The W prior of W+ codes ``[N, num_ws, w_dim]``, per code ``[N]``: each layer's whitened
+        distance plus the spread of the layers around their mean (in W standard deviations), both
+        about 1 for random codes."""
+        spread = ((ws - ws.mean(1, keepdim=True)) / self.std).square().mean(-1)
+        return (self.whitened_distance(ws) + spread).mean(-1)
+
     def spread(self, direction: torch.Tensor) -> torch.Tensor:
         """Standard deviation of w along each unit direction (rows of ``direction`` ``[K, w_dim]``)."""
         proj = direction.to(self.components.dtype) @ self.components.to(direction.device)
@@ -363,8 +370,7 @@ def _objective(img: torch.Tensor, ws: torch.Tensor, target: torch.Tensor, config
     """The shifting objective per image ``[N]``: reconstruction loss plus the W prior of the codes ``ws``."""
     loss = _recon_loss(img, target, config, feat, target_feats)
     if config.prior_weight > 0:
-        spread = ((ws - ws.mean(1, keepdim=True)) / stats.std).square().mean(-1)
-        loss = loss + config.prior_weight * (stats.whitened_distance(ws) + spread).mean(-1)
+        loss = loss + config.prior_weight * stats.prior(ws)
     return loss
 
 
