@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from robust.errors import InputError
-from robust.gan.codes_cache import load_or_invert
+from robust.gan.codes_cache import load_codes, load_or_invert
 from robust.gan.encoder import (
     Encoder,
     encoder_for,
@@ -213,3 +213,37 @@ def test_codes_are_cached_by_data_generator_and_settings(G, tiny_synthetic, tmp_
         load_or_invert(G, data, cache_dir=tmp_path, encoder="none", steps=3, expand_res=8, seed=0)
     with pytest.raises(InputError, match="indices"):
         again.batch([7])
+
+
+def test_invert_command_adds_a_feature_term_from_a_classifier_or_a_discriminator(G, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from robust.cli import cli
+    from robust.gan import save_generator
+    from robust.gan.checkpoint import save_discriminator
+    from robust.gan.networks import Discriminator
+    from robust.models import build_classifier, save_classifier
+
+    save_generator(G, tmp_path / "gen")
+    save_classifier(build_classifier("smallcnn", 10, (3, 16, 16), width=4), tmp_path / "clf")
+    D = Discriminator(c_dim=0, img_resolution=16, img_channels=3, channel_base=128, channel_max=8)
+    save_discriminator(D, tmp_path / "disc")
+    runner = CliRunner()
+    base = ["invert", "--generator", str(tmp_path / "gen.safetensors"), "--data", "synthetic:test_shift,size=16", "-n", "6",
+            "--encoder", "none", "--steps", "2", "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"]
+    keys, codes = set(), []
+    for i, features in enumerate(("none", str(tmp_path / "clf"), str(tmp_path / "disc"))):
+        result = runner.invoke(cli, [*base, "--features", features, "--json", str(tmp_path / "s.json"), "--out", str(tmp_path / f"c{i}")])
+        assert result.exit_code == 0, result.output
+        summary = json.loads((tmp_path / "s.json").read_text())
+        assert summary["features"] == features and summary["n"] == 6
+        keys.add(result.output.rsplit("key ", 1)[1].split()[0])
+        codes.append(load_codes(tmp_path / f"c{i}").ws)
+    assert len(keys) == 3  # each feature network is its own cache entry
+    assert not torch.equal(codes[0], codes[1]) and not torch.equal(codes[0], codes[2])  # and its term moves the codes
+    oracle = runner.invoke(cli, [*base, "--features", "oracle"])
+    assert oracle.exit_code == 2 and "--features" in oracle.output and "32x32" in oracle.output
+    missing = runner.invoke(cli, [*base, "--features", str(tmp_path / "nowhere")])
+    assert missing.exit_code == 2, missing.output

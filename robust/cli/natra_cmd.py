@@ -63,6 +63,35 @@ def _check_json_is_not_the_sidecar(json_path: str | None, out: str | None) -> No
             raise click.BadParameter(f"{json_path} is the sidecar of --out {out}; give the JSON another name", param_hint="--json")
 
 
+def _feature_net(spec: str, G: Any, device: Any) -> Any:
+    """The network of ``robust invert --features``: None, the shipped oracle, a discriminator or a classifier."""
+    from robust.errors import InputError
+    from robust.gan.checkpoint import DISCRIMINATOR_FORMAT, SNAPSHOT_FORMAT, load_discriminator
+    from robust.gan.metrics import load_oracle, oracle_available
+    from robust.io import checkpoint_paths, read_json
+    from robust.models import load_classifier
+
+    if spec == "none":
+        return None
+    if spec == "oracle":
+        if not (oracle_available() and G.img_resolution == 32 and G.img_channels == 3):
+            raise click.BadParameter("the oracle reads 32x32 RGB images of the synthetic benchmark; this generator draws "
+                                     f"{G.img_channels}x{G.img_resolution}x{G.img_resolution}", param_hint="--features")
+        return load_oracle(device=device)
+    _, config_path = checkpoint_paths(spec)
+    config = read_json(config_path) if config_path.is_file() else None
+    if isinstance(config, dict) and config.get("format") in (SNAPSHOT_FORMAT, DISCRIMINATOR_FORMAT):
+        net = load_discriminator(spec, device)
+        if net.img_resolution != G.img_resolution or net.img_channels != G.img_channels:
+            raise InputError("--features", f"a discriminator of {G.img_channels}x{G.img_resolution}x{G.img_resolution} images",
+                             f"one of {net.img_channels}x{net.img_resolution}x{net.img_resolution}")
+        return net
+    net = load_classifier(spec, device=device)
+    if not net.has_gradients:
+        raise InputError("--features", "a classifier with gradients (a PyTorch checkpoint or timm model)", f"{spec} (ONNX)")
+    return net
+
+
 @click.command()
 @click.option("--generator", "generator_spec", default="demo", show_default=True, help="'demo', a generator/snapshot checkpoint or an official .pkl.")
 @click.option("--data", "data_spec", default="synthetic:test_shift", show_default=True, help="Images to invert (a built-in name or a path).")
@@ -71,6 +100,9 @@ def _check_json_is_not_the_sidecar(json_path: str | None, out: str | None) -> No
               help="auto (the shipped encoder when it belongs to the generator), none (start at the mean code) or an encoder file.")
 @click.option("--steps", type=click.IntRange(0), default=30, show_default=True, help="Shifting steps (batched Adam on the W+ codes).")
 @click.option("--expand-res", type=int, default=None, help="Also optimise the feature map at this resolution (latent codes expansion).")
+@click.option("--features", "features_spec", default="none", show_default=True,
+              help="Add a feature (perceptual) term to the pixel loss: none, oracle (the shipped synthetic 32x32 shape "
+                   "classifier), a GAN snapshot or discriminator file, or a classifier file (not ONNX: it needs gradients).")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Code cache folder (default: $ROBUST_CACHE_DIR/codes when set, else ~/.cache/robust/codes).")
 @click.option("--cache/--no-cache", default=True, show_default=True, help="Reuse and write cached codes.")
@@ -79,8 +111,9 @@ def _check_json_is_not_the_sidecar(json_path: str | None, out: str | None) -> No
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
 @seed_option
 @device_option
-def invert(generator_spec: str, data_spec: str, n: int, encoder_spec: str, steps: int, expand_res: int | None, batch_size: int,
-           cache_dir: str | None, cache: bool, out: str | None, json_path: str | None, threads: int | None, seed: int, device: str) -> None:
+def invert(generator_spec: str, data_spec: str, n: int, encoder_spec: str, steps: int, expand_res: int | None, features_spec: str,
+           batch_size: int, cache_dir: str | None, cache: bool, out: str | None, json_path: str | None, threads: int | None, seed: int,
+           device: str) -> None:
     """Invert images into the generator's W+ space (encoder + batched shifting, optional expansion).
 
     Prints mean PSNR/SSIM of the reconstructions and the time per image; codes are cached for
@@ -95,15 +128,18 @@ def invert(generator_spec: str, data_spec: str, n: int, encoder_spec: str, steps
     _check_json_is_not_the_sidecar(json_path, out)
     dev = _setup(threads, device)
     G = _load_generator(generator_spec, dev)
+    feature_net = _feature_net(features_spec, G, dev)
     data = load_dataset(data_spec, n=n, seed=seed)
     bar = progress(total=len(data), desc="invert", unit="img")
     start = time.perf_counter()
     try:
         codes = load_or_invert(G, data, cache_dir=cache_dir, use_cache=cache, encoder=encoder_spec, steps=steps, expand_res=expand_res,
-                               seed=seed, batch_size=batch_size, progress=lambda done: bar.update(done - bar.n))
+                               seed=seed, batch_size=batch_size, feature_net=feature_net,
+                               progress=lambda done: bar.update(done - bar.n))
     finally:
         bar.close()
     summary = {**codes.summary(), "wall_seconds": round(time.perf_counter() - start, 2), "data": data_spec, "generator": generator_spec,
+               "features": features_spec,
                "hardware": _hardware(dev), "command": _command_line()}
     click.echo(f"{len(codes)} images: PSNR {summary['psnr']:.2f} dB, SSIM {summary['ssim']:.4f}, "
                f"{codes.meta.get('seconds_per_image', 0.0) * 1000:.1f} ms/image (inversion), key {codes.key}")
