@@ -36,6 +36,11 @@ run gan_bench python3 benchmarks/bench_gan.py --device cuda --preset synthetic32
 run gan_demo python3 -m robust.cli gan train --data synthetic:generator --condition class,texture,fill,mark --preset synthetic32 --set class_guidance=1.0 --set class_guidance_eps=0.5 --set class_guidance_pretrain=1500 \
   --kimg 5000 --minutes 8 --snapshot-kimg 250 --metrics synthetic --metric-samples 2000 --out "$OUT/gan_demo" \
   --export "$OUT/demo_generator" --seed 0 --device cuda --no-progress
+# The shipped encoder continued on the GPU (CPU runs give about +0.25 dB per 4500 steps); natra_encoder_bench measures it.
+run natra_encoder python3 -m robust.cli gan train-encoder --generator demo --data synthetic:generator -n 10000 --steps 6000 --batch-size 128 \
+  --lr 3e-4 --init demo --seed 3 --device cuda --out "$OUT/demo_encoder"
+run natra_encoder_bench python3 benchmarks/bench_natra.py --generator demo --device cuda --encoder "$OUT/demo_encoder" --parts inversion \
+  --n 512 --steps 20 --baseline-steps 150,200,250 --timing-repeats 2 --expand-res 16 --batch 512 --json "$OUT/natra_encoder.json"
 run natra python3 benchmarks/bench_natra.py --generator demo --device cuda --encoder auto \
   --n 512 --steps 10 --baseline-steps 100,120,140,170,200 --timing-repeats 2 --expand-res 16 --batch 512 --candidates 32 --top 16 --score-n 256 --effect-n 256 \
   --householder-steps 200 --json "$OUT/natra.json" --markdown "$OUT/natra.md"
