@@ -246,4 +246,4 @@ def test_invert_command_adds_a_feature_term_from_a_classifier_or_a_discriminator
     oracle = runner.invoke(cli, [*base, "--features", "oracle"])
     assert oracle.exit_code == 2 and "--features" in oracle.output and "32x32" in oracle.output
     missing = runner.invoke(cli, [*base, "--features", str(tmp_path / "nowhere")])
-    assert missing.exit_code == 2, missing.output
+    assert missing.exit_code == 2 and "--features" in missing.output, missing.output

@@ -65,7 +65,7 @@ def _check_json_is_not_the_sidecar(json_path: str | None, out: str | None) -> No
 
 def _feature_net(spec: str, G: Any, device: Any) -> Any:
     """The network of ``robust invert --features``: None, the shipped oracle, a discriminator or a classifier."""
-    from robust.errors import InputError
+    from robust.errors import FileFormatError, InputError
     from robust.gan.checkpoint import DISCRIMINATOR_FORMAT, SNAPSHOT_FORMAT, load_discriminator
     from robust.gan.metrics import load_oracle, oracle_available
     from robust.io import checkpoint_paths, read_json
@@ -86,7 +86,11 @@ def _feature_net(spec: str, G: Any, device: Any) -> Any:
             raise InputError("--features", f"a discriminator of {G.img_channels}x{G.img_resolution}x{G.img_resolution} images",
                              f"one of {net.img_channels}x{net.img_resolution}x{net.img_resolution}")
         return net
-    net = load_classifier(spec, device=device)
+    try:
+        net = load_classifier(spec, device=device)
+    except (InputError, FileFormatError) as exc:
+        raise click.BadParameter(f"none, oracle, a discriminator/snapshot file or a classifier file ({exc})",
+                                 param_hint="--features") from None
     if not net.has_gradients:
         raise InputError("--features", "a classifier with gradients (a PyTorch checkpoint or timm model)", f"{spec} (ONNX)")
     return net
