@@ -247,7 +247,7 @@ def directions(generator_spec: str, method: str, k: int, layers: str, class_free
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--prior-weight", type=click.FloatRange(0), default=0.0, show_default=True,
               help="Weight of the W prior on the codes of real images (what shifting also minimises; 0.01 matches its "
-                   "default balance against the pixel loss).")
+                   "default balance against the pixel loss). Codes nearer W, lower PSNR.")
 @click.option("--init", "init_spec", default=None,
               help="Continue from this encoder ('demo' or an encoder file trained for the same generator) instead of a fresh one.")
 @click.option("--channels", type=click.IntRange(4), default=32, show_default=True, help="Width of a fresh encoder's first stage.")
@@ -258,8 +258,8 @@ def directions(generator_spec: str, method: str, k: int, layers: str, class_free
 @seed_option
 @device_option
 def train_encoder(generator_spec: str, data_spec: str | None, n: int, steps: int, batch_size: int, lr: float, prior_weight: float,
-                  init_spec: str | None,
-                  channels: int, channel_max: int, hidden: int, out: str, threads: int | None, seed: int, device: str) -> None:
+                  init_spec: str | None, channels: int, channel_max: int, hidden: int, out: str, threads: int | None, seed: int,
+                  device: str) -> None:
     """Train the inversion encoder of a generator on its own samples (known codes) and optional real images.
 
     Example: robust gan train-encoder --generator demo --data synthetic:generator --steps 2000 --out robust/assets/demo_encoder

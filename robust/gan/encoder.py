@@ -188,9 +188,10 @@ def train_encoder(
     given, a batch of reals. Loss: ``latent_weight`` x squared code error in W standard deviations
     (samples) + ``pixel_weight`` x squared pixel error of the re-rendered prediction (samples and
     reals) + ``prior_weight`` x the W prior of the codes predicted for reals
-    (:meth:`LatentStats.prior`, the term shifting also minimises: without it the codes of real
-    images can lie far outside W, and the first shifting steps are spent pulling them back).
-    Adam with a cosine-decayed learning rate; deterministic by ``seed`` on a CPU.
+    (:meth:`LatentStats.prior`, the term shifting also minimises; without it the codes of real
+    images can lie far outside W. On the demo generator it brings them near W at a cost in PSNR,
+    also after shifting: benchmarks/results/natra.md). Adam with a cosine-decayed learning rate;
+    deterministic by ``seed`` on a CPU.
     """
     steps = check_number(steps, "steps", low=1, integer=True)
     batch_size = check_number(batch_size, "batch_size", low=2, integer=True)
@@ -256,7 +257,8 @@ def train_encoder(
         G.train(was_training)
     encoder.eval().requires_grad_(False)
     tail = history[-max(1, steps // 20):]
-    report = {"steps": steps, "batch_size": batch_size, "lr": lr, "prior_weight": prior_weight, "seed": seed, "seconds": round(time.perf_counter() - start, 1),
+    report = {"steps": steps, "batch_size": batch_size, "lr": lr, "prior_weight": prior_weight, "seed": seed,
+              "seconds": round(time.perf_counter() - start, 1),
               "real_images": 0 if real_images is None else int(real_images.shape[0])}
     for key in tail[0]:
         report[f"final_{key}"] = sum(h[key] for h in tail) / len(tail)
