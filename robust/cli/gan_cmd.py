@@ -408,7 +408,7 @@ def export(snapshot: str, out: str, fp16: bool, measure_n: int, notes: tuple[str
     if measure_n:
         from robust.gan import metrics as gm
 
-        if not (G.img_resolution == 32 and G.img_channels == 3 and G.conditioning is not None and gm.oracle_available()):
+        if not (gm.oracle_reads(G) and G.conditioning is not None):
             raise click.BadParameter("the synthetic metrics need a 32x32 RGB generator conditioned on the synthetic "
                                      "benchmark's tokens and the shipped oracle", param_hint="--measure")
         started = time.time()

@@ -67,14 +67,14 @@ def _feature_net(spec: str, G: Any, device: Any) -> Any:
     """The network of ``robust invert --features``: None, the shipped oracle, a discriminator or a classifier."""
     from robust.errors import FileFormatError, InputError
     from robust.gan.checkpoint import DISCRIMINATOR_FORMAT, SNAPSHOT_FORMAT, load_discriminator
-    from robust.gan.metrics import load_oracle, oracle_available
+    from robust.gan.metrics import load_oracle, oracle_reads
     from robust.io import checkpoint_paths, read_json
     from robust.models import load_classifier
 
     if spec == "none":
         return None
     if spec == "oracle":
-        if not (oracle_available() and G.img_resolution == 32 and G.img_channels == 3):
+        if not oracle_reads(G):
             raise click.BadParameter("the oracle reads 32x32 RGB images of the synthetic benchmark; this generator draws "
                                      f"{G.img_channels}x{G.img_resolution}x{G.img_resolution}", param_hint="--features")
         return load_oracle(device=device)
@@ -189,7 +189,7 @@ def directions(generator_spec: str, method: str, k: int, layers: str, class_free
     """
     from robust.gan import directions as D
     from robust.gan.checkpoint import load_discriminator
-    from robust.gan.metrics import load_oracle, oracle_available
+    from robust.gan.metrics import load_oracle, oracle_reads
     from robust.io import write_json
     from robust.models import load_classifier
 
@@ -200,8 +200,7 @@ def directions(generator_spec: str, method: str, k: int, layers: str, class_free
     start = time.perf_counter()
     found = D.find_directions(G, method, k, layers, seed, class_free=class_free, discriminator=disc)
     judge = None
-    synthetic_like = G.img_resolution == 32 and G.img_channels == 3 and oracle_available()
-    if judge_spec in ("auto", "oracle") and synthetic_like:
+    if judge_spec in ("auto", "oracle") and oracle_reads(G):
         judge = load_oracle(device=dev)
     elif judge_spec in ("auto", "train") and G.conditioning is not None and "class" in G.conditioning.names:
         judge = D.train_judge(G, seed=seed)

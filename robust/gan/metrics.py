@@ -152,6 +152,11 @@ def oracle_available() -> bool:
     return Path(str(ORACLE) + ".safetensors").is_file() and Path(str(FACTOR_REGRESSOR) + ".safetensors").is_file()
 
 
+def oracle_reads(G: Any) -> bool:
+    """Whether the shipped oracle is there and reads the images ``G`` draws (32x32 RGB)."""
+    return G.img_resolution == 32 and G.img_channels == 3 and oracle_available()
+
+
 def train_oracle(*, n: int = 30_000, epochs: int = 6, width: int = 16, size: int = 32, batch_size: int = 128, lr: float = 3e-3,
                  seed: int = 1, device: torch.device | str = "cpu", on_epoch: Callable[[dict[str, float]], None] | None = None,
                  ) -> tuple[Classifier, FactorRegressor, dict[str, Any]]:

@@ -40,12 +40,12 @@ def _generator(ctx: AuditContext) -> Any:
 
 def _judge(ctx: AuditContext, G: Any, choice: str) -> Any:
     from robust.gan.directions import train_judge
-    from robust.gan.metrics import load_oracle, oracle_available
+    from robust.gan.metrics import load_oracle, oracle_reads
 
     if choice == "none":
         return None
     synthetic = bool(ctx.data.factors) or str(ctx.data_source).startswith("synthetic")
-    if choice in ("auto", "oracle") and synthetic and G.img_resolution == 32 and G.img_channels == 3 and oracle_available():
+    if choice in ("auto", "oracle") and synthetic and oracle_reads(G):
         return load_oracle(device=G.device)
     if choice == "oracle":
         raise InputError("natural option judge", "oracle only for 32x32 synthetic data with the shipped oracle", choice)

@@ -606,9 +606,9 @@ class NaTraTraining(Recipe):
     (``cache_dir``, default the robust cache). The inversion follows ``invert_seed``, not the run's
     seed, so runs that differ only in their seed share one cache entry. ``directions=auto`` takes
     the directions shipped for the generator, else finds SeFa directions. ``pixel_residual`` keeps
-    the detail the generator cannot reconstruct. ``swap=P`` (generators conditioned on attribute tokens) also resamples each
-    attribute token of an image with probability ``P`` per draw. Each image's draw follows its
-    index, the epoch and the seed.
+    the detail the generator cannot reconstruct. ``swap=P`` (generators conditioned on attribute
+    tokens) also resamples each attribute token of an image with probability ``P`` per draw. Each
+    image's draw follows its index, the epoch and the seed.
     """
 
     name = "natra"
