@@ -12,7 +12,7 @@ import importlib
 import importlib.util
 
 #: Core modules whose import registers transforms in :data:`robust.transforms.TRANSFORMS`.
-CORE_MODULES: tuple[str, ...] = ("robust.photometric", "robust.geometric")
+CORE_MODULES: tuple[str, ...] = ("robust.transforms",)
 #: Sibling packages that register corruptions (``corruptions:<name>``) and attacks when present.
 SIBLING_PACKAGES: tuple[str, ...] = ("augment", "attacks")
 

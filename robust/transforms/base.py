@@ -223,23 +223,10 @@ def register_transform(cls: type[Transform]) -> type[Transform]:
     return TRANSFORMS.add(cls.name, cls)
 
 
-def load_builtin_transforms() -> Registry[type[Transform]]:
-    """Import the core transform modules so their transforms are registered; returns the registry.
-
-    Transforms defined in sibling packages (``augment`` corruptions) register when those are
-    imported (``robust.plugins.load_all`` does it for conductors).
-    """
-    import robust.geometric  # noqa: F401
-    import robust.photometric  # noqa: F401
-
-    return TRANSFORMS
-
-
 def get_transform(spec: str | Transform, **kwargs: Any) -> Transform:
     """A transform instance from a name (``"brightness"``) or an instance (returned as is)."""
     if isinstance(spec, Transform):
         return spec
-    load_builtin_transforms()
     parsed = parse_spec(spec, "transform")
     cls = TRANSFORMS.get(parsed.name if parsed.target is None else f"{parsed.name}:{parsed.target}")
     return cls(**{**parsed.options, **kwargs})

@@ -13,7 +13,7 @@ import kornia.enhance as KE
 import kornia.filters as KF
 import torch
 
-from robust.transforms import Param, Params, Transform, register_transform
+from robust.transforms.base import Param, Params, Transform, register_transform
 
 
 def _per_image(value: torch.Tensor, images: torch.Tensor) -> torch.Tensor:

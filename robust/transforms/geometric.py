@@ -9,7 +9,7 @@ from __future__ import annotations
 import kornia.geometry.transform as KG
 import torch
 
-from robust.transforms import Param, Params, Transform, register_transform
+from robust.transforms.base import Param, Params, Transform, register_transform
 
 
 @register_transform
