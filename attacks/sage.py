@@ -42,10 +42,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from attacks.base import check_classifier, frozen
+from attacks.base import check_classifier
 from robust import noise
 from robust.errors import GradientUnavailableError, InputError
-from robust.models import Classifier
+from robust.models import Classifier, frozen
 from robust.seeding import derive_seed
 from robust.validation import check_choice, check_number
 

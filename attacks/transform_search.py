@@ -19,10 +19,10 @@ from typing import Any
 
 import torch
 
-from attacks.base import AttackRun, PerImageOutcome, attack_loss, check_classifier, check_sample_ids, frozen, hit
+from attacks.base import AttackRun, PerImageOutcome, attack_loss, check_classifier, check_sample_ids, hit
 from robust import noise
 from robust.errors import GradientUnavailableError, InputError
-from robust.models import Classifier
+from robust.models import Classifier, frozen
 from robust.seeding import derive_seed
 from robust.transforms import Params, Transform, get_transform
 from robust.validation import check_choice, check_labels, check_number
@@ -69,7 +69,7 @@ def classifier_objective(classifier: Classifier, labels: torch.Tensor, *, target
     is misclassified).
     """
     clf = check_classifier(classifier)
-    with clf.eval_mode() as net, frozen(net if clf.has_gradients else None):
+    with clf.eval_mode() as net, frozen(clf):
         run = AttackRun(clf, net if clf.has_gradients else None, loss=loss, amp=amp)
 
         def objective(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

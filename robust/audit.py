@@ -14,7 +14,6 @@ import importlib
 import math
 import platform
 import re
-import shlex
 import sys
 import time
 import traceback
@@ -29,6 +28,7 @@ from robust import __version__
 from robust.data import ImageSet, load_dataset
 from robust.errors import InputError, RobustError
 from robust.models import Classifier, load_classifier
+from robust.provenance import command_line, processor
 from robust.registry import Registry, Spec, parse_spec
 from robust.results import AuditResult, CaseResult, FailureExample, SuiteResult, metric_key
 from robust.seeding import derive_seed, resolve_device, seed_everything
@@ -236,13 +236,6 @@ def _fingerprint_module(module: Any) -> str | None:
     return None
 
 
-def _command_line() -> str:
-    argv = list(sys.argv)
-    if argv and Path(argv[0]).name == "robust":
-        argv[0] = "robust"
-    return shlex.join(argv)
-
-
 def environment(seed: int, device: torch.device, command: str | None) -> dict[str, Any]:
     """Versions, platform, device, seed and command: what it takes to reproduce an audit."""
     from importlib import metadata
@@ -253,10 +246,7 @@ def environment(seed: int, device: torch.device, command: str | None) -> dict[st
             packages[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             packages[name] = None
-    if device.type == "cuda":
-        device_name = torch.cuda.get_device_name(device)
-    else:
-        device_name = platform.processor() or platform.machine()
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else processor()
     return {
         "robust": __version__,
         "python": platform.python_version(),
@@ -266,7 +256,7 @@ def environment(seed: int, device: torch.device, command: str | None) -> dict[st
         "device_name": device_name,
         "threads": torch.get_num_threads(),
         "seed": int(seed),
-        "command": command if command is not None else _command_line(),
+        "command": command if command is not None else command_line(),
     }
 
 

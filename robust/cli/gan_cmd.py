@@ -1,8 +1,6 @@
 """``robust gan``: train, sample, measure and import StyleGAN2-ADA generators."""
 from __future__ import annotations
 
-import platform
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -11,6 +9,7 @@ from typing import Any
 import click
 
 from robust.cli.common import device_option, progress, seed_option
+from robust.provenance import command_line, hardware
 
 
 @click.group()
@@ -34,16 +33,6 @@ def _overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
         key, value = pair.split("=", 1)
         out[key.strip()] = None if value.strip().lower() == "none" else _parse_value(value.strip())
     return out
-
-
-def hardware_description(device: Any) -> str:
-    import torch
-
-    if getattr(device, "type", str(device)) == "cuda":
-        return f"GPU: {torch.cuda.get_device_name(device)} x{torch.cuda.device_count()}"
-    import os
-
-    return f"CPU: {os.cpu_count()} cores ({platform.processor() or platform.machine()}), {torch.get_num_threads()} torch threads"
 
 
 def _relaunch_distributed(gpus: int) -> None:
@@ -151,20 +140,16 @@ def train(data_spec: str, n: int | None, condition: str, preset_name: str, overr
 
             trainer.initialise_from(DEMO_GENERATOR if init_path == "demo" else init_path, init_discriminator)
     total = kimg if kimg is not None else trainer.config.kimg
-    args_text = " ".join(shlex.quote(a) for a in sys.argv[1:])
-    if world > 1:
-        command = f"torchrun --standalone --nproc_per_node={world} -m robust.cli {args_text}"
-    else:
-        command = f"robust {args_text}" if Path(sys.argv[0]).name == "robust" else " ".join(shlex.quote(a) for a in sys.argv)
+    command = command_line(world)
     import os
 
-    trainer.runs.append({"command": command, "hardware": hardware_description(dev), "world_size": world,
+    trainer.runs.append({"command": command, "hardware": hardware(dev), "world_size": world,
                          "load_average_at_start": round(os.getloadavg()[0], 1),
                          "from_kimg": trainer.cur_nimg / 1000, "started": time.strftime("%Y-%m-%d %H:%M")})
     if rank == 0:
         click.echo(f"{data.name}: {len(data)} images {data.resolution}x{data.resolution}, conditioning {data.conditioning}; "
                    f"preset {trainer.config.name}; G {sum(p.numel() for p in trainer.G.parameters()):,} params, "
-                   f"D {sum(p.numel() for p in trainer.D.parameters()):,}; {hardware_description(dev)}; "
+                   f"D {sum(p.numel() for p in trainer.D.parameters()):,}; {hardware(dev)}; "
                    f"from kimg {trainer.cur_nimg / 1000:.1f} to {total:g}", err=True)
     bar = progress(total=round(total * 1000), desc="gan", unit="img", disable=None if show_progress is None else not show_progress)
     bar.update(trainer.cur_nimg)
@@ -191,7 +176,7 @@ def train(data_spec: str, n: int | None, condition: str, preset_name: str, overr
         from robust.gan.checkpoint import save_generator
 
         extra = {
-            "command": command, "runs": trainer.runs, "seed": trainer.seed, "hardware": hardware_description(dev), "world_size": world,
+            "command": command, "runs": trainer.runs, "seed": trainer.seed, "hardware": hardware(dev), "world_size": world,
             "wall_seconds": round(trainer.wall_seconds, 1), "kimg": trainer.cur_nimg / 1000, "preset": trainer.config.to_dict(),
             "data": {"spec": data_spec, "name": data.name, "n": len(data), "fingerprint": data.fingerprint},
             "resumed_from": str(resume_path) if resume_path else None, "metrics": {k: v for k, v in final.items()},
@@ -239,8 +224,8 @@ def oracle(n: int, epochs: int, width: int, out: str | None, threads: int | None
         n=n, epochs=epochs, width=width, seed=seed, device=dev,
         on_epoch=lambda r: click.echo(f"epoch {r['epoch']}: loss {r['loss']:.3f}, held-out class acc {r['acc.class']:.4f}", err=True))
     report["seconds"] = round(time.time() - start, 1)
-    report["hardware"] = hardware_description(dev)
-    report["command"] = "robust " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    report["hardware"] = hardware(dev)
+    report["command"] = command_line()
     oracle_path = Path(out) if out else gm.ORACLE
     regressor_path = Path(str(out) + "_factors") if out else gm.FACTOR_REGRESSOR
     gm.save_oracle(oracle_model, regressor, report, oracle_path=oracle_path, regressor_path=regressor_path)

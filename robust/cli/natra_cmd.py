@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import json
-import platform
-import shlex
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -12,21 +9,7 @@ from typing import Any
 import click
 
 from robust.cli.common import device_option, progress, seed_option
-
-
-def _command_line() -> str:
-    args = " ".join(shlex.quote(a) for a in sys.argv[1:])
-    return f"robust {args}" if Path(sys.argv[0]).name in ("robust", "__main__.py") else " ".join(shlex.quote(a) for a in sys.argv)
-
-
-def _hardware(device: Any) -> str:
-    import os
-
-    import torch
-
-    if getattr(device, "type", str(device)) == "cuda":
-        return f"GPU: {torch.cuda.get_device_name(device)}"
-    return f"CPU: {os.cpu_count()} cores ({platform.processor() or platform.machine()}), {torch.get_num_threads()} torch threads"
+from robust.provenance import command_line, hardware
 
 
 def _setup(threads: int | None, device: str) -> Any:
@@ -144,7 +127,7 @@ def invert(generator_spec: str, data_spec: str, n: int, encoder_spec: str, steps
         bar.close()
     summary = {**codes.summary(), "wall_seconds": round(time.perf_counter() - start, 2), "data": data_spec, "generator": generator_spec,
                "features": features_spec,
-               "hardware": _hardware(dev), "command": _command_line()}
+               "hardware": hardware(dev), "command": command_line()}
     click.echo(f"{len(codes)} images: PSNR {summary['psnr']:.2f} dB, SSIM {summary['ssim']:.4f}, "
                f"{codes.meta.get('seconds_per_image', 0.0) * 1000:.1f} ms/image (inversion), key {codes.key}")
     if out:
@@ -216,7 +199,7 @@ def directions(generator_spec: str, method: str, k: int, layers: str, class_free
         raise click.BadParameter("needs a class judge (not --judge none)", param_hint="--safe-ranges")
     found = D.select_directions(found, min_preservation=min_preservation, max_alignment=max_alignment,
                                 include=_indices(include, "--include"), exclude=_indices(exclude, "--exclude"))
-    found.meta.update({"command": _command_line(), "hardware": _hardware(dev), "seconds": round(time.perf_counter() - start, 1),
+    found.meta.update({"command": command_line(), "hardware": hardware(dev), "seconds": round(time.perf_counter() - start, 1),
                        "date": time.strftime("%Y-%m-%d")})
     rows = found.table()
     if factors:
@@ -295,7 +278,7 @@ def train_encoder(generator_spec: str, data_spec: str | None, n: int, steps: int
                               on_step=on_step, encoder=start, **sizes)
     finally:
         bar.close()
-    extra = {"command": _command_line(), "seed": seed, "hardware": _hardware(dev), "date": time.strftime("%Y-%m-%d"),
+    extra = {"command": command_line(), "seed": seed, "hardware": hardware(dev), "date": time.strftime("%Y-%m-%d"),
              "torch": torch.__version__, "generator": generator_spec, "data": data_spec, "initialised_from": init_spec,
              "report": report}
     paths = save_encoder(encoder, out, G, extra)

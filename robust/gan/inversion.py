@@ -26,7 +26,7 @@ from torch import nn
 
 from robust.errors import InputError
 from robust.gan.networks import Discriminator, Generator
-from robust.models import Classifier
+from robust.models import Classifier, eval_mode, frozen
 from robust.seeding import derive_seed, make_generator
 from robust.validation import check_images, check_number
 
@@ -381,18 +381,6 @@ def _keep_best(best_loss: torch.Tensor, best_u: torch.Tensor, loss: torch.Tensor
     best_u.copy_(torch.where(better[:, None, None], u, best_u))
 
 
-def _frozen(*modules: Any) -> list[tuple[torch.nn.Parameter, bool]]:
-    flags = []
-    for m in modules:
-        if isinstance(m, Classifier):
-            m = m.network if m.has_gradients else None
-        if isinstance(m, nn.Module):
-            for p in m.parameters():
-                flags.append((p, p.requires_grad))
-                p.requires_grad_(False)
-    return flags
-
-
 def invert_batch(
     G: Generator,
     images01: torch.Tensor,
@@ -436,12 +424,9 @@ def invert_batch(
     feat = FeatureDistance(feature_net) if feature_net is not None else None
     home = images01.device
     start_time = time.perf_counter()
-    flags = _frozen(G, encoder, feature_net)
-    was_training = G.training
-    G.eval()
     parts: dict[str, list[torch.Tensor]] = {}
     history: list[float] = []
-    try:
+    with frozen(G, encoder, feature_net), eval_mode(G):
         for start in range(0, n, batch_size):
             target = images01[start: start + batch_size].to(device, torch.float32)
             chunk_c = c[start: start + batch_size] if c is not None else None
@@ -451,10 +436,6 @@ def invert_batch(
                 parts.setdefault(key, []).append(value.to(home))
             if progress is not None:
                 progress(min(n, start + batch_size))
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        G.train(was_training)
     elapsed = time.perf_counter() - start_time
     cat = {key: torch.cat(value) for key, value in parts.items()}
     residual = cat.get("residual")

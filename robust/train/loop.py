@@ -17,8 +17,8 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from torch import nn
 from robust.data import ImageSet
 from robust.errors import InputError
 from robust.io import save_checkpoint, write_json, write_text
-from robust.models import Classifier, build_classifier, load_classifier
+from robust.models import Classifier, build_classifier, frozen, load_classifier
 from robust.seeding import derive_seed, make_generator, resolve_device
 from robust.train.distributed import ShardedBatches, World, all_reduce_sum, barrier, current_world
 from robust.train.evaluation import evaluate, resolve_suite
@@ -191,20 +191,6 @@ class EMA:
             e.lerp_(p.detach(), 1.0 - d)
         for e, b in zip(self.module.buffers(), network.buffers()):
             e.copy_(b)
-
-
-@contextmanager
-def frozen(module: nn.Module) -> Iterator[None]:
-    """Parameters without gradients for a while: attacks then take input gradients only, and never
-    touch ``.grad`` (which DistributedDataParallel's reducer watches)."""
-    flags = [(p, p.requires_grad) for p in module.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
 
 
 def _as_classifier(model: Any, data: ImageSet, device: torch.device, seed: int | None = None) -> Classifier:
