@@ -79,7 +79,7 @@ class AuditContext:
     curves, count correct predictions on this process's :meth:`shard` of the data and sum the
     counts over the processes of ``world`` (a :class:`robust.train.distributed.World`; None: the
     whole data on this process) with :meth:`total`, so every rank gets the same numbers. Other
-    suites evaluate the whole data on every rank, without failure examples. ``batch_size`` and
+    suites evaluate the whole data on every rank (:meth:`evaluate` keeps no failures). ``batch_size`` and
     ``amp`` (bf16 autocast) apply to the model's forward passes; ``cache`` keeps preparations
     (natra's inverted codes) between runs of a suite on the same data.
     """

@@ -1,10 +1,12 @@
 """Suite ``corruptions``: accuracy under the ImageNet-C style corruptions at severities 1-5.
 
-Spec: ``corruptions`` (the 15 benchmark corruptions), ``corruptions:heldout`` / ``corruptions:all``
-(the held-out four, or all 19), ``corruptions:fog`` (one corruption), ``corruptions:fog@3`` (one
-severity); options ``names=fog+snow``, ``severities=1+3+5``, ``n``, ``failures`` (per
-corruption, shown at its middle severity). One case per corruption and severity
-(``gaussian_noise_3``), a curve and an image strip per corruption, and ``mean_acc`` over all.
+Spec (read by :func:`augment.corruptions.parse_corruption_set`): ``corruptions`` (the 15 benchmark
+corruptions), ``corruptions:heldout`` / ``corruptions:all`` (the held-out four, or all 19),
+``corruptions:fog`` (one corruption), ``corruptions:fog@3`` (one severity); options
+``names=fog+snow``, ``severities=1+3+5``, ``n``, ``failures`` (per corruption, shown at its middle
+severity). One case per corruption and severity (``gaussian_noise_3``), a curve and an image strip
+per corruption, and ``mean_acc`` over all; with ``metrics_only`` the cases and metrics alone,
+counted over the shards.
 """
 from __future__ import annotations
 
