@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from attacks.base import Attack, check_classifier, check_eps, format_eps, get_attack
+from attacks.base import Attack, check_classifier, check_eps, check_sample_ids, format_eps, get_attack
 from robust.errors import InputError
 from robust.models import Classifier
 from robust.results import Curve
@@ -87,16 +87,19 @@ def check_eps_grid(eps_grid: Sequence[Any], norm: str, dims: int | None = None) 
 
 def epsilon_sweep(classifier: Classifier, images: torch.Tensor, labels: Any, attack: str | Attack, eps_grid: Sequence[float],
                   *, seed: int = 0, targets: Any = None, progress: Callable[[Any], Any] | None = None,
-                  **overrides: Any) -> SweepResult:
+                  sample_ids: Any = None, **overrides: Any) -> SweepResult:
     """Run ``attack`` (an :class:`Attack` or spec string; ``overrides`` set its options) at every budget.
 
-    ``progress`` wraps the budget iterator (e.g. a tqdm factory) for long sweeps.
+    ``progress`` wraps the budget iterator (e.g. a tqdm factory) for long sweeps. ``sample_ids``
+    (default ``0..N-1``) key each image's random stream as in :meth:`Attack.__call__`, so a shard of
+    a set swept with its images' positions in the set gets the draws the whole set would.
     """
     clf = check_classifier(classifier)
     base = get_attack(attack, **overrides)
     images = clf.check_input(images)
     n = images.shape[0]
     labels = check_labels(labels, n, clf.num_classes)
+    ids = check_sample_ids(sample_ids, n)
     grid = check_eps_grid(eps_grid, base.norm, dims=images[0].numel())
     min_eps = torch.full((n,), math.inf)
     adversarial = images.detach().clone()
@@ -119,7 +122,7 @@ def epsilon_sweep(classifier: Classifier, images: torch.Tensor, labels: Any, att
         if remaining.numel():
             sub = remaining.to(images.device)
             sub_targets = targets[remaining] if targets is not None else None
-            result = base.with_eps(eps)(clf, images[sub], labels[sub], seed=seed, targets=sub_targets, sample_ids=remaining)
+            result = base.with_eps(eps)(clf, images[sub], labels[sub], seed=seed, targets=sub_targets, sample_ids=ids[remaining])
             queries += result.queries
             broke = result.success.cpu()
             newly = remaining[broke]

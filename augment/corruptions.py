@@ -49,8 +49,8 @@ import torch
 import torch.nn.functional as F
 
 from augment import _corruption_ops as ops
-from robust.errors import InputError
-from robust.registry import Registry
+from robust.errors import InputError, UnknownNameError
+from robust.registry import Registry, Spec, parse_number, parse_spec
 from robust.seeding import derive_seed
 from robust.transforms import MAX_SEVERITY, TRANSFORMS, Param, Params, Transform
 from robust.validation import check_images, check_labels
@@ -721,3 +721,42 @@ def corruption_errors(
             row.append(error(fn))
         table[t.name] = row
     return CorruptionErrors(clean, table, [float(s) for s in severities], n)
+
+
+# -- corruption sets and severities in specs ------------------------------------------------------
+
+#: Named sets a spec may give in place of corruption names.
+CORRUPTION_SETS: dict[str, tuple[str, ...]] = {"benchmark": BENCHMARK_CORRUPTIONS, "heldout": HELDOUT_CORRUPTIONS, "all": ALL_CORRUPTIONS}
+
+
+def parse_corruption_set(spec: str | Spec, argument: str = "corruptions") -> tuple[list[str], list[float]]:
+    """The corruptions and severities of ``corruptions[:set|:name][@severity][,names=a+b][,severities=1+3+5]``.
+
+    The one syntax of the corruptions suite, the ``corrupt`` recipe and ``robust corrupt``. The
+    target is a set of :data:`CORRUPTION_SETS` (default ``benchmark``) or one corruption; ``names=``
+    (instead of a target) joins corruptions or sets with ``+``; names keep their order, without
+    repeats. Severities come from ``@`` or ``severities=`` (not both): values in (0, 5] joined by
+    ``+``, returned sorted without repeats, empty when the spec gives none (the caller's default
+    applies). Only these parts are read (the spec's name and other options are the caller's);
+    errors are :class:`InputError` naming ``argument``.
+    """
+    if isinstance(spec, str):
+        spec = parse_spec(spec, argument)
+    if spec.target is not None and "names" in spec.options:
+        raise InputError(argument, "a target or names=..., not both", str(spec))
+    if spec.at is not None and "severities" in spec.options:
+        raise InputError(argument, "@severity or severities=..., not both", str(spec))
+    names: list[str] = []
+    listed = spec.target if spec.target is not None else spec.options.get("names", "benchmark")
+    for part in str(listed).split("+"):
+        part = part.strip()
+        if part not in CORRUPTION_SETS and part not in CORRUPTIONS:
+            raise UnknownNameError(argument, part, [*CORRUPTION_SETS, *CORRUPTIONS])
+        names += [name for name in CORRUPTION_SETS.get(part, (part,)) if name not in names]
+    text = spec.at if spec.at is not None else spec.options.get("severities")
+    if text is None:
+        return names, []
+    values = [parse_number(part, argument) for part in str(text).split("+")]
+    if not all(0 < value <= MAX_SEVERITY for value in values):  # NaN fails too
+        raise InputError(argument, f"severities in (0, {MAX_SEVERITY:g}] joined by + (e.g. 1+3+5)", str(text))
+    return names, sorted(set(values))

@@ -28,6 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from robust.models import build_classifier  # noqa: E402
+from robust.registry import Spec, parse_spec  # noqa: E402
 from robust.seeding import resolve_device  # noqa: E402
 from robust.synthetic import SyntheticBenchmark  # noqa: E402
 from robust.train import evaluate, harden  # noqa: E402
@@ -87,6 +88,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def eval_attack(text: str) -> tuple[str, str]:
+    """The PGD column's audit suite spec, at its budget alone (``grid=<budget>``), and its result name."""
+    spec = parse_spec(text, "--eval-pgd")
+    options = {"grid": spec.at, **spec.options} if spec.at is not None else dict(spec.options)
+    return str(Spec(spec.name, spec.target, spec.at, options)), str(spec.options.get("name", spec.name))
+
+
 def load_generator(path: str | None):
     import robust.gan as gan
 
@@ -115,6 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"# shortcut benchmark: {args.n_train} train images {args.size}px, correlated {bench.correlated} (strength {bench.strength}), "
           f"{args.arch} width {args.width}, {args.epochs} epochs, batch {args.batch_size}, device {device}", flush=True)
 
+    pgd_suite, pgd_name = eval_attack(args.eval_pgd)
     rows: dict[str, list[dict]] = {}
     for name in names:
         spec = RECIPES_TABLE[name].format(**_formats(args))
@@ -129,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
                             seed=seed, device=device, generator=generator, out=out, progress=None)
             seconds = time.time() - start
             metrics = evaluate(result.classifier, tests, ["clean"], seed=seed)
-            metrics.update(evaluate(result.classifier, robust_set, [f"corruptions@{args.severity:g}", args.eval_pgd], seed=seed))
+            metrics.update(evaluate(result.classifier, robust_set, [f"corruptions@{args.severity:g}", pgd_suite], seed=seed))
             row = {
                 "seed": seed,
                 "train_seconds": seconds,
@@ -137,8 +146,8 @@ def main(argv: list[str] | None = None) -> dict:
                 "test_iid": metrics["test_iid/acc"],
                 "test_shift": metrics["test_shift/acc"],
                 **{s: metrics[f"{s}/acc"] for s in shift_sets},
-                "corruption": metrics[f"test_iid/corruptions@{args.severity:g}"],
-                "pgd": metrics[f"test_iid/{args.eval_pgd}"],
+                "corruption": metrics["test_iid/corruptions.mean_acc"],
+                "pgd": metrics[f"test_iid/{pgd_name}.acc"],
             }
             rows.setdefault(name, []).append(row)
             print(f"{name:<18} seed {seed}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("seed",)), flush=True)

@@ -18,11 +18,13 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.nn.functional as F
 
 from robust import __version__
 from robust.data import ImageSet, load_dataset
@@ -32,6 +34,9 @@ from robust.provenance import command_line, processor
 from robust.registry import Registry, Spec, parse_spec
 from robust.results import AuditResult, CaseResult, FailureExample, SuiteResult, metric_key
 from robust.seeding import derive_seed, resolve_device, seed_everything
+
+if TYPE_CHECKING:  # robust.train imports this module
+    from robust.train.distributed import World
 
 SuiteFn = Callable[["AuditContext", Spec], SuiteResult]
 
@@ -68,6 +73,15 @@ class AuditContext:
     ``data`` is the evaluation set (already cut to ``max_samples``, images on the CPU);
     ``data_source`` is what the user passed (a spec string such as ``synthetic:test_iid`` lets a
     suite rebuild the benchmark). ``deadline`` is a ``time.monotonic()`` value or None.
+
+    Training's per-epoch evaluation (:mod:`robust.train.evaluation`) sets ``metrics_only``: suites
+    that support it (clean, corruptions, the attacks, natra) skip failure images, strips and
+    curves, count correct predictions on this process's :meth:`shard` of the data and sum the
+    counts over the processes of ``world`` (a :class:`robust.train.distributed.World`; None: the
+    whole data on this process) with :meth:`total`, so every rank gets the same numbers. Other
+    suites evaluate the whole data on every rank (:meth:`evaluate` keeps no failures). ``batch_size`` and
+    ``amp`` (bf16 autocast) apply to the model's forward passes; ``cache`` keeps preparations
+    (natra's inverted codes) between runs of a suite on the same data.
     """
 
     classifier: Classifier
@@ -81,6 +95,11 @@ class AuditContext:
     failures_per_case: int = FAILURES_PER_CASE
     progress: bool | None = None
     suite_key: str = ""
+    metrics_only: bool = False
+    world: World | None = None
+    batch_size: int | None = None
+    amp: bool = False
+    cache: dict[str, Any] = field(default_factory=dict)
 
     @property
     def class_names(self) -> list[str]:
@@ -115,9 +134,45 @@ class AuditContext:
         return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True,
                     disable=self.progress is False or None)
 
+    def autocast(self) -> Any:
+        """bf16 autocast on the model's device when ``amp`` is set (a no-op otherwise)."""
+        return torch.autocast(self.classifier.device.type, dtype=torch.bfloat16) if self.amp else nullcontext()
+
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """Logits (CPU, float32) of images in ``[0, 1]``, batched without gradients."""
-        return self.classifier.logits(images).float().cpu()
+        with self.autocast():
+            return self.classifier.logits(images, self.batch_size).float().cpu()
+
+    def shard(self, data: ImageSet) -> tuple[ImageSet, torch.Tensor]:
+        """This process's share of ``data`` and the positions of its images in ``data``.
+
+        Rank ``r`` of ``W`` processes takes images ``r, r + W, ...``; without a distributed world, all of them.
+        """
+        if self.world is None or not self.world.distributed:
+            return data, torch.arange(len(data))
+        from robust.train.distributed import shard_range
+
+        indices = shard_range(len(data), self.world)
+        return data[indices], indices
+
+    def count(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+        """Correct predictions and summed cross-entropy over ``images`` (computed on the model's device)."""
+        if not images.shape[0]:
+            return 0.0, 0.0
+        with self.autocast():
+            logits = self.classifier.logits(images.to(self.classifier.device), self.batch_size).float()
+        labels = labels.to(logits.device)
+        return float((logits.argmax(1) == labels).sum()), float(F.cross_entropy(logits, labels, reduction="sum"))
+
+    def total(self, *values: float) -> list[float]:
+        """``values`` summed over the processes of ``world`` (float64; as they are without a distributed world)."""
+        if self.world is None or not self.world.distributed:
+            return [float(v) for v in values]
+        from robust.train.distributed import all_reduce_sum
+
+        # On the model's device: NCCL reduces CUDA tensors only.
+        summed = all_reduce_sum(torch.tensor(values, dtype=torch.float64, device=self.classifier.device), self.world)
+        return summed.tolist()
 
     def evaluate(
         self,
@@ -159,7 +214,7 @@ class AuditContext:
                 by_class[cname] = float(correct[mask].float().mean())
         metrics = {"acc": float(correct.float().mean())}
         metrics.update(extra_metrics or {})
-        limit = self.failures_per_case if failures is None else failures
+        limit = 0 if self.metrics_only else self.failures_per_case if failures is None else failures
         shown = ~correct if failure_mask is None else ~correct & failure_mask.cpu().bool()
         wrong = shown.nonzero().squeeze(1)
         # Most confident mistakes first; a stable sort keeps ties in data order (deterministic).

@@ -223,6 +223,10 @@ def _expand_names(name: str) -> list[str]:
         if not names:
             raise InputError("suite", "a pattern matching registered transforms (" + ", ".join(TRANSFORMS.names()) + ")", name)
         return names
+    if name == "corruptions" or name.startswith("corruptions:"):  # a set of corruptions, or one
+        from augment.corruptions import parse_corruption_set
+
+        return [f"corruptions:{n}" for n in parse_corruption_set(name, "suite")[0]]
     return [name]
 
 
@@ -479,8 +483,9 @@ def assert_accuracy(
     """Assert accuracy ``>= at_least`` on ``data`` under every case of ``suite``.
 
     ``suite``: ``None``/``"clean"``; a spec ``name[@severity][,param=value...]`` where the name may
-    be a pattern (``"corruptions:*@3"``, ``"rotation,angle=15"``); a strategies TransformCase; or
-    a list of these. ``data``: an ImageSet, a Batch, ``(images, labels)`` or a dataset spec
+    be a pattern (``"corruptions:*@3"``, ``"rotation,angle=15"``) or a corruption set
+    (``"corruptions:heldout@3"``, as :func:`augment.corruptions.parse_corruption_set` reads it); a
+    strategies TransformCase; or a list of these. ``data``: an ImageSet, a Batch, ``(images, labels)`` or a dataset spec
     (``max_samples`` keeps a seeded, class-balanced subset). Returns one CaseResult per case.
     """
     floor = check_number(at_least, "at_least", low=0, high=1)

@@ -22,6 +22,7 @@ from augment.corruptions import (
     get_corruption,
     image_seeds,
     mce,
+    parse_corruption_set,
     relative_corruption_error,
     relative_mce,
 )
@@ -312,6 +313,40 @@ def test_image_seeds_follow_the_contract():
     assert seeds.tolist() == [derive_seed(5, "fog", i) for i in (10, 11, 12)]
 
 
+# -- the one parser of corruption sets and severities ----------------------------------------------
+
+@pytest.mark.parametrize("spec, names, severities", [
+    ("corruptions", BENCHMARK_CORRUPTIONS, []),
+    ("corruptions:benchmark", BENCHMARK_CORRUPTIONS, []),
+    ("corruptions:heldout", HELDOUT_CORRUPTIONS, []),
+    ("corruptions:all@2.5", ALL_CORRUPTIONS, [2.5]),
+    ("corruptions:fog@3", ("fog",), [3.0]),
+    ("corruptions,names=snow+fog,severities=5+1+5", ("snow", "fog"), [1.0, 5.0]),
+    ("corruptions,names=heldout+fog+saturate", (*HELDOUT_CORRUPTIONS, "fog"), []),
+    ("corrupt:heldout@1/2", HELDOUT_CORRUPTIONS, [0.5]),  # any spec name: the caller's
+    ("corruptions@5,n=10,failures=2", BENCHMARK_CORRUPTIONS, [5.0]),  # other options are the caller's
+])
+def test_corruption_sets_and_severities_have_one_syntax(spec, names, severities):
+    assert parse_corruption_set(spec) == (list(names), severities)
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("corruptions@0", "severities in (0, 5]"),
+    ("corruptions@5.5", "severities in (0, 5]"),
+    ("corruptions,severities=1+0", "severities in (0, 5]"),
+    ("corruptions@nan", "severities in (0, 5]"),
+    ("corruptions,severities=1+x", "a number"),
+    ("corruptions:fog,names=snow", "a target or names=..., not both"),
+    ("corruptions@3,severities=1+3", "@severity or severities=..., not both"),
+    ("corruptions:fgo", "one of all, benchmark, brightness"),
+    ("corruptions,names=fog+", "one of all, benchmark, brightness"),
+])
+def test_bad_corruption_sets_and_severities_name_the_argument(spec, expected):
+    with pytest.raises(InputError, match=r"^my argument: expected ") as info:
+        parse_corruption_set(spec, "my argument")
+    assert info.value.name == "my argument" and expected in str(info.value)
+
+
 # -- CLI --------------------------------------------------------------------------------------------
 
 def test_cli_writes_a_frozen_corrupted_copy(tmp_path):
@@ -332,4 +367,25 @@ def test_cli_writes_a_frozen_corrupted_copy(tmp_path):
     torch.testing.assert_close(fog.images, (expected * 255).round() / 255, atol=1e-6, rtol=0)
     assert fog.labels.tolist() == [0, 1, 0, 1, 0]
     bad = CliRunner().invoke(cli, ["corrupt", str(source), "--out", str(out), "--severities", "7"])
-    assert bad.exit_code == 2 and "[0, 5]" in bad.output
+    assert bad.exit_code == 2 and "--severities: expected severities in (0, 5]" in bad.output
+    # The spec syntax (+) writes the same files as the older commas.
+    again = CliRunner().invoke(cli, ["corrupt", str(source), "--out", str(tmp_path / "plus"), "--corruptions", "fog+heldout",
+                                     "--severities", "2.5+1", "--batch-size", "3", "--seed", "4"])
+    assert again.exit_code == 0, again.output
+    assert read_json(tmp_path / "plus" / "manifest.json")["severities"] == [1.0, 2.5]
+    assert torch.equal(load_dataset(str(tmp_path / "plus" / "fog" / "2.5.npz")).images, fog.images)
+
+
+def test_cli_corruption_options_read_the_spec_syntax_and_the_older_commas():
+    from robust.cli.corrupt_cmd import parse_corruptions, parse_severities
+
+    assert parse_corruptions("fog,heldout") == parse_corruptions("fog+heldout") == ["fog", *HELDOUT_CORRUPTIONS]
+    assert parse_corruptions("all") == list(ALL_CORRUPTIONS)
+    assert parse_severities("3, 1,3") == parse_severities("1+3") == [1.0, 3.0]
+    for text, option in (("0", "--severities"), ("1+6", "--severities")):
+        with pytest.raises(InputError, match="severities in \\(0, 5\\]") as info:
+            parse_severities(text)
+        assert info.value.name == option
+    with pytest.raises(UnknownNameError) as info:
+        parse_corruptions("fog,smog")
+    assert info.value.name == "--corruptions" and "heldout" in str(info.value)

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 import robust.strategies as rs
+from augment.corruptions import HELDOUT_CORRUPTIONS
 from robust.data import ImageSet
 from robust.errors import InputError
 from robust.models import Classifier
@@ -148,6 +149,12 @@ def test_accuracy_suites_expand_patterns_and_severities(tmp_path: Path) -> None:
     assert both[0].params["suite"] == "brightness@5,delta=0.1"
     with pytest.raises(InputError, match="a severity or parameters"):
         assert_accuracy(classifier(0.95), (IMAGES, DARK), "brightness", at_least=0.5)
+    # Corruption sets read as everywhere else (augment.corruptions.parse_corruption_set).
+    heldout = assert_accuracy(classifier(0.95), (IMAGES, DARK), "corruptions:heldout@3", at_least=0.0, save_dir=tmp_path)
+    assert [c.params["suite"] for c in heldout] == [f"corruptions:{n}@3" for n in HELDOUT_CORRUPTIONS]
+    assert len(assert_accuracy(classifier(0.95), (IMAGES, DARK), "corruptions@2", at_least=0.0, save_dir=tmp_path)) == 15
+    with pytest.raises(InputError, match="suite: expected one of all, benchmark"):
+        assert_accuracy(classifier(0.95), (IMAGES, DARK), "corruptions:heldot@3", at_least=0.0)
     with pytest.raises(InputError, match="data: expected labelled images"):
         assert_accuracy(classifier(0.95), IMAGES, None, at_least=0.5)
     with pytest.raises(InputError, match="at_least: expected a value in \\[0, 1\\]"):

@@ -152,6 +152,29 @@ def test_mixture_splits_each_batch_by_its_weights():
     assert counts.tolist()[1] == pytest.approx(500, rel=0.15)
 
 
+
+def test_corrupt_recipe_reads_the_corruption_set_syntax_and_its_older_spellings():
+    from augment.corruptions import BENCHMARK_CORRUPTIONS, HELDOUT_CORRUPTIONS
+
+    for new, old in [("corrupt:heldout@3", "corrupt@3,set=heldout"), ("corrupt,names=fog+snow", "corrupt,names=fog/snow"),
+                     ("corrupt", "corrupt:benchmark@5")]:
+        a, b = get_recipe(new), get_recipe(old)
+        assert (a.names, a.max_severity) == (b.names, b.max_severity), (new, old)
+    assert get_recipe("corrupt").names == list(BENCHMARK_CORRUPTIONS)
+    assert (get_recipe("corrupt:heldout@2.5").names, get_recipe("corrupt:heldout@2.5").max_severity) == (list(HELDOUT_CORRUPTIONS), 2.5)
+    assert get_recipe("corrupt:fog").names == ["fog"] and get_recipe("corrupt,names=heldout+fog").names == [*HELDOUT_CORRUPTIONS, "fog"]
+    # One severity rule, (0, 5]; the recipe's maximum bounds the draw range [1, max], so it is at least 1.
+    for spec, message in [("corrupt@6", "recipe corrupt: expected severities in \\(0, 5\\]"),
+                          ("corrupt@0", "recipe corrupt: expected severities in \\(0, 5\\]"),
+                          ("corrupt@0.5", "recipe corrupt severity: expected one maximum severity in \\[1, 5\\]"),
+                          ("corrupt@2+3", "recipe corrupt severity"),
+                          ("corrupt,severities=3", "recipe corrupt options"),
+                          ("corrupt:nope", "recipe corrupt: expected one of all, benchmark"),
+                          ("corrupt:fog,set=all", "recipe corrupt option set"),
+                          ("corrupt:fog,names=snow", "recipe corrupt: expected a target or names")]:
+        with pytest.raises(InputError, match=message):
+            get_recipe(spec)
+
 # -- runs on disk: checkpoints, logs, resume ------------------------------------------------------------
 
 def test_run_folder_has_log_best_and_last_checkpoints_loadable_as_classifiers(tmp_path, train_set, shift_set):
@@ -199,15 +222,15 @@ def test_killed_and_resumed_run_ends_with_weights_equal_to_an_uninterrupted_run(
 
 def test_per_epoch_suites_log_corruption_and_attack_accuracy(tmp_path, trained, train_set, shift_set):
     result = harden(trained, train_set, "erm", eval_sets={"shift": shift_set, "train": train_set[:40]}, epochs=1, batch_size=48,
-                    eval_suites=["clean", "corruptions@3,names=gaussian_noise/fog", "pgd:linf@8/255,steps=3,on=train"],
+                    eval_suites=["clean", "corruptions@3,names=gaussian_noise+fog", "pgd:linf@8/255,steps=3,on=train"],
                     select="train/acc", out=tmp_path, progress=False, device="cpu", lr=1e-4)
     m = result.metrics
-    assert {"shift/acc", "train/acc", "shift/corruptions@3", "train/pgd:linf@8/255,steps=3"} <= set(m)
-    assert m["train/pgd:linf@8/255,steps=3"] < m["train/acc"]
-    assert 0 <= m["shift/corruptions@3"] <= 1
+    assert {"shift/acc", "train/acc", "shift/corruptions.mean_acc", "train/pgd.acc"} <= set(m)
+    assert m["train/pgd.acc"] < m["train/acc"] == m["train/pgd.clean_acc"]
+    assert 0 <= m["shift/corruptions.mean_acc"] <= 1
     assert result.best["metric"] == "train/acc"
     logged = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[-1])
-    assert logged["train/pgd:linf@8/255,steps=3"] == m["train/pgd:linf@8/255,steps=3"]
+    assert logged["train/pgd.acc"] == m["train/pgd.acc"]
 
 
 def test_resume_with_a_different_configuration_fails_clearly(tmp_path, train_set):
@@ -247,6 +270,52 @@ def test_a_plain_nn_module_trains_and_its_checkpoint_holds_its_weights(tmp_path,
     assert all(torch.equal(saved[k], v) for k, v in net.state_dict().items())
     assert json.loads((tmp_path / "last.json").read_text())["extra"]["epoch"] == 1
 
+
+
+# -- per-epoch evaluation: the audit's suites on every rank's shard ------------------------------------------
+
+def test_evaluation_defines_no_suites_and_runs_the_audits(trained, shift_set):
+    import robust.train.evaluation as evaluation
+    from robust.audit import SUITES, run_audit
+    from robust.registry import Registry
+
+    assert all(v is SUITES for v in vars(evaluation).values() if isinstance(v, Registry))
+    specs = ["corruptions@3,names=gaussian_noise+fog", "pgd:linf@8/255,steps=3"]
+    m = evaluation.evaluate(trained, {"shift": shift_set}, ["clean", *specs], seed=5)
+    corruption_keys = {"mean_acc", "clean_acc", "mean_error", "relative_acc", "worst_corruption_acc"}
+    attack_keys = {"acc", "clean_acc", "drop", "success_rate", "queries_per_image"}
+    assert set(m) == {"shift/acc", "shift/loss", *(f"shift/corruptions.{k}" for k in corruption_keys),
+                      *(f"shift/pgd.{k}" for k in attack_keys)}
+    # The clean metrics: correct predictions and summed cross-entropy over the set.
+    logits = trained.logits(shift_set.images, 512)
+    assert m["shift/acc"] == float((logits.argmax(1) == shift_set.labels).sum()) / len(shift_set)
+    assert m["shift/loss"] == float(F.cross_entropy(logits, shift_set.labels, reduction="sum")) / len(shift_set)
+    # The other suites give what the audit gives for the same spec and seed (it averages in float32).
+    audit = {s.name: s.metrics for s in run_audit(trained, shift_set, specs, seed=5, formats=(), progress=False).suites}
+    for key in corruption_keys:
+        assert m[f"shift/corruptions.{key}"] == pytest.approx(audit["corruptions"][key], abs=1e-6), key
+    for key in attack_keys:
+        assert m[f"shift/pgd.{key}"] == pytest.approx(audit["pgd"][key], abs=1e-6), key
+    assert m["shift/pgd.acc"] < m["shift/acc"]
+
+
+def test_evaluation_suites_choose_their_sets_and_are_checked(trained, train_set, shift_set):
+    from robust.train.evaluation import evaluate
+
+    sets = {"shift": shift_set[:20], "train": train_set[:20]}
+    m = evaluate(trained, sets, ["clean,on=train", "corruptions:fog@2", "fgsm:linf@2/255,on=train,name=fgsm_small"])
+    assert set(m) == {"train/acc", "train/loss", *(f"shift/corruptions.{k}" for k in ("mean_acc", "clean_acc", "mean_error",
+                      "relative_acc", "worst_corruption_acc")), *(f"train/fgsm_small.{k}" for k in ("acc", "clean_acc", "drop",
+                      "success_rate", "queries_per_image"))}
+    assert m["shift/corruptions.clean_acc"] == evaluate(trained, sets, ["clean"])["shift/acc"]
+    with pytest.raises(InputError, match="evaluation suite pgd,on=test on: expected one of the evaluation sets shift, train"):
+        evaluate(trained, sets, ["pgd,on=test"])
+    with pytest.raises(InputError, match="distinct result names"):
+        evaluate(trained, sets, ["pgd@1/255", "pgd@2/255"])
+    with pytest.raises(InputError, match="evaluation suite: expected one of .*transforms"):
+        evaluate(trained, sets, ["corrupt@3"])  # a recipe, not a suite
+    with pytest.raises(InputError, match="corruptions suite: expected one of all, benchmark"):
+        evaluate(trained, sets, ["corruptions@3,names=fog/snow"])
 
 # -- bad configuration fails before training --------------------------------------------------------------
 
@@ -467,7 +536,7 @@ def test_natra_cache_is_reused_by_spec_and_the_natra_suite_evaluates_every_epoch
     new = {p.name for p in cache.iterdir()} - before
     assert new and all(name.startswith("synthetic_test_shift-") for name in new), new
     for record in result.history:
-        assert 0 <= record["shift/natra:random@0.5"] <= 1
+        assert 0 <= record["shift/natra.acc"] <= 1
     # Another run seed trains differently but reuses the training set's codes (they follow
     # invert_seed, default 0); another invert_seed inverts again.
     before = {p.name for p in cache.iterdir() if p.name.startswith("synthetic_train-")}
@@ -479,6 +548,63 @@ def test_natra_cache_is_reused_by_spec_and_the_natra_suite_evaluates_every_epoch
     with pytest.raises(InputError, match="invert_seed"):
         harden(small(), train_set, f"natra:random,{opts},invert_seed=-1", generator=G, epochs=1, progress=False, device="cpu")
 
+
+
+def as_ranks(monkeypatch, run, size=2):
+    """``run(world)`` as each of ``size`` ranks would run it, in this process: a first pass records what
+    every rank hands to ``AuditContext.total``, a second pass gets the sums the all-reduce would give."""
+    from robust.audit import AuditContext
+    from robust.train.distributed import World
+
+    handed: dict[int, list] = {}
+
+    def record(ctx, *values):
+        handed.setdefault(ctx.world.rank, []).append(values)
+        return [float(v) for v in values]
+
+    monkeypatch.setattr(AuditContext, "total", record)
+    for rank in range(size):
+        run(World(rank, size))
+    sums = [[sum(column) for column in zip(*calls)] for calls in zip(*(handed[rank] for rank in range(size)))]
+    replay = {rank: iter(sums) for rank in range(size)}
+    monkeypatch.setattr(AuditContext, "total", lambda ctx, *values: list(next(replay[ctx.world.rank])))
+    return [run(World(rank, size)) for rank in range(size)]
+
+
+def test_natra_suite_scores_the_recipes_moves_in_training_on_shards_and_in_the_audit(natra_parts, trained, train_set, monkeypatch):
+    from robust.audit import SUITES, AuditContext, SuiteSkipped
+    from robust.registry import parse_spec
+    from robust.seeding import derive_seed
+    from robust.train.evaluation import evaluate
+    from robust.train.recipes import NaTraTraining
+
+    G, directions, _, cache = natra_parts
+    directions.save(cache.parent / "directions")
+    spec = f"natra:worst_of_k@2,k=3,directions={cache.parent / 'directions'},invert_steps=2,cache_dir={cache}"
+    data = train_set[:12]
+    m = evaluate(trained, {"shift": data}, [spec], seed=7, generator=G)
+    # By hand: the recipe bound to the set with the suite's seed moves image i as the i-th image of the set.
+    recipe = NaTraTraining(spec)
+    recipe.bind(RecipeContext(trained, data, torch.device("cpu"), derive_seed(7, "audit", spec, "natra"), G))
+    idx = torch.arange(len(data))
+    (moved,) = recipe.views(Batch(data.images, data.labels, idx, idx, torch.Generator(), 0, 0), trained)
+    correct = float((trained.predict(moved) == data.labels).sum())
+    clean = float((trained.predict(data.images) == data.labels).sum())
+    assert m == {"shift/natra.acc": correct / 12, "shift/natra.clean_acc": clean / 12, "shift/natra.drop": (clean - correct) / 12}
+    assert correct < clean  # the worst of 3 draws against the classifier
+    # Two ranks, each moving its shard (every second image, keyed by its index in the set), sum to the same counts.
+    for ranked in as_ranks(monkeypatch, lambda world: evaluate(trained, {"shift": data}, [spec], world=world, seed=7, generator=G)):
+        assert ranked == pytest.approx(m, abs=1e-12)
+    monkeypatch.undo()
+    # In the audit: the same accuracy, and a gallery of moved images beside their originals.
+    ctx = AuditContext(trained, data, generator=G, seed=7, suite_key=spec, failures_per_case=3)
+    result = SUITES.get("natra")(ctx, parse_spec(spec))
+    assert result.metrics["acc"] == pytest.approx(correct / 12) and result.metrics["clean_acc"] == pytest.approx(clean / 12)
+    (case,) = result.cases
+    assert 0 < len(case.failures) <= 3
+    assert all(not torch.equal(f.image, f.original) and f.description.startswith("natra:worst_of_k@2") for f in case.failures)
+    with pytest.raises(SuiteSkipped, match="natra needs a generator"):
+        SUITES.get("natra")(AuditContext(trained, data), parse_spec("natra"))
 
 def test_cli_natra_training_inverts_the_training_set_once_into_the_cache(tmp_path, monkeypatch):
     from robust.cli import cli

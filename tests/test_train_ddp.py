@@ -18,6 +18,8 @@ from robust.models import Classifier
 from robust.synthetic import SyntheticBenchmark
 
 EPOCHS, BATCH = 2, 32
+# Per-epoch evaluation through the audit's suites: every rank counts its shard of the set.
+SUITES = ["clean", "corruptions@3,names=gaussian_noise+fog", "pgd:linf@2/255,steps=2"]
 
 
 def tiny_net() -> nn.Module:
@@ -36,8 +38,8 @@ def run(out: str | None, recipe: str) -> tuple[dict[str, torch.Tensor], dict[str
     # 85 images, batch 32: the last global batch (21 images) is uneven across the two ranks.
     train, test = bench.split("train", 85), bench.split("test_shift", 41)
     clf = Classifier(tiny_net(), input_size=(3, 16, 16), num_classes=10, class_names=train.class_names)
-    result = harden(clf, train, recipe, eval_sets={"shift": test}, epochs=EPOCHS, batch_size=BATCH, optimizer="sgd", lr=0.05,
-                    seed=3, out=out, progress=False, device="cpu")
+    result = harden(clf, train, recipe, eval_sets={"shift": test}, eval_suites=SUITES, epochs=EPOCHS, batch_size=BATCH,
+                    optimizer="sgd", lr=0.05, seed=3, out=out, progress=False, device="cpu")
     return {k: v.clone() for k, v in clf.model.state_dict().items()}, result.metrics, result.history
 
 
@@ -70,7 +72,8 @@ def _free_port() -> int:
 
 
 def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_path):
-    """Recipes whose draws follow per-image seeds (oracle, augmix, the PGD start) match exactly too."""
+    """Recipes whose draws follow per-image seeds (oracle, augmix, the PGD start) match exactly too, and so
+    does the per-epoch evaluation (clean, corruptions and PGD suites over the ranks' shards)."""
     from safetensors.torch import load_file
 
     from robust.io import read_json
@@ -83,9 +86,10 @@ def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_pat
         assert set(ddp_weights) == set(weights)
         for name, value in weights.items():
             torch.testing.assert_close(ddp_weights[name], value, atol=1e-5, rtol=1e-4, msg=f"{recipe}: weight {name} differs")
-        assert ddp["metrics"].keys() == metrics.keys()
-        for key, value in metrics.items():
-            assert ddp["metrics"][key] == pytest.approx(value, abs=1e-5), (recipe, key)
+        assert ddp["metrics"].keys() == metrics.keys() >= {"shift/acc", "shift/loss", "shift/corruptions.mean_acc", "shift/pgd.acc"}
+        for theirs, mine in zip(ddp["history"], history, strict=True):  # every epoch's evaluation
+            for key in metrics:
+                assert theirs[key] == pytest.approx(mine[key], abs=1e-5), (recipe, theirs["epoch"], key)
         # The training loss summed over both shards equals the single process's.
         assert [r["train_loss"] for r in ddp["history"]] == pytest.approx([r["train_loss"] for r in history], abs=1e-5)
         # Only rank 0 wrote the run folder, and it is complete.

@@ -9,36 +9,23 @@ import click
 from robust.cli.common import device_option, progress, seed_option
 
 def parse_corruptions(text: str) -> list[str]:
-    """``all``, ``benchmark``, ``heldout`` or a comma-separated list of corruption names."""
-    from augment.corruptions import ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS, HELDOUT_CORRUPTIONS, get_corruption
+    """``--corruptions``: corruptions or sets (all, benchmark, heldout) joined by ``+`` (or, as before, commas)."""
+    from augment.corruptions import parse_corruption_set
+    from robust.registry import Spec
 
-    groups = {"all": ALL_CORRUPTIONS, "benchmark": BENCHMARK_CORRUPTIONS, "heldout": HELDOUT_CORRUPTIONS}
-    names: list[str] = []
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        for name in groups.get(part, (part,)):
-            get_corruption(name)  # raises with the list of valid names
-            if name not in names:
-                names.append(name)
-    if not names:
-        from robust.errors import InputError
-
-        raise InputError("--corruptions", "all, benchmark, heldout or corruption names separated by commas", text)
-    return names
+    return parse_corruption_set(Spec("corruptions", options={"names": _plus_joined(text)}), "--corruptions")[0]
 
 
 def parse_severities(text: str) -> list[float]:
-    """``"1,2,3,4,5"`` -> [1.0, ..., 5.0]; every value must lie in [0, 5]."""
-    from robust.errors import InputError
-    from robust.transforms import severity_from_spec
+    """``--severities``: values in (0, 5] joined by ``+`` (or, as before, commas), sorted without repeats."""
+    from augment.corruptions import parse_corruption_set
+    from robust.registry import Spec
 
-    values: list[float] = []
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        value = severity_from_spec(part)
-        if value not in values:
-            values.append(value)
-    if not values:
-        raise InputError("--severities", "severities in [0, 5] separated by commas, such as 1,2,3,4,5", text)
-    return values
+    return parse_corruption_set(Spec("corruptions", options={"severities": _plus_joined(text)}), "--severities")[1]
+
+
+def _plus_joined(text: str) -> str:
+    return "+".join(part for part in (p.strip() for p in text.replace(",", "+").split("+")) if part)
 
 
 def _png_bytes(image) -> bytes:
@@ -55,8 +42,8 @@ def _png_bytes(image) -> bytes:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Folder to write (one sub-folder per corruption).")
 @click.option("--split", default=None, help="Split of a built-in dataset (synthetic: test_shift by default).")
 @click.option("--corruptions", "corruption_spec", default="all", show_default=True,
-              help="all, benchmark (the 15 of ImageNet-C), heldout (the 4 extra) or names separated by commas.")
-@click.option("--severities", "severity_spec", default="1,2,3,4,5", show_default=True, help="Severities in [0, 5], separated by commas.")
+              help="Corruptions or sets joined by +: all, benchmark (the 15 of ImageNet-C), heldout (the 4 extra), fog+snow, heldout+fog.")
+@click.option("--severities", "severity_spec", default="1+2+3+4+5", show_default=True, help="Severities in (0, 5] joined by +.")
 @click.option("-n", "--n", "count", type=click.IntRange(1), default=None, help="Keep a seeded, class-balanced subset of this size.")
 @click.option("--format", "fmt", type=click.Choice(["npz", "folder"]), default="npz", show_default=True,
               help="npz: <corruption>/<severity>.npz; folder: <corruption>/<severity>/<class>/<index>.png.")
@@ -71,7 +58,7 @@ def corrupt(data: str, out_dir: str, split: str | None, corruption_spec: str, se
     files are reproducible whatever the batch size or device. Load a result with
     robust.data.load_dataset("OUT/fog/3.npz") or point any robust command at it.
 
-    Example: robust corrupt digits --split test --out digits-c --corruptions benchmark --severities 1,3,5
+    Example: robust corrupt digits --split test --out digits-c --corruptions benchmark --severities 1+3+5
     """
     import torch
 

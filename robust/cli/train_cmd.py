@@ -26,7 +26,8 @@ def _list_recipes(ctx: click.Context, _param: click.Parameter, value: bool) -> N
               help="Evaluation set, repeatable (e.g. --eval synthetic:test_shift or --eval val=data/val.npz).")
 @click.option("--eval-n", type=click.IntRange(1), default=None, help="Evaluate on at most this many images per set.")
 @click.option("--suite", "suites", multiple=True, default=("clean",), show_default=True, metavar="SPEC",
-              help="Per-epoch evaluation suite, repeatable: clean, corruptions@3, pgd:linf@8/255,steps=10 (,on=<set>).")
+              help="Per-epoch evaluation suite (an audit suite), repeatable: clean, corruptions@3, pgd:linf@8/255,steps=10, "
+                   "natra:random@0.5 (,on=<set>); logged as <set>/acc, <set>/loss and <set>/<suite>.<metric>.")
 @click.option("--recipe", default="erm", show_default=True,
               help="Recipe or mixture: erm, oracle, pgd:linf@8/255, augmix, corrupt, classic, natra:gradient, natra+classic, 0.7*pgd+0.3*erm.")
 @click.option("--list-recipes", is_flag=True, expose_value=False, is_eager=True, callback=_list_recipes, help="List the recipes and exit.")

@@ -4,7 +4,9 @@ The spec is the attack's own (``pgd:linf@8/255,steps=10``; see :func:`attacks.ge
 suite options: ``n`` (images attacked), ``grid`` (budgets joined by ``+``, e.g.
 ``1/255+2/255+4/255``; default a quarter, half and all of the budget). One case per budget, named
 ``<norm>_<budget>`` (``linf_8`` for 8/255, ``l2_0_5`` for 0.5), so gates read
-``pgd.linf_8.acc``. Failures show each broken image at the smallest budget that broke it.
+``pgd.linf_8.acc``. Failures show each broken image at the smallest budget that broke it. With
+``metrics_only`` (training's evaluation) every rank sweeps its shard and the suite reports the
+metrics that counts give (all but ``median_min_eps``); ``grid=<budget>`` makes that one attack.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typing import Any
 import torch
 
 from robust.audit import SUITES, AuditContext, SuiteSkipped
+from robust.data import ImageSet
 from robust.errors import GradientUnavailableError, InputError
 from robust.registry import Spec, parse_number
 from robust.results import CaseResult, Curve, SuiteResult, metric_key
@@ -54,6 +57,8 @@ def attack_suite(ctx: AuditContext, spec: Spec) -> SuiteResult:
     data = ctx.subset(ctx.sample_count(spec, 500))
     images, labels = data.images, data.labels
     seed = ctx.seed_for("attack")
+    if ctx.metrics_only:
+        return _counted(ctx, attack, grid, data, seed)
     try:
         sweep = attacks.epsilon_sweep(ctx.classifier, images, labels, attack, [0.0, *grid], seed=seed,
                                       progress=lambda it: ctx.progress_bar(it, desc=spec.name))
@@ -101,6 +106,29 @@ def attack_suite(ctx: AuditContext, spec: Spec) -> SuiteResult:
     return SuiteResult(spec.name, metrics=metrics, cases=cases, curves=[curve],
                        details={"notes": notes, "sweep": sweep.summary()},
                        params={"attack": attack.spec, "grid": [attacks.format_eps(e) for e in grid], "n": len(labels), "seed": seed})
+
+
+def _counted(ctx: AuditContext, attack: Any, grid: list[float], data: ImageSet, seed: int) -> SuiteResult:
+    """Metrics only: this process sweeps its shard (random starts keyed by the images' positions in
+    the data, as one process would draw them), and the counts are summed over the shards."""
+    import attacks
+
+    part, indices = ctx.shard(data)
+    min_eps, queries = torch.zeros(0), 0
+    if len(part):
+        sweep = attacks.epsilon_sweep(ctx.classifier, part.images, part.labels, attack, [0.0, *grid], seed=seed, sample_ids=indices)
+        min_eps, queries = sweep.min_eps.cpu(), sweep.queries
+    # An image resists budget e when the smallest budget that broke it is larger (0: wrong unattacked).
+    robust = [float((min_eps > e + 1e-12).sum()) for e in grid]
+    n, clean, queries, *robust = ctx.total(len(part), float((min_eps != 0).sum()), queries, *robust)
+    eps = float(attack.eps)
+    cases = [CaseResult(f"{attack.norm}_{eps_label(e)}", {"acc": r / n, "success_rate": (clean - r) / max(1.0, clean)},
+                        {"eps": e, "attack": attack.with_eps(e).spec}, n=int(n)) for e, r in zip(grid, robust)]
+    main = next(case for case in cases if abs(case.params["eps"] - eps) < 1e-12)
+    metrics = {"acc": main.metrics["acc"], "clean_acc": clean / n, "drop": clean / n - main.metrics["acc"],
+               "success_rate": main.metrics["success_rate"], "queries_per_image": queries / max(1.0, n)}
+    return SuiteResult(attack.name, metrics=metrics, cases=cases,
+                       params={"attack": attack.spec, "grid": [attacks.format_eps(e) for e in grid], "n": int(n), "seed": seed})
 
 
 for _name in ATTACK_SUITES:

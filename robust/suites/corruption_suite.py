@@ -1,86 +1,114 @@
 """Suite ``corruptions``: accuracy under the ImageNet-C style corruptions at severities 1-5.
 
-Spec: ``corruptions`` (the 15 benchmark corruptions), ``corruptions:heldout`` / ``corruptions:all``
-(the held-out four, or all 19), ``corruptions:fog`` (one corruption), ``corruptions:fog@3`` (one
-severity); options ``names=fog+snow``, ``severities=1+3+5``, ``n``, ``failures`` (per
-corruption, shown at its middle severity). One case per corruption and severity
-(``gaussian_noise_3``), a curve and an image strip per corruption, and ``mean_acc`` over all.
+Spec (read by :func:`augment.corruptions.parse_corruption_set`): ``corruptions`` (the 15 benchmark
+corruptions), ``corruptions:heldout`` / ``corruptions:all`` (the held-out four, or all 19),
+``corruptions:fog`` (one corruption), ``corruptions:fog@3`` (one severity); options
+``names=fog+snow``, ``severities=1+3+5``, ``n``, ``failures`` (per corruption, shown at its middle
+severity). One case per corruption and severity (``gaussian_noise_3``), a curve and an image strip
+per corruption, and ``mean_acc`` over all; with ``metrics_only`` the cases and metrics alone,
+counted over the shards.
 """
 from __future__ import annotations
 
 import torch
 
 from robust.audit import SUITES, AuditContext
-from robust.errors import InputError
-from robust.registry import Spec, parse_number
+from robust.data import ImageSet
+from robust.registry import Spec
 from robust.results import CaseResult, Curve, Strip, SuiteResult
 
 # Images corrupted per call (bounds memory on large images).
 CHUNK = 256
-SETS = ("benchmark", "heldout", "all")
-
-
-def corruption_names(spec: Spec) -> list[str]:
-    from augment import corruptions as C
-
-    sets = {"benchmark": list(C.BENCHMARK_CORRUPTIONS), "heldout": list(C.HELDOUT_CORRUPTIONS), "all": list(C.ALL_CORRUPTIONS)}
-    if spec.target is not None and "names" in spec.options:
-        raise InputError("corruptions suite", "a target or names=..., not both", str(spec))
-    if spec.target in sets:
-        return sets[spec.target]
-    chosen = [spec.target] if spec.target is not None else str(spec.options["names"]).split("+") if "names" in spec.options else sets["benchmark"]
-    for name in chosen:
-        C.get_corruption(name)
-    return chosen
-
-
-def severities(spec: Spec) -> list[float]:
-    if spec.at is not None and "severities" in spec.options:
-        raise InputError("corruptions suite", "@severity or severities=..., not both", str(spec))
-    text = spec.at if spec.at is not None else spec.options.get("severities")
-    if text is None:
-        return [1.0, 2.0, 3.0, 4.0, 5.0]
-    values = [parse_number(part, "severity") for part in str(text).split("+")]
-    if any(not 0 < v <= 5 for v in values):
-        raise InputError("corruptions severities", "values in (0, 5] joined by + (e.g. 1+3+5)", text)
-    return sorted(set(values))
+DEFAULT_SEVERITIES = (1.0, 2.0, 3.0, 4.0, 5.0)
 
 
 def _sev(value: float) -> str:
     return f"{value:g}".replace(".", "_")
 
 
-def corrupt_all(images: torch.Tensor, name: str, severity: float, seed: int, device: torch.device) -> torch.Tensor:
-    """Corrupt ``images`` in chunks on ``device`` (results on the CPU); image ``i`` gets the same noise whatever the chunking."""
-    from augment.corruptions import corrupt
+def corrupt_all(images: torch.Tensor, name: str, severity: float, seed: int, device: torch.device,
+                indices: torch.Tensor | None = None) -> torch.Tensor:
+    """Corrupt ``images`` in chunks on ``device`` (results on the CPU).
 
-    parts = []
-    for start in range(0, images.shape[0], CHUNK):
+    ``indices`` are the images' positions in their dataset (default ``0..N-1``): image ``indices[i]``
+    gets the noise seed :func:`augment.corruptions.image_seeds` gives it, whatever the chunking or
+    the shard it lands in.
+    """
+    from augment.corruptions import get_corruption, image_seeds
+
+    transform = get_corruption(name)
+    n = images.shape[0]
+    positions = torch.arange(n) if indices is None else indices.cpu()
+    seeds = image_seeds(seed, transform.name, int(positions.max()) + 1 if n else 0)[positions]
+    parts = [images[:0]]
+    for start in range(0, n, CHUNK):
         chunk = images[start : start + CHUNK].to(device)
-        parts.append(corrupt(chunk, name, severity, seed=seed, start=start).cpu())
+        params = {"severity": torch.full((chunk.shape[0],), float(severity), device=device),
+                  "seed": seeds[start : start + CHUNK].to(device)}
+        parts.append(transform(chunk, params).cpu())
     return torch.cat(parts)
+
+
+def _metrics(table: dict[str, list[float]], clean_acc: float) -> tuple[dict[str, float], str]:
+    """The suite's metrics from the accuracy per corruption and severity; also the worst corruption."""
+    all_accs = [acc for accs in table.values() for acc in accs]
+    by_corruption = {name: sum(accs) / len(accs) for name, accs in table.items()}
+    worst = min(by_corruption, key=by_corruption.get)
+    metrics = {
+        "mean_acc": sum(all_accs) / len(all_accs),
+        "clean_acc": clean_acc,
+        "mean_error": 1.0 - sum(all_accs) / len(all_accs),
+        "relative_acc": (sum(all_accs) / len(all_accs)) / clean_acc if clean_acc > 0 else float("nan"),
+        "worst_corruption_acc": by_corruption[worst],
+    }
+    return metrics, worst
 
 
 @SUITES.register("corruptions", description="accuracy under ImageNet-C style corruptions at severities 1-5")
 def corruptions_suite(ctx: AuditContext, spec: Spec) -> SuiteResult:
-    names = corruption_names(spec)
-    levels = severities(spec)
-    shown_level = levels[len(levels) // 2]
-    per_corruption_failures = int(spec.options.get("failures", 3))
+    from augment.corruptions import parse_corruption_set
+
+    names, levels = parse_corruption_set(spec, "corruptions suite")
+    levels = levels or list(DEFAULT_SEVERITIES)
     data = ctx.subset(ctx.sample_count(spec, 500))
+    seed = ctx.seed_for("corruptions")
+    if ctx.metrics_only:
+        return _counted(ctx, data, names, levels, seed)
+    return _with_images(ctx, data, names, levels, seed, int(spec.options.get("failures", 3)))
+
+
+def _counted(ctx: AuditContext, data: ImageSet, names: list[str], levels: list[float], seed: int) -> SuiteResult:
+    """Metrics only: correct predictions counted on this process's shard and summed over the shards."""
+    part, indices = ctx.shard(data)
+    counts = [ctx.count(part.images, part.labels)[0]]
+    for name in names:
+        for level in levels:
+            counts.append(ctx.count(corrupt_all(part.images, name, level, seed, ctx.device, indices), part.labels)[0])
+    clean, *correct = ctx.total(*counts)
+    n = len(data)
+    table = {name: [c / n for c in correct[k * len(levels) : (k + 1) * len(levels)]] for k, name in enumerate(names)}
+    cases = [CaseResult(f"{name}_{_sev(level)}", {"acc": acc}, {"corruption": name, "severity": level}, n=n)
+             for name, accs in table.items() for level, acc in zip(levels, accs)]
+    metrics, _ = _metrics(table, clean / n)
+    return SuiteResult("corruptions", metrics=metrics, cases=cases,
+                       params={"corruptions": names, "severities": levels, "n": n, "seed": seed})
+
+
+def _with_images(ctx: AuditContext, data: ImageSet, names: list[str], levels: list[float], seed: int, failures: int) -> SuiteResult:
+    """The audit's result: cases with their failures, a curve and an image strip per corruption, a table."""
+    shown_level = levels[len(levels) // 2]
     images, labels = data.images, data.labels
     clean_logits = ctx.logits(images)
     clean_correct = clean_logits.argmax(1) == labels
     clean_acc = float(clean_correct.float().mean())
     cases: list[CaseResult] = []
-    curves, strips, rows = [], [], []
-    seed = ctx.seed_for("corruptions")
+    curves, strips, table = [], [], {}
     for name in ctx.progress_bar(names, desc="corruptions"):
         accs, frames, captions = [], [images[0]], [f"clean: {ctx.class_names[int(clean_logits[0].argmax())]}"]
         for level in levels:
             corrupted = corrupt_all(images, name, level, seed, ctx.device)
             logits = ctx.logits(corrupted)
-            show = per_corruption_failures if level == shown_level else 0
+            show = failures if level == shown_level else 0
             case = ctx.evaluate(f"{name}_{_sev(level)}", corrupted, labels, logits=logits, originals=images, failures=show,
                                 failure_mask=clean_correct, per_class=False, seeds=[seed] * len(labels),
                                 describe=lambda i, name=name, level=level: f"{name} at severity {level:g}",
@@ -92,24 +120,16 @@ def corruptions_suite(ctx: AuditContext, spec: Spec) -> SuiteResult:
             captions.append(f"severity {level:g}: {ctx.class_names[int(logits[0].argmax())]}")
         curves.append(Curve(name, [0.0, *levels], [clean_acc, *accs], "severity", "accuracy"))
         strips.append(Strip(f"{name} (value = accuracy over {len(labels)} images)", frames, [clean_acc, *accs], captions))
-        rows.append([name, *accs, sum(accs) / len(accs)])
-    all_accs = [c.metrics["acc"] for c in cases]
-    by_corruption = {row[0]: row[-1] for row in rows}
-    worst = min(by_corruption, key=by_corruption.get)
-    metrics = {
-        "mean_acc": sum(all_accs) / len(all_accs),
-        "clean_acc": clean_acc,
-        "mean_error": 1.0 - sum(all_accs) / len(all_accs),
-        "relative_acc": (sum(all_accs) / len(all_accs)) / clean_acc if clean_acc > 0 else float("nan"),
-        "worst_corruption_acc": by_corruption[worst],
-    }
+        table[name] = accs
+    metrics, worst = _metrics(table, clean_acc)
+    rows = [[name, *accs, sum(accs) / len(accs)] for name, accs in table.items()]
     worst_first = sorted(range(len(rows)), key=lambda i: rows[i][-1])
     rows = [rows[i] for i in worst_first]
     strips = [strips[i] for i in worst_first]
     tables = [{"title": "accuracy per corruption and severity (worst first)",
                "columns": ["corruption", *[f"s{lv:g}" for lv in levels], "mean"], "rows": rows}]
     notes = [f"Mean accuracy over {len(names)} corruptions x {len(levels)} severities: {metrics['mean_acc']:.3f} "
-             f"(clean {clean_acc:.3f}); worst: {worst} ({by_corruption[worst]:.3f})."]
+             f"(clean {clean_acc:.3f}); worst: {worst} ({metrics['worst_corruption_acc']:.3f})."]
     return SuiteResult("corruptions", metrics=metrics, cases=cases, curves=curves, strips=strips,
                        details={"tables": tables, "notes": notes},
                        params={"corruptions": names, "severities": levels, "n": len(labels), "seed": seed})

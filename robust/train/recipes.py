@@ -440,37 +440,37 @@ class PGDTraining(Recipe):
 
 # -- corruptions and classic augmentation ------------------------------------------------------------
 
-_CORRUPTION_SETS = ("benchmark", "heldout", "all")
-
-
 @RECIPES.register("corrupt")
 class CorruptionTraining(Recipe):
-    """Training on corruptions: each image gets one corruption of the suite at a random severity.
+    """Training on corruptions: each image gets one corruption of a set at a random severity.
 
-    Spec: ``corrupt[@max_severity][,set=benchmark|heldout|all][,names=a/b/c]``; severities are drawn
-    uniformly in ``[1, max_severity]`` (default 5), the corruption uniformly from the set (default
-    ``benchmark``: the 15 ImageNet-C corruptions, so a corruption evaluation is then not held out;
-    ``heldout`` trains on the 4 others). Draws follow each image's seed.
+    Spec: ``corrupt[:set|:name][@max_severity][,names=a+b]``, the corruption-set syntax of
+    :func:`augment.corruptions.parse_corruption_set` (default ``benchmark``: the 15 ImageNet-C
+    corruptions, so a corruption evaluation is then not held out; ``corrupt:heldout`` trains on the
+    4 others). The corruption is drawn uniformly from the set and the severity uniformly in the draw
+    range ``[1, max_severity]`` (default 5, so ``max_severity`` lies in [1, 5]). Draws follow each
+    image's seed. The older spellings ``set=heldout`` and ``names=a/b`` are still read.
     """
 
     name = "corrupt"
-    options = ("set", "names")
+    options = ("names", "set")
 
     def __init__(self, spec: Spec | str | None = None):
         super().__init__(spec)
-        from augment.corruptions import ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS, HELDOUT_CORRUPTIONS, get_corruption
+        from augment.corruptions import CORRUPTION_SETS, get_corruption, parse_corruption_set
 
         spec = self.spec
-        self.max_severity = parse_number(spec.at, "corrupt severity") if spec.at is not None else 5.0
-        if not 1 <= self.max_severity <= 5:
-            raise InputError("recipe corrupt severity", "a maximum severity in [1, 5]", spec.at)
-        chosen = str(spec.options.get("set", "benchmark"))
-        if chosen not in _CORRUPTION_SETS:
-            raise InputError("recipe corrupt option set", "one of " + ", ".join(_CORRUPTION_SETS), chosen)
-        if "names" in spec.options:
-            self.names = str(spec.options["names"]).split("/")
-        else:
-            self.names = list({"benchmark": BENCHMARK_CORRUPTIONS, "heldout": HELDOUT_CORRUPTIONS, "all": ALL_CORRUPTIONS}[chosen])
+        options, target = dict(spec.options), spec.target
+        if "set" in options:  # the older spelling of the target
+            target = str(options.pop("set"))
+            if target not in CORRUPTION_SETS or spec.target is not None:
+                raise InputError("recipe corrupt option set", "one of " + ", ".join(CORRUPTION_SETS) + " (or a target instead)", target)
+        if "names" in options:
+            options["names"] = str(options["names"]).replace("/", "+")  # the older separator
+        self.names, levels = parse_corruption_set(Spec(spec.name, target, spec.at, options), "recipe corrupt")
+        if len(levels) > 1 or (levels and levels[0] < 1):
+            raise InputError("recipe corrupt severity", "one maximum severity in [1, 5] (severities are drawn in [1, max])", spec.at)
+        self.max_severity = levels[0] if levels else 5.0
         self.corruptions = [get_corruption(n) for n in self.names]
 
     def views(self, batch: Batch, classifier: Classifier) -> list[torch.Tensor]:
