@@ -154,3 +154,39 @@ def test_not_a_network_pickle_is_a_clear_error(tmp_path):
         load(path)
     with pytest.raises(FileFormatError, match="no such file"):
         load(tmp_path / "missing.pkl")
+
+
+def test_zip_torch_save_file_is_named_as_such(tmp_path):
+    path = tmp_path / "weights.pt"
+    torch.save({"G_ema": torch.zeros(2)}, path)
+    with pytest.raises(FileFormatError, match="zip archive") as info:
+        safe_load_pickle(path)
+    assert str(path) in str(info.value)
+
+
+class _StorageWithCode:
+    """A storage whose nested torch.save payload references a callable (torch.storage._load_from_bytes)."""
+
+    def __init__(self, payload: bytes):
+        self.payload = payload
+
+    def __reduce__(self):
+        import torch.storage
+
+        return (torch.storage._load_from_bytes, (self.payload,))
+
+
+def test_refused_storage_names_the_file_and_never_advises_unsafe_loading(tmp_path):
+    import io
+
+    marker = tmp_path / "pwned"
+    inner = io.BytesIO()
+    torch.save({"x": _Evil(f"touch {marker}")}, inner, _use_new_zipfile_serialization=False)
+    path = tmp_path / "storage.pkl"
+    path.write_bytes(pickle.dumps({"G_ema": _StorageWithCode(inner.getvalue())}, protocol=2))
+    with pytest.raises(UnsafePickleError) as info:
+        safe_load_pickle(path)
+    message = str(info.value)
+    assert str(path) in message and "<pickle>" not in message
+    assert "weights_only" not in message.replace("read weights-only", "") and "add_safe_globals" not in message
+    assert not marker.exists()

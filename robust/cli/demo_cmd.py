@@ -36,6 +36,7 @@ class DemoPlan:
     suites: tuple[str, ...]
     generator: tuple[str, ...] = ()
     time_budget: float | None = None
+    batch_size: int = 128
 
 
 FULL = DemoPlan(32, 16, 4000, 2, 300, (
@@ -48,13 +49,14 @@ FULL = DemoPlan(32, 16, 4000, 2, 300, (
     "natural,n=64,max_directions=4,invert_steps=15,expand=16",
     "sage,queries=512,regions=4",
 ), time_budget=200.0)
-QUICK = DemoPlan(16, 8, 400, 1, 24, (
+# Small batches give the quick run enough optimiser steps to learn (a real, if rough, classifier).
+QUICK = DemoPlan(16, 8, 1000, 2, 24, (
     "clean",
     "shift,sweep=obj_hue,sweep_n=24,steps=3",
     "corruptions,names=gaussian_noise,severities=3",
     "pgd:linf@4/255,steps=1",
     "transforms:brightness,sweep_steps=3",
-))
+), batch_size=32)
 GATES = ("clean.acc>=0.8", "shift.shift_acc>=0.8", "corruptions.mean_acc>=0.5", "pgd.acc>=0.2")
 
 
@@ -82,7 +84,7 @@ def generator_suites(wanted: tuple[str, ...]) -> tuple[str | None, list[str]]:
 @click.option("--out", type=click.Path(file_okay=False), default="robust-demo", show_default=True, help="Folder for the classifier and the report.")
 @click.option("--classifier", "classifier_path", type=click.Path(), default=None,
               help="Audit this checkpoint instead of training one (it must take the benchmark's images).")
-@click.option("--epochs", type=click.IntRange(1, 100), default=None, help="Training epochs (default 2; 1 with --quick).")
+@click.option("--epochs", type=click.IntRange(1, 100), default=None, help="Training epochs (default 2, also with --quick).")
 @click.option("--quick", is_flag=True, help="A seconds-long run at 16x16 with a few images per suite (for smoke tests).")
 @click.option("--no-generator", is_flag=True, help="Leave out the generator suites even when the demo generator is installed.")
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads (default: torch's choice).")
@@ -120,7 +122,7 @@ def demo(ctx: click.Context, out: str, classifier_path: str | None, epochs: int 
                    f"{', '.join(bench.correlated)} follow the class with probability {bench.strength:g}) on {dev}")
         clf = build_classifier("smallcnn", len(train.class_names), (3, plan.size, plan.size), class_names=train.class_names,
                                device=dev, width=plan.width, seed=seed)
-        history = fit(clf, train, epochs=epochs or plan.epochs, seed=seed)
+        history = fit(clf, train, epochs=epochs or plan.epochs, batch_size=plan.batch_size, seed=seed)
         save_classifier(clf, out_dir / "classifier", extra={"demo": True, "seed": seed, "history": history})
         click.echo(f"trained in {time.time() - start:.0f}s (training accuracy {history[-1]['acc']:.3f}); "
                    f"saved {out_dir / 'classifier.safetensors'}")

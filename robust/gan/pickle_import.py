@@ -18,6 +18,7 @@ import _compat_pickle
 import hashlib
 import io
 import pickle
+import re
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -101,7 +102,13 @@ def _load_storage_bytes(data: bytes) -> Any:
     """Storages pickled with plain ``pickle`` are nested ``torch.save`` files: read them weights-only."""
     if not isinstance(data, (bytes, bytearray)):
         raise UnsafePickleError("<pickle>", "serialized storage bytes", type(data).__name__)
-    return torch.load(io.BytesIO(bytes(data)), map_location="cpu", weights_only=True)
+    try:
+        return torch.load(io.BytesIO(bytes(data)), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's message advises weights_only=False, which must never be followed for a downloaded file.
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f"a reference to {found.group(1)}" if found else "objects other than tensors"
+        raise UnsafePickleError("<pickle>", "tensor storages only (read weights-only)", f"a storage holding {what}, refused") from None
 
 
 def _codecs_encode(text: Any, encoding: str = "utf-8") -> bytes:
@@ -176,10 +183,15 @@ def safe_load_pickle(path: str | Path) -> Any:
     if not path.is_file():
         raise FileFormatError(path, "an existing .pkl file", "no such file")
     with open(path, "rb") as fh:
+        if fh.read(4) == b"PK\x03\x04":
+            raise FileFormatError(path, "a StyleGAN2-ADA network pickle (.pkl)",
+                                  "a zip archive (a torch.save file?): export its weights to .safetensors instead")
+        fh.seek(0)
         try:
             return RestrictedUnpickler(fh, str(path)).load()
-        except UnsafePickleError:
-            raise
+        except UnsafePickleError as exc:
+            # Rebuild helpers do not know the file; name it here.
+            raise UnsafePickleError(path, exc.expected, exc.got) from None
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, RuntimeError) as exc:
             raise FileFormatError(path, "a StyleGAN2-ADA network pickle", f"unreadable ({type(exc).__name__}: {exc})") from None
 
