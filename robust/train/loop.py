@@ -1,14 +1,8 @@
-"""The hardening loop: recipes mixed per batch, AMP and channels_last, EMA, DDP, evaluation, exact resume.
+"""The hardening loop: recipes mixed per batch, AMP and channels_last, EMA, DDP, per-epoch evaluation, exact resume.
 
-:func:`harden` trains a classifier with a :class:`~robust.train.recipes.RecipeMix`, evaluates it
-after every epoch on chosen suites, logs one JSON line per epoch, writes the best and the last
-weights as robust classifier checkpoints (safetensors + JSON, atomic) and keeps a resumable state
-(:mod:`robust.train.state`). :func:`fit` is the plain cross-entropy loop on top of it.
-
-Determinism: the data order depends on ``(seed, epoch)``, each step's random draws on
-``(seed, step, recipe, rank)``, per-image noise seeds on ``(seed, epoch, index)``; the global torch
-RNG state (dropout, stochastic depth) is saved with the state. On a CPU a run killed at any point
-and resumed ends with weights equal to an uninterrupted run's.
+:func:`harden` (and :func:`fit`, the plain cross-entropy case) runs a :class:`Trainer`: setup resolves a :class:`Run`
+and its :class:`Optimisation`, then each epoch trains its steps, evaluates, and writes checkpoints and the resumable
+state (:mod:`robust.train.state`).
 """
 from __future__ import annotations
 
@@ -276,9 +270,9 @@ class Run:
     options: RunOptions
 
     @property
-    def writes(self) -> bool:
-        """Whether this process writes the run folder (the main process of a run that has one)."""
-        return self.options.out is not None and self.world.is_main
+    def folder(self) -> Path | None:
+        """The run folder when this process writes it (the main process of a run that has one), else None."""
+        return self.options.out if self.world.is_main else None
 
     def describe(self) -> dict[str, Any]:
         """The run's identity, written to ``config.json`` and checked on resume."""
@@ -439,9 +433,9 @@ def _start_or_resume(run: Run, opt: Optimisation, info: dict[str, Any]) -> Train
         if opt.ema is not None:
             opt.ema.updates = loaded.state.ema_updates
         return loaded.state
-    if out is not None and run.world.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "config.json", info)
+    if run.folder is not None:
+        run.folder.mkdir(parents=True, exist_ok=True)
+        write_json(run.folder / "config.json", info)
     return TrainState()
 
 
@@ -466,7 +460,13 @@ def _training_tensors(data: ImageSet, dev: torch.device) -> tuple[torch.Tensor, 
 # -- the trainer -----------------------------------------------------------------------------------
 
 class Trainer:
-    """One :func:`harden` run: :meth:`setup` builds it, :meth:`train` runs the epochs (steps, evaluation, checkpoints)."""
+    """One :func:`harden` run: :meth:`setup` builds it, :meth:`train` runs the epochs (steps, evaluation, checkpoints).
+
+    Determinism: the data order depends on ``(seed, epoch)``, each step's random draws on
+    ``(seed, step, recipe, rank)``, per-image noise seeds on ``(seed, epoch, index)``; the global torch
+    RNG state (dropout, stochastic depth) is saved with the state. On a CPU a run killed at any point
+    and resumed ends with weights equal to an uninterrupted run's.
+    """
 
     def __init__(self, run: Run, opt: Optimisation, info: dict[str, Any], state: TrainState):
         self.run, self.opt, self.info, self.state = run, opt, info, state
@@ -504,8 +504,8 @@ class Trainer:
 
     def train_epoch(self) -> None:
         state, cfg = self.state, self.run.cfg
-        tally = Tally(state.epoch, time.time() - state.epoch_seconds, torch.tensor(state.sum_values(), dtype=torch.float64,
-                                                                                      device=self.run.device))
+        sums = torch.tensor(state.sum_values(), dtype=torch.float64, device=self.run.device)
+        tally = Tally(state.epoch, time.time() - state.epoch_seconds, sums)
         steps_per_epoch = self.opt.sampler.steps_per_epoch()
         for global_idx, local in self.opt.sampler.batches(tally.epoch, state.batch):
             self.opt.set_lr(cfg, state.step)
@@ -561,8 +561,8 @@ class Trainer:
 
     def checkpoint(self, record: dict[str, Any], metrics: dict[str, float], improved: bool) -> None:
         """After an epoch: ``best`` (when improved) and ``last`` weights, ``log.jsonl`` and the state."""
-        out = self.run.options.out
-        if out is None or not self.run.world.is_main:
+        out = self.run.folder
+        if out is None:
             return
         final = self.evaluated_classifier()
         extra = {"epoch": record["epoch"], "step": self.state.step, "recipe": str(self.run.mix), "metrics": metrics}
@@ -573,8 +573,8 @@ class Trainer:
         self._save_state()
 
     def _save_state(self) -> None:
-        if self.run.writes:
-            save_state(self.run.options.out, self.state, model=self.opt.net, optimizer=self.opt.optimizer, ema=self.opt.ema_module,
+        if self.run.folder is not None:
+            save_state(self.run.folder, self.state, model=self.opt.net, optimizer=self.opt.optimizer, ema=self.opt.ema_module,
                        run=self.info)
 
     # -- step ----------------------------------------------------------------------------------------
