@@ -12,7 +12,7 @@ from robust import noise
 from robust.errors import InputError, UnknownNameError
 from robust.models import build_classifier, load_classifier
 from robust.synthetic import SyntheticBenchmark
-from robust.train import fit, get_recipe, harden, parse_recipes
+from robust.train import TrainConfig, fit, get_recipe, harden, parse_recipes
 from robust.train.recipes import RECIPES, Batch, RecipeContext
 
 
@@ -256,6 +256,18 @@ def test_fit_keeps_its_plain_interface(train_set):
     fit(again, train_set, epochs=2, batch_size=32, seed=0, progress=False)
     assert all(torch.equal(p, q) for p, q in zip(clf.model.parameters(), again.model.parameters()))
     assert history[1]["loss"] < history[0]["loss"]
+
+
+def test_a_config_object_gives_the_run_of_its_keywords_and_keywords_override_it(train_set):
+    cfg = TrainConfig(epochs=2, batch_size=32, optimizer="sgd", lr=0.05, ema_decay=0.5, seed=3)
+    a = harden(small(), train_set, "erm", config=cfg, progress=False, device="cpu")
+    b = harden(small(), train_set, "erm", epochs=2, batch_size=32, optimizer="sgd", lr=0.05, ema_decay=0.5, seed=3, progress=False,
+               device="cpu")
+    wa, wb = a.classifier.model.state_dict(), b.classifier.model.state_dict()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert [r["train_loss"] for r in a.history] == [r["train_loss"] for r in b.history] and a.config == b.config
+    shorter = harden(small(), train_set, "erm", config=cfg, epochs=1, progress=False, device="cpu")
+    assert shorter.steps == 3 and shorter.config["optimizer"] == "sgd" and shorter.config["lr"] == 0.05
 
 
 def test_a_plain_nn_module_trains_and_its_checkpoint_holds_its_weights(tmp_path, train_set):

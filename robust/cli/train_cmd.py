@@ -69,13 +69,16 @@ def train(model: str, data_spec: str, n: int | None, eval_specs: tuple[str, ...]
       torchrun --nproc_per_node 2 -m robust.cli train --data synthetic:train --out runs/ddp
     """
     from robust.data import load_dataset
-    from robust.train import harden
-    from robust.train.loop import eval_set_name
+    from robust.train import TrainConfig, harden
     from robust.train.distributed import setup_from_env, teardown
-
+    from robust.train.loop import eval_set_name
     from robust.train.recipes import parse_recipes
 
-    parse_recipes(recipe)  # an unknown recipe fails before any data is loaded
+    parse_recipes(recipe)  # an unknown recipe or configuration fails before any data is loaded
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, weight_decay=weight_decay, schedule=schedule,
+                         warmup_steps=warmup_steps, label_smoothing=label_smoothing, ema_decay=ema_decay, grad_clip=grad_clip, amp=amp,
+                         channels_last=channels_last, sync_bn=sync_bn, eval_suites=suites, select=select,
+                         checkpoint_every=checkpoint_every, seed=seed)
     world, device = setup_from_env(device)
     try:
         train_data = load_dataset(data_spec, n=n, seed=seed)
@@ -89,11 +92,8 @@ def train(model: str, data_spec: str, n: int | None, eval_specs: tuple[str, ...]
             from robust.gan import load, load_demo
 
             generator = load(generator_path) if generator_path else load_demo()
-        result = harden(model, train_data, recipe, eval_sets=eval_sets, out=out, resume=resume, generator=generator, device=device,
-                        epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, weight_decay=weight_decay, schedule=schedule,
-                        warmup_steps=warmup_steps, label_smoothing=label_smoothing, ema_decay=ema_decay, grad_clip=grad_clip, amp=amp,
-                        channels_last=channels_last, sync_bn=sync_bn, eval_suites=suites, select=select,
-                        checkpoint_every=checkpoint_every, seed=seed)
+        result = harden(model, train_data, recipe, eval_sets=eval_sets, config=config, out=out, resume=resume, generator=generator,
+                        device=device)
         if world.is_main:
             click.echo(f"trained {result.recipe} for {result.steps} steps in {result.seconds:.0f}s on {device} x{world.size}")
             for key, value in result.metrics.items():

@@ -1,14 +1,8 @@
-"""The hardening loop: recipes mixed per batch, AMP and channels_last, EMA, DDP, evaluation, exact resume.
+"""The hardening loop: recipes mixed per batch, AMP and channels_last, EMA, DDP, per-epoch evaluation, exact resume.
 
-:func:`harden` trains a classifier with a :class:`~robust.train.recipes.RecipeMix`, evaluates it
-after every epoch on chosen suites, logs one JSON line per epoch, writes the best and the last
-weights as robust classifier checkpoints (safetensors + JSON, atomic) and keeps a resumable state
-(:mod:`robust.train.state`). :func:`fit` is the plain cross-entropy loop on top of it.
-
-Determinism: the data order depends on ``(seed, epoch)``, each step's random draws on
-``(seed, step, recipe, rank)``, per-image noise seeds on ``(seed, epoch, index)``; the global torch
-RNG state (dropout, stochastic depth) is saved with the state. On a CPU a run killed at any point
-and resumed ends with weights equal to an uninterrupted run's.
+:func:`harden` (and :func:`fit`, the plain cross-entropy case) runs a :class:`Trainer`: setup resolves a :class:`Run`
+and its :class:`Optimisation`, then each epoch trains its steps, evaluates, and writes checkpoints and the resumable
+state (:mod:`robust.train.state`).
 """
 from __future__ import annotations
 
@@ -245,7 +239,407 @@ def _jsonl(history: Sequence[dict[str, Any]]) -> str:
     return "".join(json.dumps(r, sort_keys=False) + "\n" for r in history)
 
 
-# -- the loop ------------------------------------------------------------------------------------
+# -- a run's parts ---------------------------------------------------------------------------------
+
+@dataclass
+class RunOptions:
+    """How a run is carried out besides its :class:`TrainConfig`: its folder, resume, device, generator, progress."""
+
+    out: Path | None = None
+    resume: bool = False
+    generator: Any = None
+    device: str | torch.device | None = None
+    progress: bool | None = None
+    on_step: Callable[[int, torch.Tensor], None] | None = None
+
+
+@dataclass
+class Run:
+    """What a run trains and evaluates, resolved and checked once before the first step."""
+
+    cfg: TrainConfig
+    world: World
+    device: torch.device
+    classifier: Classifier
+    data: ImageSet
+    mix: RecipeMix
+    sets: dict[str, ImageSet]
+    select: str | None  # the metric the best checkpoint maximises
+    amp: bool
+    channels_last: bool
+    options: RunOptions
+
+    @property
+    def folder(self) -> Path | None:
+        """The run folder when this process writes it (the main process of a run that has one), else None."""
+        return self.options.out if self.world.is_main else None
+
+    def describe(self) -> dict[str, Any]:
+        """The run's identity, written to ``config.json`` and checked on resume."""
+        return {"recipe": str(self.mix), "config": self.cfg.to_dict(), "data": self.data.describe(), "model": self.classifier.config(),
+                "world_size": self.world.size, "eval_sets": {k: len(v) for k, v in self.sets.items()}}
+
+
+@dataclass
+class Optimisation:
+    """The moving parts: the network (and its DDP wrapper), optimiser, EMA, batch order and schedule."""
+
+    net: nn.Module
+    train_net: nn.Module  # ``net``, or its DistributedDataParallel wrapper under torchrun
+    optimizer: torch.optim.Optimizer
+    ema: EMA | None
+    sampler: ShardedBatches
+    total: int
+    warmup: int
+
+    @property
+    def ema_module(self) -> nn.Module | None:
+        return self.ema.module if self.ema is not None else None
+
+    def ema_updates(self) -> int:
+        return self.ema.updates if self.ema is not None else 0
+
+    def set_lr(self, cfg: TrainConfig, step: int) -> None:
+        lr = cfg.lr * lr_factor(step, self.total, self.warmup, cfg.schedule)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+
+@dataclass
+class Shard:
+    """This rank's part of one global batch, on the device: images, labels, noise seeds, recipe per image."""
+
+    indices: torch.Tensor  # positions in the training set (CPU)
+    images: torch.Tensor
+    labels: torch.Tensor
+    seeds: torch.Tensor
+    recipe_of: torch.Tensor  # index into the mix's recipes, per image (CPU)
+    global_size: int  # images in the whole global batch
+
+
+@dataclass
+class Tally:
+    """The epoch in progress: its index, when it started (less time spent before a resume), running sums."""
+
+    epoch: int
+    start: float
+    sums: torch.Tensor  # float64 [loss, correct, seen] over this rank's shards
+
+
+class Progress:
+    """Every report of how a run goes, in one place: the step bar (on a terminal) and the caller's ``on_step``."""
+
+    def __init__(self, run: Run, total: int, initial: int):
+        wanted = run.options.progress
+        disable = (not run.world.is_main) or (wanted is False) or (wanted is None and not sys.stderr.isatty())
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, initial=initial, desc=f"train {run.mix}", unit="step", disable=disable, leave=False,
+                        dynamic_ncols=True)
+        self.on_step = run.options.on_step
+
+    def step(self, state: TrainState, loss: torch.Tensor, tally: Tally, end_of_epoch: bool) -> None:
+        self.bar.update(1)
+        if self.on_step is not None:
+            self.on_step(state.step, loss)
+        if state.step % 25 == 0 or end_of_epoch:
+            s = tally.sums.tolist()
+            self.bar.set_postfix(epoch=tally.epoch + 1, loss=f"{s[0] / max(s[2], 1):.3f}", acc=f"{s[1] / max(s[2], 1):.3f}")
+
+    def epoch(self, record: dict[str, Any], metrics: dict[str, float], select: str | None) -> None:
+        if metrics and select in metrics:
+            self.bar.set_postfix(epoch=record["epoch"], loss=f"{record['train_loss']:.3f}", **{select: f"{metrics[select]:.3f}"})
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+# -- setup -----------------------------------------------------------------------------------------
+
+def _config(config: TrainConfig | None, overrides: Mapping[str, Any]) -> TrainConfig:
+    """``config`` (default: the defaults) with keyword overrides of its fields; unknown names fail."""
+    unknown = sorted(set(overrides) - TrainConfig.field_names())
+    if unknown:
+        raise InputError("harden options", "fields of TrainConfig: " + ", ".join(sorted(TrainConfig.field_names())), unknown)
+    return TrainConfig(**{**(config.to_dict() if config is not None else {}), **overrides})
+
+
+def _resolve(model: Any, data: ImageSet, recipe: Any, eval_sets: Any, cfg: TrainConfig, options: RunOptions) -> Run:
+    """Check every input and bind the recipes, so that bad configurations fail before any step."""
+    if not isinstance(data, ImageSet):
+        raise InputError("data", "a robust.data.ImageSet (load one with robust.data.load_dataset)", type(data).__name__)
+    world = current_world()
+    dev = resolve_device(options.device if options.device is not None else "auto")
+    mix = parse_recipes(recipe)
+    classifier = _as_classifier(model, data, dev, cfg.seed)
+    if not classifier.has_gradients:
+        raise InputError("model", "a torch classifier with gradients (not an ONNX file)", classifier.name)
+    classifier.to(dev)
+    classifier.check_compatible(data, "training data")
+    sets = _eval_sets(eval_sets, classifier, cfg.eval_samples, cfg.seed)
+    select = _selected_metric(cfg, sets)
+    if options.resume and options.out is None:
+        raise InputError("resume", "an output folder (out=) holding the run to continue", None)
+    amp = cfg.amp if cfg.amp is not None else dev.type == "cuda"
+    ctx = RecipeContext(classifier, data, dev, cfg.seed, options.generator, amp)
+    for r in mix.recipes:
+        r.bind(ctx)
+    channels_last = cfg.channels_last if cfg.channels_last is not None else dev.type == "cuda"
+    return Run(cfg, world, dev, classifier, data, mix, sets, select, amp, channels_last, options)
+
+
+def _selected_metric(cfg: TrainConfig, sets: Mapping[str, ImageSet]) -> str | None:
+    """The metric the best checkpoint maximises (the suites are checked here too, before any training)."""
+    if sets:
+        for text in cfg.eval_suites:
+            resolve_suite(text)
+    if cfg.select is not None and sets and cfg.select.split("/", 1)[0] not in sets:
+        raise InputError("select", "a metric path <evaluation set>/<metric> with a set among " + ", ".join(sets), cfg.select)
+    return cfg.select or (f"{next(iter(sets))}/acc" if sets else None)
+
+
+def _optimisation(run: Run) -> Optimisation:
+    """The network prepared for training (SyncBatchNorm, channels_last, DDP), its optimiser, EMA and schedule."""
+    cfg, dev, classifier = run.cfg, run.device, run.classifier
+    if cfg.sync_bn and run.world.distributed:
+        if dev.type != "cuda":
+            raise InputError("sync_bn", "CUDA devices (torch's SyncBatchNorm is GPU-only); use a BN-free model on CPU", dev.type)
+        classifier.network.model = nn.SyncBatchNorm.convert_sync_batchnorm(classifier.network.model)
+    net = classifier.network
+    if run.channels_last:
+        net.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(list(net.named_parameters()), cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
+    ema = EMA(net, cfg.ema_decay) if cfg.ema_decay is not None else None
+    train_net: nn.Module = net
+    if run.world.distributed:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        train_net = DDP(net, device_ids=[dev.index] if dev.type == "cuda" else None)
+    sampler = ShardedBatches(len(run.data), cfg.batch_size, run.world, cfg.seed, cfg.drop_last)
+    if sampler.steps_per_epoch() < 1:
+        raise InputError("batch_size", f"at most the number of training images ({len(run.data)}) with drop_last", cfg.batch_size)
+    total = sampler.total_steps(cfg.epochs)
+    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else total // 20
+    return Optimisation(net, train_net, optimizer, ema, sampler, total, warmup)
+
+
+def _start_or_resume(run: Run, opt: Optimisation, info: dict[str, Any]) -> TrainState:
+    """The saved state of the run in ``out`` put back (``resume``), or a fresh one (its ``config.json`` written)."""
+    out = run.options.out
+    if out is not None and run.options.resume and has_state(out):
+        loaded = load_state(out)
+        _check_same_run(loaded.run, info, out)
+        loaded.restore(opt.net, opt.optimizer, opt.ema_module)
+        if opt.ema is not None:
+            opt.ema.updates = loaded.state.ema_updates
+        return loaded.state
+    if run.folder is not None:
+        run.folder.mkdir(parents=True, exist_ok=True)
+        write_json(run.folder / "config.json", info)
+    return TrainState()
+
+
+def _check_same_run(saved: dict[str, Any], now: dict[str, Any], out: Path) -> None:
+    diffs = [k for k in ("recipe", "config", "world_size") if saved.get(k) != now.get(k)]
+    if saved.get("data", {}).get("fingerprint") != now["data"]["fingerprint"]:
+        diffs.append("data")
+    if saved.get("model", {}).get("arch") != now["model"].get("arch") or saved.get("model", {}).get("num_classes") != now["model"].get("num_classes"):
+        diffs.append("model")
+    if diffs:
+        raise InputError(f"resume from {out}", "the same recipe, configuration, data, model and process count as the saved run",
+                         "different " + ", ".join(diffs))
+
+
+def _training_tensors(data: ImageSet, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    if dev.type == "cuda" and data.images.numel() * 4 < 4 * 2**30:
+        # Small datasets live on the GPU: indexing there costs nothing next to a host copy per step.
+        return data.images.to(dev), data.labels.to(dev)
+    return data.images, data.labels
+
+
+# -- the trainer -----------------------------------------------------------------------------------
+
+class Trainer:
+    """One :func:`harden` run: :meth:`setup` builds it, :meth:`train` runs the epochs (steps, evaluation, checkpoints).
+
+    Determinism: the data order depends on ``(seed, epoch)``, each step's random draws on
+    ``(seed, step, recipe, rank)``, per-image noise seeds on ``(seed, epoch, index)``; the global torch
+    RNG state (dropout, stochastic depth) is saved with the state. On a CPU a run killed at any point
+    and resumed ends with weights equal to an uninterrupted run's.
+    """
+
+    def __init__(self, run: Run, opt: Optimisation, info: dict[str, Any], state: TrainState):
+        self.run, self.opt, self.info, self.state = run, opt, info, state
+        self.images, self.labels = _training_tensors(run.data, run.device)
+        self.memo: dict[str, Any] = {}  # evaluation preparations kept across epochs
+        self.progress = Progress(run, opt.total, state.step)
+
+    @classmethod
+    def setup(cls, model: Any, data: ImageSet, recipe: Any, eval_sets: Any, cfg: TrainConfig, options: RunOptions) -> Trainer:
+        run = _resolve(model, data, recipe, eval_sets, cfg, options)
+        opt = _optimisation(run)
+        info = run.describe()
+        return cls(run, opt, info, _start_or_resume(run, opt, info))
+
+    def train(self, started: float) -> TrainResult:
+        """Run the remaining epochs; returns the result (the network holds the EMA weights when EMA is on)."""
+        net = self.opt.net
+        was_training = net.training
+        try:
+            while self.state.epoch < self.run.cfg.epochs:
+                self.train_epoch()
+        finally:
+            self.progress.close()
+            net.train(was_training)
+        if self.opt.ema is not None:
+            net.load_state_dict(self.opt.ema.module.state_dict())
+        if self.run.channels_last:
+            net.to(memory_format=torch.contiguous_format)
+        state, run = self.state, self.run
+        metrics = {k: v for k, v in state.history[-1].items() if "/" in k} if state.history else {}
+        return TrainResult(run.classifier, state.history, metrics, dict(state.best), state.step, time.time() - started, run.options.out,
+                           str(run.mix), run.cfg.to_dict())
+
+    # -- epoch ---------------------------------------------------------------------------------------
+
+    def train_epoch(self) -> None:
+        state, cfg = self.state, self.run.cfg
+        sums = torch.tensor(state.sum_values(), dtype=torch.float64, device=self.run.device)
+        tally = Tally(state.epoch, time.time() - state.epoch_seconds, sums)
+        steps_per_epoch = self.opt.sampler.steps_per_epoch()
+        for global_idx, local in self.opt.sampler.batches(tally.epoch, state.batch):
+            self.opt.set_lr(cfg, state.step)
+            loss = self.step(self._shard(global_idx, local), tally)
+            state.step += 1
+            state.batch += 1
+            self.progress.step(state, loss, tally, state.batch == steps_per_epoch)
+            if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0 and state.batch < steps_per_epoch:
+                state.pause(tally.sums.tolist(), time.time() - tally.start, self.opt.ema_updates())
+                self._save_state()
+        self.end_epoch(tally)
+
+    def end_epoch(self, tally: Tally) -> None:
+        """Log the epoch, evaluate when due, keep the best, write the checkpoints and the state."""
+        cfg, state = self.run.cfg, self.state
+        totals = all_reduce_sum(tally.sums, self.run.world).tolist()
+        record: dict[str, Any] = {"epoch": tally.epoch + 1, "step": state.step, "lr": self.opt.optimizer.param_groups[0]["lr"],
+                                  "train_loss": totals[0] / max(totals[2], 1), "train_acc": totals[1] / max(totals[2], 1)}
+        due = (tally.epoch + 1) % cfg.eval_every == 0 or tally.epoch + 1 == cfg.epochs
+        metrics = self.evaluate_now() if due else {}
+        record.update(metrics)
+        record["seconds"] = time.time() - tally.start
+        improved = self._keep_best(metrics, tally.epoch)
+        state.close_epoch(record, self.opt.ema_updates())
+        self.progress.epoch(record, metrics, self.run.select)
+        self.checkpoint(record, metrics, improved)
+        barrier(self.run.world)
+
+    def _keep_best(self, metrics: dict[str, float], epoch: int) -> bool:
+        select, state = self.run.select, self.state
+        if select is not None and select in metrics:
+            value = metrics[select]
+            if not state.best or value > state.best["value"]:
+                state.best = {"metric": select, "value": value, "epoch": epoch + 1}
+                return True
+        elif select is not None and metrics:
+            raise InputError("select", "one of the evaluated metrics " + ", ".join(sorted(metrics)), select)
+        return False
+
+    # -- evaluation and checkpoints ------------------------------------------------------------------
+
+    def evaluated_classifier(self) -> Classifier:
+        """What the run evaluates and saves: the EMA weights when EMA is on, else the trained network."""
+        ema = self.opt.ema
+        return _eval_classifier(self.run.classifier, ema.module) if ema is not None else self.run.classifier
+
+    def evaluate_now(self) -> dict[str, float]:
+        run = self.run
+        if not run.sets:
+            return {}
+        return evaluate(self.evaluated_classifier(), run.sets, run.cfg.eval_suites, world=run.world, seed=derive_seed(run.cfg.seed, "eval"),
+                        amp=run.amp, batch_size=run.cfg.eval_batch_size, generator=run.options.generator, memo=self.memo)
+
+    def checkpoint(self, record: dict[str, Any], metrics: dict[str, float], improved: bool) -> None:
+        """After an epoch: ``best`` (when improved) and ``last`` weights, ``log.jsonl`` and the state."""
+        out = self.run.folder
+        if out is None:
+            return
+        final = self.evaluated_classifier()
+        extra = {"epoch": record["epoch"], "step": self.state.step, "recipe": str(self.run.mix), "metrics": metrics}
+        if improved:
+            _model_checkpoint(final, out / "best", extra)
+        _model_checkpoint(final, out / "last", extra)
+        write_text(out / "log.jsonl", _jsonl(self.state.history))
+        self._save_state()
+
+    def _save_state(self) -> None:
+        if self.run.folder is not None:
+            save_state(self.run.folder, self.state, model=self.opt.net, optimizer=self.opt.optimizer, ema=self.opt.ema_module,
+                       run=self.info)
+
+    # -- step ----------------------------------------------------------------------------------------
+
+    def _shard(self, global_idx: torch.Tensor, local: torch.Tensor) -> Shard:
+        cfg, dev, step = self.run.cfg, self.run.device, self.state.step
+        recipe_of = self.run.mix.assign(global_idx.numel(), make_generator(derive_seed(cfg.seed, "mix", step)))[local]
+        idx = global_idx[local]
+        images = self.images[idx.to(self.images.device)].to(dev, non_blocking=True)
+        labels = self.labels[idx.to(self.labels.device)].to(dev, non_blocking=True)
+        seeds = (idx.to(dev) + derive_seed(cfg.seed, "sample", self.state.epoch)) & SEED_MASK
+        return Shard(idx, images, labels, seeds, recipe_of, global_idx.numel())
+
+    def _views(self, shard: Shard) -> list[tuple[Recipe, torch.Tensor, list[torch.Tensor]]]:
+        """Each recipe's views of its images (made with the network frozen): ``(recipe, labels, views)``."""
+        run, step, epoch = self.run, self.state.step, self.state.epoch
+        recipes = run.mix.recipes
+        parts: list[tuple[Recipe, torch.Tensor, list[torch.Tensor]]] = []
+        with frozen(self.opt.net):
+            for k, recipe in enumerate(recipes):
+                gen = make_generator(derive_seed(run.cfg.seed, "recipe", k, str(recipe), step, run.world.rank), run.device)
+                if len(recipes) == 1:
+                    batch = Batch(shard.images, shard.labels, shard.indices, shard.seeds, gen, step, epoch)
+                else:
+                    sel = (shard.recipe_of == k).nonzero().squeeze(1)
+                    if sel.numel() == 0:
+                        continue
+                    on = sel.to(run.device)
+                    batch = Batch(shard.images[on], shard.labels[on], shard.indices[sel], shard.seeds[on], gen, step, epoch)
+                views = [v.detach() for v in recipe.views(batch, run.classifier)]
+                parts.append((recipe, batch.labels, views))
+        return parts
+
+    def step(self, shard: Shard, tally: Tally) -> torch.Tensor:
+        """One optimiser step on this rank's shard of a global batch; returns the shard's mean loss (0-d, detached)."""
+        run, opt, dev = self.run, self.opt, self.run.device
+        parts = self._views(shard)
+        inputs = torch.cat([v for _, _, views in parts for v in views])
+        if run.channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        opt.train_net.train()
+        with torch.autocast(dev.type, dtype=torch.bfloat16) if run.amp else nullcontext():
+            logits = opt.train_net(inputs)
+        losses, correct, offset = [], torch.zeros((), device=dev), 0
+        for recipe, y, views in parts:
+            n = y.shape[0]
+            chunks = [logits[offset + i * n : offset + (i + 1) * n] for i in range(len(views))]
+            offset += n * len(views)
+            losses.append(recipe.loss(chunks, y, run.cfg.label_smoothing))
+            correct = correct + (chunks[0].argmax(1) == y).sum()
+        per_image = torch.cat(losses)
+        # Sum over this shard, scaled so DDP's average over ranks is the mean over the global batch.
+        loss = per_image.sum() * (run.world.size / shard.global_size)
+        opt.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if run.cfg.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(opt.net.parameters(), run.cfg.grad_clip)
+        opt.optimizer.step()
+        if opt.ema is not None:
+            opt.ema.update(opt.net)
+        detached = per_image.detach()
+        seen = torch.tensor(float(shard.labels.shape[0]), device=dev, dtype=torch.float64)
+        tally.sums += torch.stack([detached.sum().double(), correct.double(), seen])
+        return detached.mean()
+
 
 def harden(
     model: Any,
@@ -278,246 +672,9 @@ def harden(
     DistributedDataParallel; every rank must call this with the same arguments.
     """
     started = time.time()
-    unknown = sorted(set(overrides) - TrainConfig.field_names())
-    if unknown:
-        raise InputError("harden options", "fields of TrainConfig: " + ", ".join(sorted(TrainConfig.field_names())), unknown)
-    cfg = TrainConfig(**{**(config.to_dict() if config is not None else {}), **overrides})
-    if not isinstance(data, ImageSet):
-        raise InputError("data", "a robust.data.ImageSet (load one with robust.data.load_dataset)", type(data).__name__)
-    world = current_world()
-    dev = resolve_device(device if device is not None else "auto")
-    mix = parse_recipes(recipe)
-    classifier = _as_classifier(model, data, dev, cfg.seed)
-    if not classifier.has_gradients:
-        raise InputError("model", "a torch classifier with gradients (not an ONNX file)", classifier.name)
-    classifier.to(dev)
-    classifier.check_compatible(data, "training data")
-    sets = _eval_sets(eval_sets, classifier, cfg.eval_samples, cfg.seed)
-    if sets:
-        for text in cfg.eval_suites:
-            resolve_suite(text)  # unknown suite names fail here, before any training
-    if cfg.select is not None and sets and cfg.select.split("/", 1)[0] not in sets:
-        raise InputError("select", "a metric path <evaluation set>/<metric> with a set among " + ", ".join(sets), cfg.select)
-    select = cfg.select or (f"{next(iter(sets))}/acc" if sets else None)
-    out_path = Path(out) if out is not None else None
-    if resume and out_path is None:
-        raise InputError("resume", "an output folder (out=) holding the run to continue", None)
-
-    amp = cfg.amp if cfg.amp is not None else dev.type == "cuda"
-    ctx = RecipeContext(classifier, data, dev, cfg.seed, generator, amp)
-    for r in mix.recipes:
-        r.bind(ctx)
-
-    channels_last = cfg.channels_last if cfg.channels_last is not None else dev.type == "cuda"
-    net = classifier.network
-    if cfg.sync_bn and world.distributed:
-        if dev.type != "cuda":
-            raise InputError("sync_bn", "CUDA devices (torch's SyncBatchNorm is GPU-only); use a BN-free model on CPU", dev.type)
-        classifier.network.model = nn.SyncBatchNorm.convert_sync_batchnorm(classifier.network.model)
-        net = classifier.network
-    if channels_last:
-        net.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(list(net.named_parameters()), cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
-    ema = EMA(net, cfg.ema_decay) if cfg.ema_decay is not None else None
-    train_net: nn.Module = net
-    if world.distributed:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        train_net = DDP(net, device_ids=[dev.index] if dev.type == "cuda" else None)
-
-    sampler = ShardedBatches(len(data), cfg.batch_size, world, cfg.seed, cfg.drop_last)
-    steps_per_epoch = sampler.steps_per_epoch()
-    if steps_per_epoch < 1:
-        raise InputError("batch_size", f"at most the number of training images ({len(data)}) with drop_last", cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
-    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else total // 20
-    run_info = {"recipe": str(mix), "config": cfg.to_dict(), "data": data.describe(), "model": classifier.config(),
-                "world_size": world.size, "eval_sets": {k: len(v) for k, v in sets.items()}}
-
-    state = TrainState()
-    if out_path is not None and resume and has_state(out_path):
-        loaded = load_state(out_path)
-        _check_same_run(loaded.run, run_info, out_path)
-        loaded.restore(net, optimizer, ema.module if ema is not None else None)
-        state = loaded.state
-        if ema is not None:
-            ema.updates = state.ema_updates
-    elif out_path is not None and world.is_main:
-        out_path.mkdir(parents=True, exist_ok=True)
-        write_json(out_path / "config.json", run_info)
-
-    images_src = data.images
-    labels_src = data.labels
-    if dev.type == "cuda" and data.images.numel() * 4 < 4 * 2**30:
-        # Small datasets live on the GPU: indexing there costs nothing next to a host copy per step.
-        images_src, labels_src = data.images.to(dev), data.labels.to(dev)
-
-    def save_run_state() -> None:
-        if out_path is not None and world.is_main:
-            save_state(out_path, state, model=net, optimizer=optimizer, ema=ema.module if ema is not None else None, run=run_info)
-
-    eval_memo: dict[str, Any] = {}
-
-    def evaluate_now() -> dict[str, float]:
-        if not sets:
-            return {}
-        eval_clf = _eval_classifier(classifier, ema.module) if ema is not None else classifier
-        return evaluate(eval_clf, sets, cfg.eval_suites, world=world, seed=derive_seed(cfg.seed, "eval"), amp=amp,
-                        batch_size=cfg.eval_batch_size, generator=generator, memo=eval_memo)
-
-    disable = (not world.is_main) or (progress is False) or (progress is None and not sys.stderr.isatty())
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=total, initial=state.step, desc=f"train {mix}", unit="step", disable=disable, leave=False, dynamic_ncols=True)
-    was_training = net.training
-    try:
-        while state.epoch < cfg.epochs:
-            epoch = state.epoch
-            epoch_start = time.time() - state.epoch_seconds
-            sums = torch.tensor([state.sums["loss"], state.sums["correct"], state.sums["seen"]], dtype=torch.float64, device=dev)
-            for global_idx, local in sampler.batches(epoch, state.batch):
-                lr = cfg.lr * lr_factor(state.step, total, warmup, cfg.schedule)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                loss_value = _train_step(
-                    train_net, net, classifier, optimizer, ema, mix, cfg, world, state, epoch, global_idx, local,
-                    images_src, labels_src, dev, amp, channels_last, sums,
-                )
-                state.step += 1
-                state.batch += 1
-                bar.update(1)
-                if on_step is not None:
-                    on_step(state.step, loss_value)
-                if state.step % 25 == 0 or state.batch == steps_per_epoch:
-                    s = sums.tolist()
-                    bar.set_postfix(epoch=epoch + 1, loss=f"{s[0] / max(s[2], 1):.3f}", acc=f"{s[1] / max(s[2], 1):.3f}")
-                if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0 and state.batch < steps_per_epoch:
-                    state.sums = dict(zip(("loss", "correct", "seen"), sums.tolist()))
-                    state.epoch_seconds = time.time() - epoch_start
-                    state.ema_updates = ema.updates if ema is not None else 0
-                    save_run_state()
-            totals = all_reduce_sum(sums, world).tolist()
-            record: dict[str, Any] = {"epoch": epoch + 1, "step": state.step, "lr": optimizer.param_groups[0]["lr"],
-                                      "train_loss": totals[0] / max(totals[2], 1), "train_acc": totals[1] / max(totals[2], 1)}
-            last_epoch = epoch + 1 == cfg.epochs
-            metrics = evaluate_now() if ((epoch + 1) % cfg.eval_every == 0 or last_epoch) else {}
-            record.update(metrics)
-            record["seconds"] = time.time() - epoch_start
-            improved = False
-            if select is not None and select in metrics:
-                value = metrics[select]
-                if not state.best or value > state.best["value"]:
-                    state.best = {"metric": select, "value": value, "epoch": epoch + 1}
-                    improved = True
-            elif select is not None and metrics:
-                raise InputError("select", "one of the evaluated metrics " + ", ".join(sorted(metrics)), select)
-            state.history.append(record)
-            state.epoch, state.batch = epoch + 1, 0
-            state.sums = {"loss": 0.0, "correct": 0.0, "seen": 0.0}
-            state.epoch_seconds = 0.0
-            state.ema_updates = ema.updates if ema is not None else 0
-            if metrics and select in metrics:
-                bar.set_postfix(epoch=epoch + 1, loss=f"{record['train_loss']:.3f}", **{select: f"{metrics[select]:.3f}"})
-            if out_path is not None and world.is_main:
-                final_clf = _eval_classifier(classifier, ema.module) if ema is not None else classifier
-                extra = {"epoch": epoch + 1, "step": state.step, "recipe": str(mix), "metrics": metrics}
-                if improved:
-                    _model_checkpoint(final_clf, out_path / "best", extra)
-                _model_checkpoint(final_clf, out_path / "last", extra)
-                write_text(out_path / "log.jsonl", _jsonl(state.history))
-                save_run_state()
-            barrier(world)
-    finally:
-        bar.close()
-        net.train(was_training)
-    if ema is not None:
-        net.load_state_dict(ema.module.state_dict())
-    if channels_last:
-        net.to(memory_format=torch.contiguous_format)
-    metrics = {k: v for k, v in state.history[-1].items() if "/" in k} if state.history else {}
-    return TrainResult(classifier, state.history, metrics, dict(state.best), state.step, time.time() - started, out_path, str(mix),
-                       cfg.to_dict())
-
-
-def _check_same_run(saved: dict[str, Any], now: dict[str, Any], out: Path) -> None:
-    diffs = [k for k in ("recipe", "config", "world_size") if saved.get(k) != now.get(k)]
-    if saved.get("data", {}).get("fingerprint") != now["data"]["fingerprint"]:
-        diffs.append("data")
-    if saved.get("model", {}).get("arch") != now["model"].get("arch") or saved.get("model", {}).get("num_classes") != now["model"].get("num_classes"):
-        diffs.append("model")
-    if diffs:
-        raise InputError(f"resume from {out}", "the same recipe, configuration, data, model and process count as the saved run",
-                         "different " + ", ".join(diffs))
-
-
-def _train_step(
-    train_net: nn.Module,
-    net: nn.Module,
-    classifier: Classifier,
-    optimizer: torch.optim.Optimizer,
-    ema: EMA | None,
-    mix: RecipeMix,
-    cfg: TrainConfig,
-    world: World,
-    state: TrainState,
-    epoch: int,
-    global_idx: torch.Tensor,
-    local: torch.Tensor,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    dev: torch.device,
-    amp: bool,
-    channels_last: bool,
-    sums: torch.Tensor,
-) -> torch.Tensor:
-    """One optimiser step on this rank's shard of a global batch; returns the shard's mean loss (0-d, detached)."""
-    step = state.step
-    assignment = mix.assign(global_idx.numel(), make_generator(derive_seed(cfg.seed, "mix", step)))[local]
-    idx = global_idx[local]
-    x_all = images[idx.to(images.device)].to(dev, non_blocking=True)
-    y_all = labels[idx.to(labels.device)].to(dev, non_blocking=True)
-    seeds_all = (idx.to(dev) + derive_seed(cfg.seed, "sample", epoch)) & SEED_MASK
-    parts: list[tuple[Recipe, torch.Tensor, list[torch.Tensor]]] = []
-    with frozen(net):
-        for k, recipe in enumerate(mix.recipes):
-            gen = make_generator(derive_seed(cfg.seed, "recipe", k, str(recipe), step, world.rank), dev)
-            if len(mix.recipes) == 1:
-                batch = Batch(x_all, y_all, idx, seeds_all, gen, step, epoch)
-            else:
-                sel = (assignment == k).nonzero().squeeze(1)
-                if sel.numel() == 0:
-                    continue
-                sel_dev = sel.to(dev)
-                batch = Batch(x_all[sel_dev], y_all[sel_dev], idx[sel], seeds_all[sel_dev], gen, step, epoch)
-            views = [v.detach() for v in recipe.views(batch, classifier)]
-            parts.append((recipe, batch.labels, views))
-    inputs = torch.cat([v for _, _, views in parts for v in views])
-    if channels_last:
-        inputs = inputs.contiguous(memory_format=torch.channels_last)
-    train_net.train()
-    autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if amp else nullcontext()
-    with autocast:
-        logits = train_net(inputs)
-    losses, correct, offset = [], torch.zeros((), device=dev), 0
-    for recipe, y, views in parts:
-        n = y.shape[0]
-        chunks = [logits[offset + i * n : offset + (i + 1) * n] for i in range(len(views))]
-        offset += n * len(views)
-        losses.append(recipe.loss(chunks, y, cfg.label_smoothing))
-        correct = correct + (chunks[0].argmax(1) == y).sum()
-    per_image = torch.cat(losses)
-    # Sum over this shard, scaled so DDP's average over ranks is the mean over the global batch.
-    loss = per_image.sum() * (world.size / global_idx.numel())
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if cfg.grad_clip is not None:
-        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-    optimizer.step()
-    if ema is not None:
-        ema.update(net)
-    detached = per_image.detach()
-    sums += torch.stack([detached.sum().double(), correct.double(), torch.tensor(float(y_all.shape[0]), device=dev, dtype=torch.float64)])
-    return detached.mean()
+    cfg = _config(config, overrides)
+    options = RunOptions(Path(out) if out is not None else None, resume, generator, device, progress, on_step)
+    return Trainer.setup(model, data, recipe, eval_sets, cfg, options).train(started)
 
 
 def fit(

@@ -21,6 +21,7 @@ from robust.io import atomic_path, read_json, write_json
 
 STATE_FORMAT = "robust-train-state"
 STATE_FILE = "state.json"
+SUMS = ("loss", "correct", "seen")  # the running sums of an epoch
 
 
 @dataclass
@@ -30,11 +31,29 @@ class TrainState:
     step: int = 0
     epoch: int = 0  # the epoch in progress (or the next one, when ``batch == 0``)
     batch: int = 0  # batches of ``epoch`` already trained
-    sums: dict[str, float] = field(default_factory=lambda: {"loss": 0.0, "correct": 0.0, "seen": 0.0})
+    sums: dict[str, float] = field(default_factory=lambda: dict.fromkeys(SUMS, 0.0))
     history: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] = field(default_factory=dict)  # {"metric", "value", "epoch"}
     ema_updates: int = 0
     epoch_seconds: float = 0.0
+
+    def sum_values(self) -> list[float]:
+        """The running sums of the epoch in progress, in the order ``loss, correct, seen``."""
+        return [self.sums[k] for k in SUMS]
+
+    def pause(self, sums: list[float], seconds: float, ema_updates: int) -> None:
+        """Note the position inside an epoch (running sums, time spent, EMA updates) before a mid-epoch save."""
+        self.sums = dict(zip(SUMS, sums))
+        self.epoch_seconds = seconds
+        self.ema_updates = ema_updates
+
+    def close_epoch(self, record: dict[str, Any], ema_updates: int) -> None:
+        """Log the finished epoch and move to the start of the next one."""
+        self.history.append(record)
+        self.epoch, self.batch = self.epoch + 1, 0
+        self.sums = dict.fromkeys(SUMS, 0.0)
+        self.epoch_seconds = 0.0
+        self.ema_updates = ema_updates
 
     def to_dict(self) -> dict[str, Any]:
         return {"step": self.step, "epoch": self.epoch, "batch": self.batch, "sums": dict(self.sums), "history": list(self.history),
