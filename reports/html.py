@@ -19,12 +19,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from robust.io import write_text
+from robust.io import png_bytes, write_text
 from robust.results import AuditResult, CaseResult, SuiteResult
 
-from reports import plots
-from reports.images import data_uri, png_bytes
+from reports.images import data_uri
 from reports.json_report import plain
+from reports.plots import bars_png, confusion_png, curves_png, per_class_png
 
 HTML_NAME = "index.html"
 MAX_PER_CLASS_COLUMNS = 6
@@ -91,7 +91,7 @@ def _plots(suite: SuiteResult, names: list[str]) -> list[dict[str, str]]:
         groups.setdefault((curve.x_label, curve.y_label), []).append(curve)
     for (x_label, y_label), curves in groups.items():
         title = f"{suite.name}: {y_label} vs {x_label}" if x_label else f"{suite.name}: {y_label}"
-        out.append({"title": title, "uri": data_uri(plots.curves_png(curves, title, grid=suite.details.get("curve_layout") == "grid")),
+        out.append({"title": title, "uri": data_uri(curves_png(curves, title, grid=suite.details.get("curve_layout") == "grid")),
                     "alt": f"{y_label} against {x_label} for " + ", ".join(c.name for c in curves)})
     metric = suite.details.get("plot_cases")
     if metric is None and not suite.curves:
@@ -100,16 +100,16 @@ def _plots(suite: SuiteResult, names: list[str]) -> list[dict[str, str]]:
         cases = _acc_cases(suite, metric)
         if 2 <= len(cases) <= MAX_BARS:
             title = f"{suite.name}: {metric} per case"
-            out.append({"title": title, "uri": data_uri(plots.bars_png([c.name for c in cases], [c.metrics[metric] for c in cases], title, metric)),
+            out.append({"title": title, "uri": data_uri(bars_png([c.name for c in cases], [c.metrics[metric] for c in cases], title, metric)),
                         "alt": f"{metric} of " + ", ".join(f"{c.name} {fmt(c.metrics[metric])}" for c in cases)})
     per_class = _per_class_columns(suite)
     if per_class:
         title = f"{suite.name}: accuracy per class"
-        out.append({"title": title, "uri": data_uri(plots.per_class_png(per_class, title)), "alt": "accuracy of each class"})
+        out.append({"title": title, "uri": data_uri(per_class_png(per_class, title)), "alt": "accuracy of each class"})
     confusion = suite.details.get("confusion")
     if isinstance(confusion, dict) and confusion.get("matrix"):
         labels = confusion.get("labels") or names
-        out.append({"title": f"{suite.name}: confusion matrix", "uri": data_uri(plots.confusion_png(confusion["matrix"], labels)),
+        out.append({"title": f"{suite.name}: confusion matrix", "uri": data_uri(confusion_png(confusion["matrix"], labels)),
                     "alt": "confusion matrix, rows are true classes"})
     return out
 

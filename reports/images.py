@@ -7,7 +7,6 @@ embeds the same bytes as data URIs.
 from __future__ import annotations
 
 import base64
-import io
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,27 +14,10 @@ import numpy as np
 import torch
 
 from robust.errors import FileFormatError
-from robust.results import AuditResult, to_uint8_image
+from robust.io import png_bytes, write_bytes
+from robust.results import AuditResult
 
 IMAGE_DIR = "images"
-
-
-def png_bytes(image: torch.Tensor) -> bytes:
-    """Encode an image ``[C, H, W]`` (uint8, or float in ``[0, 1]``) as PNG (1 channel grey, 3 RGB, 4 RGBA)."""
-    from PIL import Image
-
-    array = to_uint8_image(image).numpy()
-    channels = array.shape[0]
-    if channels == 1:
-        pil = Image.fromarray(array[0], mode="L")
-    elif channels in (3, 4):
-        pil = Image.fromarray(np.ascontiguousarray(array.transpose(1, 2, 0)), mode="RGB" if channels == 3 else "RGBA")
-    else:
-        # Other channel counts have no picture format: show the first channel as grey.
-        pil = Image.fromarray(array[0], mode="L")
-    buffer = io.BytesIO()
-    pil.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def read_png(path: str | Path) -> torch.Tensor:
@@ -84,8 +66,6 @@ def iter_images(result: AuditResult) -> Iterator[tuple[str, torch.Tensor]]:
 
 def write_images(result: AuditResult, out_dir: str | Path) -> list[Path]:
     """Write every image of ``result`` as PNG under ``out_dir/images``; unchanged files are left alone."""
-    from robust.io import write_bytes
-
     written = []
     for rel, image in iter_images(result):
         path = Path(out_dir) / rel

@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib
 import math
 import platform
-import re
 import sys
 import time
 import traceback
@@ -182,21 +181,19 @@ class AuditContext:
         *,
         logits: torch.Tensor | None = None,
         originals: torch.Tensor | None = None,
-        indices: Sequence[int] | torch.Tensor | None = None,
         describe: Callable[[int], str] | None = None,
         failure_params: Callable[[int], dict[str, Any]] | None = None,
         seeds: Sequence[int] | torch.Tensor | None = None,
         params: dict[str, Any] | None = None,
         failures: int | None = None,
-        extra_metrics: dict[str, float] | None = None,
         per_class: bool = True,
         failure_mask: torch.Tensor | None = None,
     ) -> CaseResult:
         """A :class:`CaseResult` with accuracy, per-class accuracy and the most confident mistakes.
 
-        ``images`` are what the model saw; ``originals`` the clean inputs they came from (shown
-        beside each failure); ``indices`` their positions in the data (default ``0..N-1``);
-        ``describe(i)`` / ``failure_params(i)`` / ``seeds[i]`` say how to reproduce image ``i``.
+        ``images`` are what the model saw, in data order; ``originals`` the clean inputs they came
+        from (shown beside each failure); ``describe(i)`` / ``failure_params(i)`` / ``seeds[i]`` say
+        how to reproduce image ``i``.
         ``per_class=False`` leaves the per-class breakdown out (for suites with many cases);
         ``failure_mask`` restricts the failures shown to some images (e.g. those an attack broke).
         """
@@ -213,7 +210,6 @@ class AuditContext:
             if bool(mask.any()):
                 by_class[cname] = float(correct[mask].float().mean())
         metrics = {"acc": float(correct.float().mean())}
-        metrics.update(extra_metrics or {})
         limit = 0 if self.metrics_only else self.failures_per_case if failures is None else failures
         shown = ~correct if failure_mask is None else ~correct & failure_mask.cpu().bool()
         wrong = shown.nonzero().squeeze(1)
@@ -222,7 +218,7 @@ class AuditContext:
         examples = []
         for i in order:
             examples.append(FailureExample(
-                index=int(indices[i]) if indices is not None else i,
+                index=i,
                 label=int(labels[i]),
                 prediction=int(predictions[i]),
                 confidence=float(confidence[i]),
@@ -236,39 +232,6 @@ class AuditContext:
 
 
 # -- loading the inputs ---------------------------------------------------------------------------
-
-_MODULE_PATH_RE = re.compile(r"^[A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$")
-
-
-def resolve_model(
-    model: Any,
-    data: ImageSet,
-    *,
-    num_classes: int | None = None,
-    input_size: Sequence[int] | None = None,
-    weights: str | Path | None = None,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    device: torch.device | str | None = None,
-) -> Classifier:
-    """Any model the adapters accept, plus ``"package.module:attribute"`` (an nn.Module, a Classifier,
-    or a function returning one). Class count, input size and class names default to the data's."""
-    if isinstance(model, str) and _MODULE_PATH_RE.match(model) and not model.startswith("timm:") and not Path(model).exists():
-        module_name, attr = model.split(":")
-        try:
-            obj = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise InputError("model", "an importable package.module:attribute", f"{model} ({exc})") from None
-        if callable(obj) and not isinstance(obj, (torch.nn.Module, Classifier)):
-            obj = obj()
-        model = obj
-    size = tuple(input_size) if input_size is not None else (data.channels, *data.size)
-    names = data.class_names if (num_classes is None or num_classes == data.num_classes) else None
-    clf = load_classifier(model, num_classes=num_classes or data.num_classes, input_size=size, weights=weights,
-                          class_names=names, mean=mean, std=std, device=device)
-    clf.check_compatible(data)
-    return clf
-
 
 def resolve_generator(generator: Any, device: torch.device) -> Any:
     """``None``; ``"demo"`` (the shipped demo generator); a generator checkpoint path; or a generator module."""
@@ -407,82 +370,114 @@ def _previous(out: Path, current: AuditResult) -> dict[str, SuiteResult]:
     return {s.params.get("spec"): s for s in previous.suites if s.status == "ok"}
 
 
-def run_audit(
-    model: Any,
-    data: Any,
-    suites: Iterable[str | Spec] | None = None,
-    *,
-    gates: Iterable[str] = (),
-    generator: Any = None,
-    out: str | Path | None = None,
-    seed: int = 0,
-    resume: bool = False,
-    max_samples: int | None = None,
-    device: str | torch.device = "auto",
-    time_budget: float | None = None,
-    formats: Iterable[str] = ("json", "html", "md", "junit"),
-    failures_per_case: int = FAILURES_PER_CASE,
-    model_options: dict[str, Any] | None = None,
-    command: str | None = None,
-    progress: bool | None = None,
-    on_suite: Callable[[SuiteResult], None] | None = None,
-) -> AuditResult:
-    """Run ``suites`` (specs such as ``"corruptions"`` or ``"pgd:linf@8/255"``; None: the defaults).
+@dataclass
+class AuditConfig:
+    """How an audit runs: the settings of ``robust audit`` and of its configuration file.
 
-    ``model``: anything :func:`resolve_model` accepts (``model_options`` go to it: num_classes,
-    input_size, weights, mean, std). ``data``: anything :func:`robust.data.load_dataset` accepts.
-    ``gates``: expressions such as ``"clean.acc>=0.9"`` (checked before anything runs).
-    ``out``: folder for the reports (``report.json`` is rewritten after every suite).
-    ``resume``: keep the finished suites of the report already in ``out``. ``max_samples``: cap on
-    evaluated images; ``time_budget``: seconds, after which remaining suites are skipped.
-    ``on_suite`` is called with each finished suite.
+    ``suites``: specs such as ``"corruptions"`` or ``"pgd:linf@8/255"`` (None: the defaults).
+    ``gates``: expressions such as ``"clean.acc>=0.9"`` (checked before anything runs). ``out``:
+    folder for the reports (``report.json`` is rewritten after every suite); ``resume`` keeps the
+    finished suites of the report already there. ``max_samples``: cap on evaluated images;
+    ``time_budget``: seconds, after which the remaining suites are skipped. ``model_options`` go to
+    :func:`robust.models.load_classifier` (num_classes, input_size, weights, mean, std).
+    ``command``: the command recorded (default: this process's). ``progress``: None shows progress
+    bars on a terminal, False never.
     """
-    from reports import FORMATS, evaluate_gates, parse_gate, write_reports
 
-    started = time.time()
-    clock = time.monotonic()
-    if max_samples is not None and (not isinstance(max_samples, int) or max_samples < 1):
-        raise InputError("max_samples", "a positive whole number", max_samples)
-    if time_budget is not None and not (isinstance(time_budget, (int, float)) and time_budget > 0 and math.isfinite(time_budget)):
-        raise InputError("time_budget", "a positive number of seconds", time_budget)
-    if resume and out is None:
-        raise InputError("resume", "an output folder (out=...) holding the report to resume", None)
-    dev = resolve_device(device)
-    if suites is None:
-        suites = default_suites(generator)
-    planned = plan_suites(suites)
-    parsed_gates = [parse_gate(g) for g in gates]
+    suites: Iterable[str | Spec] | None = None
+    gates: Iterable[str] = ()
+    out: str | Path | None = None
+    seed: int = 0
+    resume: bool = False
+    max_samples: int | None = None
+    device: str | torch.device = "auto"
+    time_budget: float | None = None
+    formats: Iterable[str] = ("json", "html", "md", "junit")
+    failures_per_case: int = FAILURES_PER_CASE
+    model_options: dict[str, Any] | None = None
+    command: str | None = None
+    progress: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_samples is not None and (not isinstance(self.max_samples, int) or self.max_samples < 1):
+            raise InputError("max_samples", "a positive whole number", self.max_samples)
+        budget = self.time_budget
+        if budget is not None and not (isinstance(budget, (int, float)) and budget > 0 and math.isfinite(budget)):
+            raise InputError("time_budget", "a positive number of seconds", budget)
+        if self.resume and self.out is None:
+            raise InputError("resume", "an output folder (out=...) holding the report to resume", None)
+        self.suites = list(self.suites) if self.suites is not None else None
+        self.gates = list(self.gates)
+        self.formats = list(self.formats)
+        self.model_options = dict(self.model_options or {})
+
+
+def _plan(config: AuditConfig, generator: Any) -> tuple[list[PlannedSuite], list[Any]]:
+    """The suites to run and the parsed gates, checked against each other; the report formats checked."""
+    from reports import FORMATS, parse_gate
+
+    planned = plan_suites(config.suites if config.suites is not None else default_suites(generator))
+    gates = [parse_gate(g) for g in config.gates]
     names = {p.name for p in planned}
-    for gate in parsed_gates:
+    for gate in gates:
         if gate.suite not in names:
             raise InputError(f"gate {gate.expression!r}", "a metric of one of the suites " + ", ".join(sorted(names)), f"suite {gate.suite!r}")
-    formats = list(formats)
-    for name in formats:
+    for name in config.formats:
         FORMATS.get(name)
+    return planned, gates
 
-    dataset = load_dataset(data, n=max_samples, seed=seed)
-    classifier = resolve_model(model, dataset, device=dev, **(model_options or {}))
+
+def _context(model: Any, data: Any, generator: Any, config: AuditConfig, device: torch.device, clock: float) -> AuditContext:
+    """Load the data, the model (its defaults from the data) and the generator into a context for the suites."""
+    dataset = load_dataset(data, n=config.max_samples, seed=config.seed)
+    classifier = load_classifier(model, data=dataset, device=device, **config.model_options)
+    classifier.check_compatible(dataset)
     if classifier.has_gradients:
-        classifier.to(dev)
-    gen = resolve_generator(generator, dev)
-    ctx = AuditContext(classifier, dataset, data_source=data, generator=gen, device=dev, seed=seed, max_samples=max_samples,
-                       deadline=None if time_budget is None else clock + float(time_budget),
-                       failures_per_case=failures_per_case, progress=progress)
+        classifier.to(device)
+    gen = resolve_generator(generator, device)
+    return AuditContext(classifier, dataset, data_source=data, generator=gen, device=device, seed=config.seed,
+                        max_samples=config.max_samples, deadline=None if config.time_budget is None else clock + float(config.time_budget),
+                        failures_per_case=config.failures_per_case, progress=config.progress)
 
-    env = environment(seed, dev, command)
-    env.update({"suites": [p.key for p in planned], "gates": [g.expression for g in parsed_gates],
-                "max_samples": max_samples, "time_budget": time_budget})
-    if gen is not None:
+
+def _new_result(ctx: AuditContext, model: Any, generator: Any, config: AuditConfig, planned: list[PlannedSuite],
+                gates: list[Any], started: float) -> AuditResult:
+    """An empty result recording the model, data, generator and environment of the run."""
+    data = ctx.data_source
+    env = environment(config.seed, ctx.device, config.command)
+    env.update({"suites": [p.key for p in planned], "gates": [g.expression for g in gates],
+                "max_samples": config.max_samples, "time_budget": config.time_budget})
+    if ctx.generator is not None:
         env["generator"] = {"source": str(generator) if not isinstance(generator, torch.nn.Module) else type(generator).__name__,
-                            "fingerprint": _fingerprint_module(gen)}
+                            "fingerprint": _fingerprint_module(ctx.generator)}
+    classifier, dataset = ctx.classifier, ctx.data
     model_info = {**classifier.describe(), "source": str(model) if isinstance(model, (str, Path)) else classifier.name}
-    data_info = {**dataset.describe(), "source": str(data) if isinstance(data, (str, Path)) else dataset.name, "max_samples": max_samples}
-    result = AuditResult(model=model_info, data=data_info, environment=env, created=started, complete=False)
+    data_info = {**dataset.describe(), "source": str(data) if isinstance(data, (str, Path)) else dataset.name, "max_samples": config.max_samples}
+    return AuditResult(model=model_info, data=data_info, environment=env, created=started, complete=False)
 
-    out_dir = Path(out) if out is not None else None
-    done = _previous(out_dir, result) if resume and out_dir else {}
+
+def run_audit(model: Any, data: Any, config: AuditConfig | None = None, *, generator: Any = None,
+              on_suite: Callable[[SuiteResult], None] | None = None) -> AuditResult:
+    """Audit ``model`` on ``data`` as ``config`` says (default: the default suites, no gates, no files).
+
+    ``model``: any spec :func:`robust.models.load_classifier` accepts (the data supplies its class
+    count, image shape and class names). ``data``: anything :func:`robust.data.load_dataset`
+    accepts. ``generator``: None, ``"demo"``, a generator checkpoint or module (see
+    :func:`resolve_generator`). ``on_suite`` is called with each finished suite.
+    """
+    from reports import evaluate_gates, write_reports
+
+    config = config if config is not None else AuditConfig()
+    started = time.time()
+    clock = time.monotonic()
+    dev = resolve_device(config.device)
+    planned, gates = _plan(config, generator)
+    ctx = _context(model, data, generator, config, dev, clock)
+    result = _new_result(ctx, model, generator, config, planned, gates, started)
+    out_dir = Path(config.out) if config.out is not None else None
+    done = _previous(out_dir, result) if config.resume and out_dir else {}
     if done:
-        env["resumed"] = sorted(k for k in done if k in {p.key for p in planned})
+        result.environment["resumed"] = sorted(k for k in done if k in {p.key for p in planned})
 
     for planned_suite in ctx.progress_bar(planned, desc="audit"):
         if planned_suite.key in done:
@@ -496,11 +491,11 @@ def run_audit(
         if on_suite is not None:
             on_suite(suite)
 
-    result.gates = evaluate_gates(result, parsed_gates)
+    result.gates = evaluate_gates(result, gates)
     result.complete = True
-    env["duration_s"] = time.monotonic() - clock
+    result.environment["duration_s"] = time.monotonic() - clock
     if out_dir is not None:
-        write_reports(result, out_dir, formats if "json" in formats else ["json", *formats])
+        write_reports(result, out_dir, config.formats if "json" in config.formats else ["json", *config.formats])
     return result
 
 

@@ -1,4 +1,4 @@
-"""Files: atomic writes, safetensors + JSON checkpoints, and content fingerprints.
+"""Files: atomic writes, safetensors + JSON checkpoints, PNG images and content fingerprints.
 
 Nothing here executes code from a file: weights are safetensors, configs are JSON, and
 ``torch.load`` is only ever called with ``weights_only=True``.
@@ -6,6 +6,7 @@ Nothing here executes code from a file: weights are safetensors, configs are JSO
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -53,6 +54,30 @@ def write_bytes(path: PathLike, data: bytes) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)
+
+
+def png_bytes(image: torch.Tensor) -> bytes:
+    """Encode one image ``[C, H, W]`` (uint8, or float in ``[0, 1]``) as PNG: 1 channel grey, 3 RGB, 4 RGBA.
+
+    Other channel counts have no picture format: their first channel is shown as grey.
+    """
+    from PIL import Image
+
+    from robust.results import to_uint8_image
+
+    pixels = to_uint8_image(image)
+    if pixels.shape[0] in (3, 4):
+        pil = Image.fromarray(pixels.permute(1, 2, 0).contiguous().numpy())
+    else:
+        pil = Image.fromarray(pixels[0].numpy())
+    buffer = io.BytesIO()
+    pil.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_png(path: PathLike, image: torch.Tensor) -> Path:
+    """Write one image ``[C, H, W]`` as a PNG file (atomically; see :func:`png_bytes`)."""
+    return write_bytes(path, png_bytes(image))
 
 
 def write_json(path: PathLike, obj: Any) -> Path:

@@ -7,7 +7,9 @@ exist. Nobody normalises by hand.
 """
 from __future__ import annotations
 
+import importlib
 import json
+import re
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -533,51 +535,101 @@ def _load_state(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+_ATTRIBUTE_RE = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+
+
+def _import_attribute(text: str, argument: str) -> nn.Module | Classifier:
+    """``package.module:attribute`` -> the nn.Module or Classifier it names (a function or class is called first)."""
+    module_name, attr = text.split(":")
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise InputError(argument, "an importable package.module:attribute", f"{text} ({exc})") from None
+    if callable(obj) and not isinstance(obj, (nn.Module, Classifier)):
+        obj = obj()
+    if not isinstance(obj, (nn.Module, Classifier)):
+        raise InputError(argument, f"{text} to be an nn.Module, a Classifier or a function returning one", type(obj).__name__)
+    return obj
+
+
+def _load_weights(clf: Classifier, weights: str | Path, arch: str) -> None:
+    missing, unexpected = clf.model.load_state_dict(_load_state(Path(weights)), strict=False)
+    if missing or unexpected:
+        raise FileFormatError(weights, f"weights for {arch}", f"missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}")
+
+
 def load_classifier(
     spec: Any,
     *,
+    data: Any = None,
     num_classes: int | None = None,
     input_size: Sequence[int] | None = None,
-    weights: str | Path | None = None,
     class_names: Sequence[str] | None = None,
+    weights: str | Path | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    seed: int | None = None,
     device: torch.device | str | None = None,
+    argument: str = "model",
 ) -> Classifier:
-    """Any accepted model -> :class:`Classifier`.
+    """Any model spec -> :class:`Classifier`; the one place a spec becomes a classifier.
 
-    ``spec`` is a :class:`Classifier`; an ``nn.Module`` (give ``input_size``); ``"timm:<name>"`` or
-    a registered architecture name (give ``num_classes``; ``weights`` loads a local state dict, never
-    a download); a robust checkpoint (``model``, ``model.safetensors`` or ``model.json``); or an
-    ``.onnx`` file.
+    ``spec`` is one of:
+
+    - a :class:`Classifier` (moved to ``device``);
+    - an ``nn.Module`` expecting normalised input (give ``input_size``; ``num_classes`` is found by a
+      dry run when omitted);
+    - a robust checkpoint: ``model``, ``model.safetensors`` or ``model.json``;
+    - an ``.onnx`` file (``input_size``, ``mean``/``std`` and ``class_names`` override its metadata);
+    - ``"timm:<name>"`` or a registered architecture name (give ``num_classes``), built fresh: its
+      initial weights follow ``seed`` (torch's global stream without one), or ``weights`` names a
+      local state dict (``.safetensors`` or ``.pt``; never a download) to load;
+    - ``"package.module:attribute"``: an nn.Module, a Classifier, or a function (or class) that
+      returns one when called without arguments.
+
+    ``data`` (the :class:`~robust.data.ImageSet` the model will see) supplies the defaults: its
+    class count, image shape and, when the class counts agree, class names. Whether the model fits
+    the data is :meth:`Classifier.check_compatible`'s job. ``argument`` names the spec in errors.
     """
+    if data is not None:
+        num_classes = data.num_classes if num_classes is None else num_classes
+        input_size = (data.channels, *data.size) if input_size is None else input_size
+        if class_names is None and num_classes == data.num_classes:
+            class_names = data.class_names
+    if isinstance(spec, str) and _ATTRIBUTE_RE.match(spec) and not spec.startswith("timm:") and not Path(spec).exists():
+        spec = _import_attribute(spec, argument)
+    text = str(spec) if isinstance(spec, (str, Path)) else None
+    path = Path(text or ".")
+    onnx = text is not None and path.suffix.lower() == ".onnx"
+    checkpoint = text is not None and not onnx and (path.suffix in (".safetensors", ".json") or Path(text + ".json").is_file())
+    building = text is not None and not (onnx or checkpoint) and (text.startswith("timm:") or text in ARCHITECTURES)
+    if weights is not None and not building:
+        raise InputError("weights", f"a timm:<name> or architecture-name {argument} to load them into", text or type(spec).__name__)
     if isinstance(spec, Classifier):
         return spec.to(device) if device is not None else spec
     if isinstance(spec, nn.Module):
         if input_size is None:
-            raise InputError("input_size", "(C, H, W) for an nn.Module", None)
+            raise InputError("input_size", f"(C, H, W) for the {argument}, an nn.Module", None)
         return Classifier(spec, input_size=input_size, num_classes=num_classes, mean=mean, std=std, class_names=class_names, device=device)
-    if not isinstance(spec, (str, Path)):
-        raise InputError("model", "a Classifier, nn.Module, timm:<name>, checkpoint path or .onnx file", type(spec).__name__)
-    text = str(spec)
-    path = Path(text)
-    if path.suffix.lower() == ".onnx":
+    if text is None:
+        raise InputError(argument, "a Classifier, nn.Module, checkpoint path, .onnx file, timm:<name> or package.module:attribute",
+                         type(spec).__name__)
+    if onnx:
         return OnnxClassifier(path, mean=mean, std=std, class_names=class_names, input_size=input_size)
-    if path.suffix in (".safetensors", ".json") or Path(text + ".json").is_file():
+    if checkpoint:
         return load_checkpoint_classifier(path, device)
-    if text.startswith("timm:") or text in ARCHITECTURES:
+    if building:
         if num_classes is None:
             raise InputError("num_classes", f"the number of classes for {text}", None)
-        clf = build_classifier(text, num_classes, input_size or (3, 32, 32), class_names=class_names, mean=mean, std=std, device=device)
+        clf = build_classifier(text, num_classes, input_size or (3, 32, 32), class_names=class_names, mean=mean, std=std,
+                               device=device, seed=seed)
         if weights is not None:
-            state = _load_state(Path(weights))
-            missing, unexpected = clf.model.load_state_dict(state, strict=False)
-            if missing or unexpected:
-                raise FileFormatError(weights, f"weights for {text}", f"missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}")
+            _load_weights(clf, weights, text)
         return clf
     if path.exists():
         raise FileFormatError(path, "a .onnx file or a robust checkpoint (.safetensors + .json)", f"a {path.suffix or 'suffix-less'} file")
-    raise InputError("model", "an existing checkpoint/.onnx path, timm:<name> or one of " + ", ".join(ARCHITECTURES.names()), text)
+    raise InputError(argument, "an existing checkpoint/.onnx path, timm:<name>, package.module:attribute or one of "
+                     + ", ".join(ARCHITECTURES.names()), text)
 
 
 def export_onnx(classifier: Classifier, path: str | Path, *, opset: int = 17, check: bool = True, tolerance: float = 1e-4,

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 
 from robust.errors import InputError
+from robust.imageset import ImageSet
+from robust.registry import Spec, parse_spec
 from robust.seeding import derive_seed, make_generator
 
 CLASS_NAMES: tuple[str, ...] = (
@@ -391,10 +393,8 @@ class SyntheticBenchmark:
         classes = classes[torch.randperm(n, generator=gen)]
         return classes, sample_factors(classes, gen, correlated, strength)
 
-    def split(self, split: str, n: int | None = None):
-        """A rendered split as a :class:`robust.data.ImageSet` (factors attached)."""
-        from robust.data import ImageSet
-
+    def split(self, split: str, n: int | None = None) -> ImageSet:
+        """A rendered split as an :class:`ImageSet` (factors attached)."""
         classes, factors = self.sample(split, n)
         images = render(classes, factors, self.size)
         return ImageSet(images, classes, list(CLASS_NAMES), factors=factors, name=f"synthetic:{split}")
@@ -404,3 +404,37 @@ class SyntheticBenchmark:
 
     def describe(self) -> dict[str, object]:
         return {"size": self.size, "correlated": list(self.correlated), "strength": self.strength, "seed": self.seed}
+
+
+# -- the data spec ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SyntheticSource:
+    """What a ``synthetic`` data spec names: the benchmark, its split and the image count (None: not given)."""
+
+    benchmark: SyntheticBenchmark
+    split: str
+    n: int | None
+
+
+def parse_synthetic(spec: str | Spec, *, size: int = 32, seed: int = 0) -> SyntheticSource:
+    """``synthetic[:<split>][,size=..][,strength=..][,correlated=a+b][,seed=..][,n=..]`` -> :class:`SyntheticSource`.
+
+    ``size`` and ``seed`` apply when the spec names none; the split defaults to ``test_shift``.
+    """
+    if not isinstance(spec, Spec):
+        spec = parse_spec(str(spec), "data")
+    if spec.name != "synthetic":
+        raise InputError("data", "a synthetic[:<split>] spec", str(spec))
+    opts = dict(spec.options)
+    correlated = opts.pop("correlated", None)
+    bench = SyntheticBenchmark(
+        size=int(opts.pop("size", size)),
+        correlated=tuple(str(correlated).split("+")) if correlated else DEFAULT_CORRELATED,
+        strength=float(opts.pop("strength", DEFAULT_STRENGTH)),
+        seed=int(opts.pop("seed", seed)),
+    )
+    count = opts.pop("n", None)
+    if opts:
+        raise InputError("synthetic options", "size, strength, correlated, seed or n", sorted(opts))
+    return SyntheticSource(bench, spec.target or "test_shift", int(count) if count is not None else None)

@@ -21,7 +21,6 @@ Usage::
 """
 from __future__ import annotations
 
-import io
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ import torch.nn.functional as F
 
 from robust.data import ImageSet, load_dataset
 from robust.errors import InputError
-from robust.io import write_bytes, write_json
+from robust.io import write_json, write_png
 from robust.models import Classifier, load_classifier
 from robust.plugins import load_all
 from robust.registry import Spec, parse_spec
@@ -93,11 +92,8 @@ def _inputs(images: Any, labels: Any = None, name: str = "images") -> _Inputs:
 
 
 def _classifier(model: Any, inputs: _Inputs) -> Classifier:
-    if isinstance(model, Classifier):
-        return model
-    if isinstance(model, torch.nn.Module):
-        return load_classifier(model, input_size=tuple(inputs.images.shape[1:]))
-    return load_classifier(model)
+    """Any model spec :func:`load_classifier` reads; the images give the input size (for an nn.Module or ONNX file)."""
+    return load_classifier(model, input_size=tuple(inputs.images.shape[1:]))
 
 
 def _class(clf: Classifier, k: int) -> str:
@@ -298,8 +294,6 @@ def _shown(image: torch.Tensor, height: int) -> torch.Tensor:
 
 def save_image_rows(path: str | Path, rows: Sequence[Sequence[torch.Tensor]]) -> Path:
     """Write rows of ``[C, H, W]`` images in ``[0, 1]`` as one PNG grid (atomically); returns the path."""
-    from PIL import Image
-
     if not rows or not rows[0]:
         raise InputError("rows", "at least one row of images", "none")
     height = max(MIN_SHOWN_SIZE, max(im.shape[1] for row in rows for im in row))
@@ -312,10 +306,7 @@ def save_image_rows(path: str | Path, rows: Sequence[Sequence[torch.Tensor]]) ->
         for c, im in enumerate(row):
             top, left = pad + r * (height + pad), pad + c * (width + pad)
             canvas[:, top : top + height, left : left + im.shape[2]] = im
-    array = (canvas.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return write_bytes(path, buffer.getvalue())
+    return write_png(path, canvas)
 
 
 def _write_failures(kind: str, label: str, rows: list[list[torch.Tensor]], failures: list[FailureExample],

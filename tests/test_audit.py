@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 
 import reports
-from robust.audit import SUITES, exit_code, load_config, plan_suites, run_audit
+from robust.audit import SUITES, AuditConfig, exit_code, load_config, plan_suites, run_audit
 from robust.cli import cli
 from robust.errors import InputError
 from robust.models import build_classifier, save_classifier
@@ -34,8 +34,8 @@ def model_path(tmp_path_factory: pytest.TempPathFactory) -> str:
 def full_audit(model_path: str, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("audit")
     suites = [*TINY, "pgd:linf@4/255,steps=2,n=12", "transforms:brightness,n=12,sweep_steps=3"]
-    result = run_audit(model_path, DATA, suites, gates=["clean.acc>=0", "pgd.linf_4.acc<=1", "shift.test_shift.acc>=2"],
-                       out=out, max_samples=24, progress=False)
+    result = run_audit(model_path, DATA, AuditConfig(suites, gates=["clean.acc>=0", "pgd.linf_4.acc<=1", "shift.test_shift.acc>=2"],
+                                                     out=out, max_samples=24, progress=False))
     return result, out
 
 
@@ -74,7 +74,7 @@ def test_gates_are_evaluated_on_the_measured_metrics(full_audit) -> None:
 
 def test_same_seed_gives_the_same_report(model_path: str, tmp_path: Path) -> None:
     def run(out: Path) -> dict:
-        run_audit(model_path, DATA, TINY, out=out, max_samples=24, seed=3, progress=False, formats=["json"])
+        run_audit(model_path, DATA, AuditConfig(TINY, out=out, max_samples=24, seed=3, progress=False, formats=["json"]))
         data = json.loads((out / "report.json").read_text())
         data.pop("created")
         data["environment"].pop("duration_s")
@@ -89,8 +89,8 @@ def test_same_seed_gives_the_same_report(model_path: str, tmp_path: Path) -> Non
 
 
 def test_an_erroring_suite_is_reported_and_the_others_run(model_path: str, tmp_path: Path) -> None:
-    result = run_audit(model_path, DATA, ["clean", "transforms:no_such_transform", "shift,n=12,sweep=none"], out=tmp_path,
-                       max_samples=12, progress=False, gates=["transforms.mean_worst_acc>=0"])
+    result = run_audit(model_path, DATA, AuditConfig(["clean", "transforms:no_such_transform", "shift,n=12,sweep=none"], out=tmp_path,
+                                                     max_samples=12, progress=False, gates=["transforms.mean_worst_acc>=0"]))
     status = {s.name: s.status for s in result.suites}
     assert status == {"clean": "ok", "transforms": "error", "shift": "ok"}
     broken = result.suite("transforms")
@@ -106,22 +106,22 @@ def test_interrupted_audit_keeps_finished_suites_and_resume_skips_them(model_pat
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_audit(model_path, DATA, TINY, out=tmp_path, max_samples=24, progress=False, on_suite=stop_after_clean)
+        run_audit(model_path, DATA, AuditConfig(TINY, out=tmp_path, max_samples=24, progress=False), on_suite=stop_after_clean)
     partial = reports.load_report(tmp_path)
     assert not partial.complete and [s.name for s in partial.suites] == ["clean"]
     before = partial.suite("clean")
 
-    finished = run_audit(model_path, DATA, TINY, out=tmp_path, max_samples=24, progress=False, resume=True)
+    finished = run_audit(model_path, DATA, AuditConfig(TINY, out=tmp_path, max_samples=24, progress=False, resume=True))
     assert finished.complete and [s.name for s in finished.suites] == ["clean", "shift"]
     assert finished.environment["resumed"] == ["clean"]
     assert finished.suite("clean").duration_s == before.duration_s  # kept, not measured again
     assert finished.suite("clean").metrics == before.metrics
     with pytest.raises(InputError, match="resume"):
-        run_audit(model_path, DATA, TINY, out=tmp_path, max_samples=24, seed=1, progress=False, resume=True)
+        run_audit(model_path, DATA, AuditConfig(TINY, out=tmp_path, max_samples=24, seed=1, progress=False, resume=True))
 
 
 def test_time_budget_skips_suites_that_did_not_start(model_path: str) -> None:
-    result = run_audit(model_path, DATA, ["clean"], max_samples=12, time_budget=1e-9, gates=["clean.acc>=0"], progress=False)
+    result = run_audit(model_path, DATA, AuditConfig(["clean"], max_samples=12, time_budget=1e-9, gates=["clean.acc>=0"], progress=False))
     assert result.suite("clean").status == "skipped" and "time budget" in result.suite("clean").error
     assert not result.passed
 
@@ -130,9 +130,20 @@ def test_shift_skips_itself_without_synthetic_data(model_path: str, tmp_path: Pa
     from robust.synthetic import SyntheticBenchmark
 
     SyntheticBenchmark(size=16).split("test_iid", 20).save_npz(tmp_path / "plain.npz")
-    result = run_audit(model_path, str(tmp_path / "plain.npz"), ["clean", "shift"], progress=False)
+    result = run_audit(model_path, str(tmp_path / "plain.npz"), AuditConfig(["clean", "shift"], progress=False))
     assert result.suite("shift").status == "skipped" and "synthetic" in result.suite("shift").error
     assert exit_code(result) == 0
+
+
+def test_audit_config_checks_its_settings_where_they_are_made() -> None:
+    with pytest.raises(InputError, match="max_samples"):
+        AuditConfig(max_samples=0)
+    with pytest.raises(InputError, match="time_budget"):
+        AuditConfig(time_budget=float("inf"))
+    with pytest.raises(InputError, match="resume"):
+        AuditConfig(resume=True)
+    config = AuditConfig(iter(["clean"]), gates=iter(["clean.acc>=0"]), formats=("json",))
+    assert (config.suites, config.gates, config.formats, config.model_options) == (["clean"], ["clean.acc>=0"], ["json"], {})
 
 
 def test_suite_plans_check_names_and_duplicates() -> None:
@@ -152,13 +163,13 @@ def test_models_given_as_module_paths_and_onnx_files(tmp_path: Path, monkeypatch
         "    torch.manual_seed(0)\n"
         "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 10))\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    result = run_audit("robust_test_models:make", DATA, ["clean"], max_samples=12, progress=False)
+    result = run_audit("robust_test_models:make", DATA, AuditConfig(["clean"], max_samples=12, progress=False))
     assert result.suite("clean").status == "ok" and result.model["input_size"] == [3, 16, 16]
 
     from robust.models import export_onnx, load_classifier
 
     export_onnx(load_classifier(model_path), tmp_path / "clf.onnx")
-    onnx_result = run_audit(str(tmp_path / "clf.onnx"), DATA, ["clean", "pgd:linf@4/255,steps=1"], max_samples=12, progress=False)
+    onnx_result = run_audit(str(tmp_path / "clf.onnx"), DATA, AuditConfig(["clean", "pgd:linf@4/255,steps=1"], max_samples=12, progress=False))
     assert onnx_result.suite("clean").status == "ok"
     assert onnx_result.suite("pgd").status == "skipped" and "square" in onnx_result.suite("pgd").error
 

@@ -137,3 +137,17 @@ def test_load_dataset_takes_a_height_width_size_for_builtin_sources():
     assert wide.images.shape[-2:] == (8, 12)
     with pytest.raises(InputError, match="size"):
         load_dataset("digits", n=4, size=(8, 0))
+
+
+def test_a_synthetic_spec_means_the_same_benchmark_to_the_loader_and_the_shift_suite():
+    from robust.audit import AuditContext
+    from robust.models import load_classifier
+    from robust.suites.core import synthetic_benchmark
+
+    spec = "synthetic:test_iid,size=16,strength=0.5,correlated=texture,seed=4"
+    data = load_dataset(spec, n=20)
+    clf = load_classifier(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 10)), data=data)
+    bench = synthetic_benchmark(AuditContext(clf, data, data_source=spec))
+    assert bench.describe() == {"size": 16, "correlated": ["texture"], "strength": 0.5, "seed": 4}
+    assert torch.equal(bench.split("test_iid", 20).images, data.images)
+    assert isinstance(data, ImageSet) and ImageSet.__module__ == "robust.imageset"

@@ -127,7 +127,7 @@ PAGE_FACTS = """(() => {
 
 @pytest.fixture(scope="module")
 def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from robust.audit import run_audit
+    from robust.audit import AuditConfig, run_audit
     from robust.data import ImageSet
 
     gen = torch.Generator().manual_seed(0)
@@ -137,8 +137,8 @@ def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 3))
     out = tmp_path_factory.mktemp("browser-report")
-    run_audit(model, data, ["clean", "transforms:brightness,sweep_steps=3"], gates=["clean.acc>=0", "clean.acc>=2"],
-              out=out, progress=False)
+    run_audit(model, data, AuditConfig(["clean", "transforms:brightness,sweep_steps=3"], gates=["clean.acc>=0", "clean.acc>=2"],
+                                       out=out, progress=False))
     return out
 
 

@@ -195,3 +195,78 @@ def test_seeded_build_gives_the_same_weights_whatever_the_global_random_state():
     state = torch.random.get_rng_state()
     build_classifier("smallcnn", 4, (3, 16, 16), width=8, seed=3)
     assert torch.equal(state, torch.random.get_rng_state())  # the global stream is left alone
+
+
+# -- load_classifier: every spec form -------------------------------------------------------------
+
+def _data(classes: int = 3, channels: int = 3, size: int = 8):
+    from robust.data import ImageSet
+
+    return ImageSet(torch.rand(classes, channels, size, size), torch.arange(classes), [f"c{i}" for i in range(classes)])
+
+
+def _weights(clf: Classifier) -> torch.Tensor:
+    return torch.cat([v.flatten().float() for v in clf.model.state_dict().values()])
+
+
+def test_load_classifier_takes_classes_shape_and_names_from_the_data():
+    data = _data(classes=3, channels=1, size=16)
+    built = load_classifier("smallcnn", data=data, seed=0)
+    assert built.num_classes == 3 and built.input_size == (1, 16, 16) and built.class_names == ["c0", "c1", "c2"]
+    wrapped = load_classifier(tiny_net(3)[1:], data=_data(classes=3, channels=4), class_names=["x", "y", "z"])
+    assert wrapped.input_size == (4, 8, 8) and wrapped.class_names == ["x", "y", "z"]  # explicit values win
+    other = load_classifier("smallcnn", data=data, num_classes=5)
+    assert other.num_classes == 5 and other.class_names == ["0", "1", "2", "3", "4"]  # the data's names do not fit
+
+
+def test_load_classifier_builds_an_architecture_from_a_seed():
+    first = load_classifier("smallcnn", num_classes=4, input_size=(3, 16, 16), seed=3)
+    torch.rand(10)
+    again = load_classifier("smallcnn", num_classes=4, input_size=(3, 16, 16), seed=3)
+    assert torch.equal(_weights(first), _weights(again))
+    assert torch.equal(_weights(first), _weights(build_classifier("smallcnn", 4, (3, 16, 16), seed=3)))
+    assert not torch.equal(_weights(first), _weights(load_classifier("smallcnn", num_classes=4, input_size=(3, 16, 16), seed=4)))
+    with pytest.raises(InputError, match="num_classes"):
+        load_classifier("smallcnn")
+
+
+def test_load_classifier_reads_checkpoints_by_prefix_or_either_file(tmp_path):
+    clf = build_classifier("smallcnn", 3, (3, 16, 16), width=8, seed=0)
+    save_classifier(clf, tmp_path / "model")
+    for spec in (tmp_path / "model", str(tmp_path / "model"), tmp_path / "model.json", str(tmp_path / "model.safetensors")):
+        assert load_classifier(spec).fingerprint() == clf.fingerprint()
+    with pytest.raises(InputError, match="weights"):
+        load_classifier(tmp_path / "model", weights=tmp_path / "model.safetensors")
+
+
+def test_load_classifier_passes_classifiers_through_and_wraps_modules():
+    clf = Classifier(tiny_net(), input_size=(3, 8, 8))
+    assert load_classifier(clf) is clf and load_classifier(clf, device="cpu") is clf
+    wrapped = load_classifier(tiny_net(2), input_size=(3, 8, 8), mean=(0.5,), std=(0.5,))
+    assert wrapped.num_classes == 2 and wrapped.mean == (0.5, 0.5, 0.5)
+    with pytest.raises(InputError, match="input_size"):
+        load_classifier(tiny_net())
+    with pytest.raises(InputError, match="weights"):
+        load_classifier(tiny_net(), input_size=(3, 8, 8), weights="w.safetensors")
+    with pytest.raises(InputError, match="judge"):
+        load_classifier(42, argument="judge")
+
+
+def test_load_classifier_imports_package_module_attribute(tmp_path, monkeypatch):
+    (tmp_path / "robust_spec_models.py").write_text(
+        "import torch\n"
+        "from robust.models import Classifier\n"
+        "def net():\n"
+        "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4))\n"
+        "ready = Classifier(net(), input_size=(3, 8, 8), class_names=list('abcd'))\n"
+        "text = 'not a model'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    made = load_classifier("robust_spec_models:net", data=_data(classes=4))
+    assert made.num_classes == 4 and made.class_names == ["c0", "c1", "c2", "c3"]
+    assert load_classifier("robust_spec_models:ready").class_names == list("abcd")
+    with pytest.raises(InputError, match="oracle.*nn.Module"):
+        load_classifier("robust_spec_models:text", argument="oracle")
+    with pytest.raises(InputError, match="importable"):
+        load_classifier("robust_spec_models:missing")
+    with pytest.raises(InputError, match="importable"):
+        load_classifier("no_such_package_here.models:net")

@@ -157,3 +157,25 @@ def test_every_size_in_range_renders():
     for size in (16, 33, 64, 128):
         assert S.render(classes, f, size).shape == (2, 3, size, size)
     assert math.isclose(S.FACTORS[0].high, 2 * math.pi)
+
+
+def test_data_spec_parses_into_benchmark_split_and_count():
+    source = S.parse_synthetic("synthetic:train,size=16,strength=0.5,correlated=texture+scale,seed=7,n=12")
+    assert source.benchmark.describe() == {"size": 16, "correlated": ["texture", "scale"], "strength": 0.5, "seed": 7}
+    assert (source.split, source.n) == ("train", 12)
+    default = S.parse_synthetic("synthetic", size=24, seed=3)
+    assert default.benchmark.describe() == {"size": 24, "correlated": list(S.DEFAULT_CORRELATED),
+                                            "strength": S.DEFAULT_STRENGTH, "seed": 3}
+    assert (default.split, default.n) == ("test_shift", None)
+    with pytest.raises(InputError, match="synthetic options"):
+        S.parse_synthetic("synthetic:train,colour=red")
+    with pytest.raises(InputError, match="synthetic"):
+        S.parse_synthetic("digits:train")
+
+
+def test_the_benchmark_module_does_not_import_the_loaders():
+    import subprocess
+    import sys
+
+    code = "import sys, robust.synthetic; print('robust.data' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

@@ -288,7 +288,7 @@ def test_a_plain_nn_module_trains_and_its_checkpoint_holds_its_weights(tmp_path,
 
 def test_evaluation_defines_no_suites_and_runs_the_audits(trained, shift_set):
     import robust.train.evaluation as evaluation
-    from robust.audit import SUITES, run_audit
+    from robust.audit import SUITES, AuditConfig, run_audit
     from robust.registry import Registry
 
     assert all(v is SUITES for v in vars(evaluation).values() if isinstance(v, Registry))
@@ -303,7 +303,7 @@ def test_evaluation_defines_no_suites_and_runs_the_audits(trained, shift_set):
     assert m["shift/acc"] == float((logits.argmax(1) == shift_set.labels).sum()) / len(shift_set)
     assert m["shift/loss"] == float(F.cross_entropy(logits, shift_set.labels, reduction="sum")) / len(shift_set)
     # The other suites give what the audit gives for the same spec and seed (it averages in float32).
-    audit = {s.name: s.metrics for s in run_audit(trained, shift_set, specs, seed=5, formats=(), progress=False).suites}
+    audit = {s.name: s.metrics for s in run_audit(trained, shift_set, AuditConfig(specs, seed=5, formats=(), progress=False)).suites}
     for key in corruption_keys:
         assert m[f"shift/corruptions.{key}"] == pytest.approx(audit["corruptions"][key], abs=1e-6), key
     for key in attack_keys:

@@ -44,8 +44,7 @@ def attack(model_spec: str, weights: str | None, data_spec: str, attack_spec: st
 
     dev = resolve_device(device)
     data = load_dataset(data_spec, n=max_samples, seed=seed)
-    clf = load_classifier(model_spec, num_classes=data.num_classes, input_size=(data.channels, *data.size), weights=weights,
-                          class_names=data.class_names, device=dev)
+    clf = load_classifier(model_spec, data=data, weights=weights, device=dev)
     clf.check_compatible(data)
     overrides = {"batch_size": batch_size} if batch_size else {}
     spec = get_attack(attack_spec, **overrides)

@@ -91,7 +91,7 @@ def audit(ctx: click.Context, model: str | None, data: str | None, generator: st
         click.echo(suites_help())
         return
     from reports import ALL_FORMATS, FORMATS, format_summary
-    from robust.audit import exit_code, load_config, run_audit
+    from robust.audit import AuditConfig, exit_code, load_config, run_audit
 
     if threads:
         import torch
@@ -127,13 +127,13 @@ def audit(ctx: click.Context, model: str | None, data: str | None, generator: st
             click.echo(f"  {suite.name}: {suite.status} ({suite.duration_s:.1f}s)" + (f" {suite.error}" if suite.error else ""), err=True)
 
     try:
-        result = run_audit(
-            settings["model"], settings["data"], settings.get("suites") or None, gates=settings.get("gates", []),
-            generator=settings.get("generator"), out=settings["out"], seed=int(settings["seed"]), resume=bool(settings["resume"]),
-            max_samples=settings.get("max_samples"), device=settings["device"], time_budget=settings.get("time_budget"),
-            formats=chosen_formats or list(ALL_FORMATS), failures_per_case=int(settings["failures"]), model_options=options,
-            progress=False if quiet else None, on_suite=announce,
+        config = AuditConfig(
+            settings.get("suites") or None, gates=settings.get("gates", []), out=settings["out"], seed=int(settings["seed"]),
+            resume=bool(settings["resume"]), max_samples=settings.get("max_samples"), device=settings["device"],
+            time_budget=settings.get("time_budget"), formats=chosen_formats or list(ALL_FORMATS),
+            failures_per_case=int(settings["failures"]), model_options=options, progress=False if quiet else None,
         )
+        result = run_audit(settings["model"], settings["data"], config, generator=settings.get("generator"), on_suite=announce)
     except KeyboardInterrupt:
         click.echo(f"interrupted: finished suites are saved in {settings['out']}/report.json; rerun with --resume", err=True)
         ctx.exit(130)

@@ -1,7 +1,6 @@
 """``robust corrupt``: write corrupted copies of a dataset (frozen ImageNet-C style test sets)."""
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import click
@@ -26,15 +25,6 @@ def parse_severities(text: str) -> list[float]:
 
 def _plus_joined(text: str) -> str:
     return "+".join(part for part in (p.strip() for p in text.replace(",", "+").split("+")) if part)
-
-
-def _png_bytes(image) -> bytes:
-    from PIL import Image
-
-    array = (image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-    buffer = io.BytesIO()
-    Image.fromarray(array[..., 0] if array.shape[2] == 1 else array).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 @click.command()
@@ -64,7 +54,7 @@ def corrupt(data: str, out_dir: str, split: str | None, corruption_spec: str, se
 
     from augment.corruptions import fine_factor, get_corruption, image_seeds, spatial_scale
     from robust.data import ImageSet, load_dataset
-    from robust.io import write_bytes, write_json
+    from robust.io import write_json, write_png
     from robust.seeding import resolve_device
 
     names = parse_corruptions(corruption_spec)
@@ -99,7 +89,7 @@ def corrupt(data: str, out_dir: str, split: str | None, corruption_spec: str, se
                     path = out / name / tag
                     for i in range(n):
                         label = dataset.class_names[int(dataset.labels[i])]
-                        write_bytes(path / label / f"{i:06d}.png", _png_bytes(images[i]))
+                        write_png(path / label / f"{i:06d}.png", images[i])
                 files[name][tag] = str(path.relative_to(out))
     finally:
         bar.close()

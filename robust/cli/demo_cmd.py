@@ -101,7 +101,7 @@ def demo(ctx: click.Context, out: str, classifier_path: str | None, epochs: int 
     Example: robust demo --out robust-demo
     """
     from reports import format_summary
-    from robust.audit import exit_code, run_audit
+    from robust.audit import AuditConfig, exit_code, run_audit
     from robust.models import build_classifier, load_classifier, save_classifier
     from robust.seeding import resolve_device
     from robust.synthetic import SyntheticBenchmark
@@ -133,8 +133,8 @@ def demo(ctx: click.Context, out: str, classifier_path: str | None, epochs: int 
     # Generator suites go before the transform search so the time budget reaches them first.
     suites = [*plan.suites[:-1], *extra, plan.suites[-1]]
     click.echo(f"auditing: {', '.join(s.split(',')[0] for s in suites)}")
-    result = run_audit(clf, f"synthetic:test_iid,size={plan.size}", suites, gates=GATES, generator=generator, out=out_dir,
-                       seed=seed, max_samples=plan.samples, device=dev, time_budget=plan.time_budget,
+    config = AuditConfig(suites, gates=GATES, out=out_dir, seed=seed, max_samples=plan.samples, device=dev, time_budget=plan.time_budget)
+    result = run_audit(clf, f"synthetic:test_iid,size={plan.size}", config, generator=generator,
                        on_suite=lambda s: click.echo(f"  {s.name}: {s.status} ({s.duration_s:.1f}s)" + (f" {s.error}" if s.error else ""), err=True))
     click.echo(format_summary(result, out_dir, color=sys.stdout.isatty()))
     shift = next((s for s in result.suites if s.name == "shift" and s.status == "ok"), None)

@@ -11,9 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import os
-import struct
 import time
-import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +33,7 @@ from robust.io import (
     atomic_path,
     fingerprint_tensors,
     load_checkpoint,
+    png_bytes,
     save_checkpoint,
     write_bytes,
 )
@@ -123,19 +122,6 @@ def image_grid(images01: torch.Tensor, columns: int, pad: int = 1) -> torch.Tens
         r, col = divmod(i, columns)
         grid[:, pad + r * (h + pad): pad + r * (h + pad) + h, pad + col * (w + pad): pad + col * (w + pad) + w] = images01[i].float().cpu()
     return (grid.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous()
-
-
-def png_bytes(array: torch.Tensor) -> bytes:
-    """Encode a uint8 ``[H, W, C]`` (C = 1 or 3) array as PNG."""
-    h, w, c = array.shape
-    color = {1: 0, 3: 2}[c]
-    raw = b"".join(b"\x00" + array[y].numpy().tobytes() for y in range(h))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", w, h, 8, color, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
 
 
 # -- distributed helpers --------------------------------------------------------------------------
@@ -462,7 +448,7 @@ class Trainer:
             entry.update({f"{name}.{k}": v for k, v in metric(self.G_ema).items()})
         entry["metric_seconds"] = round(time.perf_counter() - start, 1)
         self.history.append(entry)
-        write_bytes(out / f"samples-{tag}.png", png_bytes(image_grid(self.sample_grid(), self.grid_columns())))
+        write_bytes(out / f"samples-{tag}.png", png_bytes(image_grid(self.sample_grid(), self.grid_columns()).permute(2, 0, 1)))
         path = self.save_snapshot(out / f"snapshot-{tag}")
         with open(out / "log.jsonl", "a", encoding="utf-8") as fh:
             import json
@@ -661,5 +647,5 @@ def latest_snapshot(run_dir: str | Path) -> Path | None:
 def write_png(path: str | Path, images01: torch.Tensor, columns: int = 8) -> Path:
     """Save images ``[N, C, H, W]`` in ``[0, 1]`` as one PNG grid (atomic)."""
     with atomic_path(path) as tmp:
-        tmp.write_bytes(png_bytes(image_grid(images01, columns)))
+        tmp.write_bytes(png_bytes(image_grid(images01, columns).permute(2, 0, 1)))
     return Path(path)

@@ -84,7 +84,8 @@ def attack_suite(ctx: AuditContext, spec: Spec) -> SuiteResult:
 
             case = ctx.evaluate(name, shown, labels, originals=images, describe=describe, failure_mask=broken, per_class=True,
                                 failure_params=lambda i: {"min_eps": float(min_eps[i]), "attack": attack.spec}, seeds=[seed] * len(labels),
-                                params={"eps": e, "attack": attack.spec}, extra_metrics={"success_rate": success})
+                                params={"eps": e, "attack": attack.spec})
+            case.metrics["success_rate"] = success
             case.metrics["acc"] = acc  # the attack's own count (re-evaluation could differ by float round-off)
         else:
             case = CaseResult(name, {"acc": acc, "success_rate": success}, {"eps": e, "attack": attack.with_eps(e).spec}, n=len(labels))

@@ -15,15 +15,16 @@ Options: ``n`` images per split, ``factors=a+b`` (or ``all``) for the shift spli
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from robust.audit import SUITES, AuditContext, SuiteSkipped
 from robust.errors import InputError
-from robust.registry import Spec, parse_spec
+from robust.registry import Spec
 from robust.results import CaseResult, Curve, Strip, SuiteResult
-from robust.synthetic import FACTOR_NAMES, NUM_CLASSES, SHIFT_PREFIX, SyntheticBenchmark, factor
+from robust.synthetic import FACTOR_NAMES, NUM_CLASSES, SHIFT_PREFIX, SyntheticBenchmark, factor, parse_synthetic
 
 ECE_BINS = 15
 CONFUSION_MAX_CLASSES = 50
@@ -98,15 +99,8 @@ def clean_suite(ctx: AuditContext, spec: Spec) -> SuiteResult:
 def synthetic_benchmark(ctx: AuditContext) -> SyntheticBenchmark:
     """The benchmark the audited data came from (rebuilt from its spec string), or :class:`SuiteSkipped`."""
     source = ctx.data_source
-    if isinstance(source, str) and source.startswith("synthetic"):
-        opts = dict(parse_spec(source, "data").options)
-        correlated = opts.get("correlated")
-        kwargs: dict[str, Any] = {"size": int(opts.get("size", ctx.data.size[0])), "seed": int(opts.get("seed", ctx.seed))}
-        if correlated:
-            kwargs["correlated"] = tuple(str(correlated).split("+"))
-        if "strength" in opts:
-            kwargs["strength"] = float(opts["strength"])
-        return SyntheticBenchmark(**kwargs)
+    if isinstance(source, str) and (source == "synthetic" or source.startswith(("synthetic:", "synthetic,"))):
+        return parse_synthetic(source, size=ctx.data.size[0], seed=ctx.seed).benchmark
     if ctx.data.name.startswith("synthetic:") and ctx.data.factors and ctx.data.num_classes == NUM_CLASSES:
         return SyntheticBenchmark(size=ctx.data.size[0], seed=ctx.seed)
     raise SuiteSkipped("shift needs the synthetic benchmark as data (e.g. --data synthetic:test_iid)")
@@ -168,22 +162,10 @@ def _sweep_values(name: str, steps: int) -> tuple[list[float], list[str]]:
     return values, [f"{v:.2f}" for v in values]
 
 
-@SUITES.register("shift", description="synthetic benchmark: accuracy under distribution shift, shortcut following, factor sweeps")
-def shift_suite(ctx: AuditContext, spec: Spec) -> SuiteResult:
-    bench = synthetic_benchmark(ctx)
-    if (3, bench.size, bench.size) != (ctx.data.channels, *ctx.data.size):
-        raise InputError("shift data", f"3x{bench.size}x{bench.size} images (the benchmark's)", f"{ctx.data.channels}x{ctx.data.size[0]}x{ctx.data.size[1]}")
-    n = ctx.sample_count(spec, 1000)
-    shifted = _factor_list(spec.options.get("factors"), bench.correlated, "factors")
-    swept = _factor_list(spec.options.get("sweep"), FACTOR_NAMES, "sweep")
-    sweep_n = int(spec.options.get("sweep_n", min(n, 200)))
-    steps = int(spec.options.get("steps", 8))
-    if sweep_n < 1 or steps < 2:
-        raise InputError("shift options sweep_n/steps", "sweep_n >= 1 and steps >= 2", (sweep_n, steps))
+def _split_cases(ctx: AuditContext, bench: SyntheticBenchmark, splits: list[str], n: int) -> tuple[list[CaseResult], dict[str, float], list[list[Any]]]:
+    """One case per split, the accuracy metrics, and how often predictions follow each shortcut on ``test_shift``."""
     names = ctx.class_names
-
-    cases, follow_rows, metrics = [], [], {}
-    splits = ["test_iid", "test_shift"] + [SHIFT_PREFIX + f for f in shifted]
+    cases, follow_rows, follow = [], [], {}
     for split in ctx.progress_bar(splits, desc="shift"):
         data = bench.split(split, n)
         factors = data.factors
@@ -206,7 +188,7 @@ def shift_suite(ctx: AuditContext, spec: Spec) -> SuiteResult:
             predictions = logits.argmax(1)
             for f in bench.correlated:
                 followed, chance, count = follow_rates(f, factors[f], data.labels, predictions)
-                metrics[f"follow_{f}"] = followed
+                follow[f"follow_{f}"] = followed
                 follow_rows.append([f, count, followed, chance])
     by_name = {c.name: c.metrics["acc"] for c in cases}
     metrics = {
@@ -214,10 +196,25 @@ def shift_suite(ctx: AuditContext, spec: Spec) -> SuiteResult:
         "shift_acc": by_name["test_shift"],
         "gap": by_name["test_iid"] - by_name["test_shift"],
         "worst_acc": min(by_name.values()),
-        **metrics,
+        **follow,
     }
+    return cases, metrics, follow_rows
 
-    curves, strips, sweep_rows = [], [], []
+
+@dataclass
+class _Sweeps:
+    """Factor sweeps, most sensitive factor first: one case, curve and table row each, strips for the top ones."""
+
+    cases: list[CaseResult] = field(default_factory=list)
+    curves: list[Curve] = field(default_factory=list)
+    strips: list[Strip] = field(default_factory=list)
+    rows: list[list[Any]] = field(default_factory=list)
+
+
+def _factor_sweeps(ctx: AuditContext, bench: SyntheticBenchmark, swept: tuple[str, ...], sweep_n: int, steps: int) -> _Sweeps:
+    """The same ``test_iid`` objects re-rendered with one factor set to each of its values."""
+    names = ctx.class_names
+    out = _Sweeps()
     if swept:
         base = bench.split("test_iid", sweep_n)
         for name in ctx.progress_bar(swept, desc="factor sweeps"):
@@ -232,23 +229,41 @@ def shift_suite(ctx: AuditContext, spec: Spec) -> SuiteResult:
                 accs.append(float((predictions == base.labels).float().mean()))
                 frames.append(images[0])
                 captions.append(f"{name}={labels_text[len(frames) - 1]}: {names[int(predictions[0])]}")
-            curves.append(Curve(name, values, accs, "factor value", "accuracy"))
-            strips.append(Strip(f"{name} (object: {names[int(base.labels[0])]}; value = accuracy over {sweep_n} images)", frames, accs, captions))
-            cases.append(CaseResult(f"sweep_{name}", {"min_acc": min(accs), "max_acc": max(accs), "range": max(accs) - min(accs)},
-                                    params={"factor": name, "values": values}, n=sweep_n * len(values)))
-            sweep_rows.append([name, min(accs), max(accs), max(accs) - min(accs)])
+            out.curves.append(Curve(name, values, accs, "factor value", "accuracy"))
+            out.strips.append(Strip(f"{name} (object: {names[int(base.labels[0])]}; value = accuracy over {sweep_n} images)", frames, accs, captions))
+            out.cases.append(CaseResult(f"sweep_{name}", {"min_acc": min(accs), "max_acc": max(accs), "range": max(accs) - min(accs)},
+                                        params={"factor": name, "values": values}, n=sweep_n * len(values)))
+            out.rows.append([name, min(accs), max(accs), max(accs) - min(accs)])
     # Most sensitive factors first (stable, so ties keep the factor order); strips only for the top ones.
-    order = sorted(range(len(sweep_rows)), key=lambda i: -sweep_rows[i][3])
-    sweep_rows = [sweep_rows[i] for i in order]
-    curves = [curves[i] for i in order]
-    strips = [strips[i] for i in order][:MAX_SWEEP_STRIPS]
+    order = sorted(range(len(out.rows)), key=lambda i: -out.rows[i][3])
+    out.rows = [out.rows[i] for i in order]
+    out.curves = [out.curves[i] for i in order]
+    out.strips = [out.strips[i] for i in order][:MAX_SWEEP_STRIPS]
+    return out
+
+
+@SUITES.register("shift", description="synthetic benchmark: accuracy under distribution shift, shortcut following, factor sweeps")
+def shift_suite(ctx: AuditContext, spec: Spec) -> SuiteResult:
+    bench = synthetic_benchmark(ctx)
+    if (3, bench.size, bench.size) != (ctx.data.channels, *ctx.data.size):
+        raise InputError("shift data", f"3x{bench.size}x{bench.size} images (the benchmark's)", f"{ctx.data.channels}x{ctx.data.size[0]}x{ctx.data.size[1]}")
+    n = ctx.sample_count(spec, 1000)
+    shifted = _factor_list(spec.options.get("factors"), bench.correlated, "factors")
+    swept = _factor_list(spec.options.get("sweep"), FACTOR_NAMES, "sweep")
+    sweep_n = int(spec.options.get("sweep_n", min(n, 200)))
+    steps = int(spec.options.get("steps", 8))
+    if sweep_n < 1 or steps < 2:
+        raise InputError("shift options sweep_n/steps", "sweep_n >= 1 and steps >= 2", (sweep_n, steps))
+
+    cases, metrics, follow_rows = _split_cases(ctx, bench, ["test_iid", "test_shift"] + [SHIFT_PREFIX + f for f in shifted], n)
+    sweeps = _factor_sweeps(ctx, bench, swept, sweep_n, steps)
     tables = [{"title": "shortcut following on test_shift (images whose factor points to another class)",
                "columns": ["factor", "images", "prediction follows the factor", "chance"], "rows": follow_rows}]
-    if sweep_rows:
+    if sweeps.rows:
         tables.append({"title": "sensitivity: accuracy when one factor is set to each value (most sensitive first)",
-                       "columns": ["factor", "min accuracy", "max accuracy", "range"], "rows": sweep_rows})
+                       "columns": ["factor", "min accuracy", "max accuracy", "range"], "rows": sweeps.rows})
     notes = [f"Shortcut factors in training: {', '.join(bench.correlated) or 'none'} (strength {bench.strength:g}). "
              f"Accuracy falls from {metrics['iid_acc']:.3f} with the shortcuts intact to {metrics['shift_acc']:.3f} without them."]
-    return SuiteResult("shift", metrics=metrics, cases=cases, curves=curves, strips=strips,
+    return SuiteResult("shift", metrics=metrics, cases=cases + sweeps.cases, curves=sweeps.curves, strips=sweeps.strips,
                        details={"tables": tables, "notes": notes, "plot_cases": "acc", "curve_layout": "grid", "benchmark": bench.describe()},
                        params={"n": n, "factors": "+".join(shifted), "sweep": "+".join(swept), "sweep_n": sweep_n, "steps": steps})

@@ -64,7 +64,7 @@ def natra_suite(ctx: AuditContext, spec: Spec) -> SuiteResult:
         n, clean, correct = ctx.total(len(part), ctx.count(part.images, part.labels)[0], ctx.count(moved, part.labels)[0])
         return SuiteResult("natra", metrics={"acc": correct / n, "clean_acc": clean / n, "drop": (clean - correct) / n}, params=params)
     clean_acc = float((ctx.logits(part.images).argmax(1) == part.labels).float().mean())
-    case = ctx.evaluate("moved", moved, part.labels, originals=part.images, indices=indices,
+    case = ctx.evaluate("moved", moved, part.labels, originals=part.images,
                         describe=lambda i: f"{label} (draw of image {int(indices[i])})", params={"transform": label})
     metrics = {"acc": case.metrics["acc"], "clean_acc": clean_acc, "drop": clean_acc - case.metrics["acc"]}
     return SuiteResult("natra", metrics=metrics, cases=[case], params=params)

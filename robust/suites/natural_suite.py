@@ -145,9 +145,9 @@ def natural_suite(ctx: AuditContext, spec: Spec) -> SuiteResult:
 
         case = ctx.evaluate(name, found.images.cpu(), labels, originals=images, describe=describe, failure_params=failure_params,
                             failure_mask=broke, per_class=False, seeds=[found.seed] * len(labels),
-                            params={"direction": name, "range": [low, high], "method": attack},
-                            extra_metrics={"sweep_min_acc": min(accs), "sweep_mean_acc": sum(accs) / len(accs),
-                                           **{f"score_{k}": float(v[j]) for k, v in kept.scores.items()}})
+                            params={"direction": name, "range": [low, high], "method": attack})
+        case.metrics.update({"sweep_min_acc": min(accs), "sweep_mean_acc": sum(accs) / len(accs),
+                             **{f"score_{k}": float(v[j]) for k, v in kept.scores.items()}})
         case.metrics["acc"] = found.worst_case_accuracy
         cases.append(case)
         rows.append([name, low, high, found.worst_case_accuracy, min(accs), float(kept.scores["class_preservation"][j])

@@ -20,12 +20,9 @@ failure mode (the most distinctive and largest first), with its images.
 """
 from __future__ import annotations
 
-import importlib
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -40,7 +37,6 @@ DEFAULT_QUERIES = 1000
 DEFAULT_REGIONS = 8
 DEFAULT_MODES = 8
 EXAMPLES_PER_MODE = 6
-_MODULE_RE = re.compile(r"^[A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$")
 
 
 # -- inputs ---------------------------------------------------------------------------------------
@@ -56,23 +52,13 @@ def is_synthetic_generator(G: Any) -> bool:
 
 
 def load_oracle_spec(spec: str, device: torch.device | str | None = None) -> Classifier:
-    """``synthetic`` (the shipped oracle), ``package.module:attribute``, or any path :func:`load_classifier` reads."""
+    """``synthetic`` (the shipped oracle) or any model spec :func:`load_classifier` reads (a checkpoint,
+    an ``.onnx`` file, ``package.module:attribute`` naming a Classifier)."""
     if spec == "synthetic":
         from robust.gan.metrics import load_oracle
 
         return load_oracle(device=device)
-    if _MODULE_RE.match(spec) and not Path(spec).exists():
-        module_name, attr = spec.split(":")
-        try:
-            obj = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise InputError("oracle", "an importable package.module:attribute", f"{spec} ({exc})") from None
-        if callable(obj) and not isinstance(obj, (torch.nn.Module, Classifier)):
-            obj = obj()
-        if not isinstance(obj, Classifier):
-            raise InputError("oracle", "a robust.models.Classifier", type(obj).__name__)
-        return obj.to(device) if device is not None else obj
-    return load_classifier(spec, device=device)
+    return load_classifier(spec, device=device, argument="oracle")
 
 
 def default_oracles(G: Any, specs: Sequence[str], device: torch.device | str | None) -> list[Classifier]:

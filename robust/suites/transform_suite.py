@@ -84,8 +84,8 @@ def transforms_suite(ctx: AuditContext, spec: Spec) -> SuiteResult:
 
         case = ctx.evaluate(name, worst, labels, originals=images, describe=describe, failure_params=failure_params,
                             failure_mask=broke, per_class=False, seeds=[seed] * len(labels),
-                            params={"method": method, "evaluations": found.evaluations},
-                            extra_metrics={"random_acc": random_acc})
+                            params={"method": method, "evaluations": found.evaluations})
+        case.metrics["random_acc"] = random_acc
         case.metrics["acc"] = found.worst_case_accuracy
         cases.append(case)
         swept = _sweep(ctx, tf, images, labels, sweep_steps)

@@ -84,14 +84,6 @@ def all_reduce_sum(values: torch.Tensor, world: World) -> torch.Tensor:
     return out
 
 
-def broadcast_object(obj: object, world: World) -> object:
-    if not world.distributed:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 class ShardedBatches:
     """The distributed sampler: a seeded permutation per epoch cut into global batches, sharded by rank.
 

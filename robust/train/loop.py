@@ -23,7 +23,7 @@ from torch import nn
 from robust.data import ImageSet
 from robust.errors import InputError
 from robust.io import save_checkpoint, write_json, write_text
-from robust.models import Classifier, build_classifier, frozen, load_classifier
+from robust.models import Classifier, frozen, load_classifier
 from robust.seeding import derive_seed, make_generator, resolve_device
 from robust.train.distributed import ShardedBatches, World, all_reduce_sum, barrier, current_world
 from robust.train.evaluation import evaluate, resolve_suite
@@ -185,17 +185,6 @@ class EMA:
             e.lerp_(p.detach(), 1.0 - d)
         for e, b in zip(self.module.buffers(), network.buffers()):
             e.copy_(b)
-
-
-def _as_classifier(model: Any, data: ImageSet, device: torch.device, seed: int | None = None) -> Classifier:
-    if isinstance(model, str) and not (model.endswith((".json", ".safetensors", ".onnx")) or Path(model + ".json").is_file()):
-        # A model built here by name starts from weights that follow the run's seed.
-        return build_classifier(model, data.num_classes, (data.channels, *data.size), class_names=data.class_names, device=device,
-                                seed=seed)
-    if isinstance(model, nn.Module):
-        return load_classifier(model, input_size=(data.channels, *data.size), num_classes=data.num_classes,
-                               class_names=data.class_names, device=device)
-    return load_classifier(model, device=device)
 
 
 def eval_set_name(name: str) -> str:
@@ -371,7 +360,7 @@ def _resolve(model: Any, data: ImageSet, recipe: Any, eval_sets: Any, cfg: Train
     world = current_world()
     dev = resolve_device(options.device if options.device is not None else "auto")
     mix = parse_recipes(recipe)
-    classifier = _as_classifier(model, data, dev, cfg.seed)
+    classifier = load_classifier(model, data=data, device=dev, seed=cfg.seed)
     if not classifier.has_gradients:
         raise InputError("model", "a torch classifier with gradients (not an ONNX file)", classifier.name)
     classifier.to(dev)

@@ -202,10 +202,6 @@ def parse_recipes(spec: str | Recipe | RecipeMix | Sequence[str | Recipe]) -> Re
     raise InputError("recipe", "a recipe spec string, Recipe, RecipeMix or list of them", type(spec).__name__)
 
 
-def recipe_names() -> list[str]:
-    return RECIPES.names()
-
-
 # -- recipes that need nothing but the data -------------------------------------------------------
 
 @RECIPES.register("erm")
