@@ -2,8 +2,8 @@
 
 The strategies draw *parameters* of transforms, never pixels. Every magnitude is drawn as an
 integer step ``k`` in ``[0, resolution]`` of a severity ``s = k / resolution * max_severity``
-(plus a sign for two-sided parameters) and mapped to parameter values the way
-:meth:`robust.transforms.Transform.at_severity` does: ``identity + s / 5 * reach``. Hypothesis
+(plus a sign for two-sided parameters) and mapped to parameter values by the one rule
+:meth:`robust.transforms.Param.at_severity` (``identity + s / 5 * reach``). Hypothesis
 shrinks integers toward 0 by exact search, so a failing example shrinks to the *mildest* failing
 transformation, within one step of the true threshold (``max_severity / resolution``).
 
@@ -240,15 +240,9 @@ def transform_params(
                 k = draw(st.integers(0, steps))
                 values[p.name] = round(p.low + (p.high - p.low) * k / steps, _DIGITS)
             else:
-                up, down = p.high - p.identity, p.identity - p.low
-                if sides == "up" or (sides == "both" and down <= 0):
-                    reach = up
-                elif sides == "down" or up <= 0:
-                    reach = -down
-                else:
-                    reach = -down if draw(st.booleans()) else up
+                side = sides if sides != "both" else ("down" if draw(st.booleans()) else "up") if p.two_sided else p.side
                 # + 0.0 turns -0.0 (identity reached from the low side) into 0.0 for a clean printout.
-                values[p.name] = round(p.identity + severity / MAX_SEVERITY * reach, _DIGITS) + 0.0
+                values[p.name] = round(p.at_severity(severity, side), _DIGITS) + 0.0
         return TransformCase(tf, values, severity)
 
     return draw_case()

@@ -39,7 +39,7 @@ from robust.plugins import load_all
 from robust.registry import Spec, parse_spec
 from robust.results import CaseResult, FailureExample, metric_key
 from robust.seeding import derive_seed, make_generator
-from robust.transforms import TRANSFORMS, Params, get_transform, severity_from_spec
+from robust.transforms import TRANSFORMS, Params, check_severity, get_transform, severity_from_spec
 from robust.validation import check_images, check_labels, check_number
 
 DEFAULT_FAILURE_DIR = ".robust-failures"
@@ -197,7 +197,7 @@ def _invariance_settings(transform: Any, params: Any, severity: Any, n: int, see
             raise InputError("params", "a dict of numbers or [N] tensors", type(params).__name__)
         return [_Setting(tf, _value_params(tf, params, n, seed), label)]
     if severity is not None:
-        return [_severity_setting(tf, float(check_number(severity, "severity", low=0, high=5)), n, seed, label)]
+        return [_severity_setting(tf, check_severity(severity), n, seed, label)]
     grid = getattr(tf, "grid", None)
     if not callable(grid):
         raise InputError("params/severity", f"parameters or a severity for {label} (it has no grid)", None)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from robust.errors import InputError, UnknownNameError
-from robust.transforms import TRANSFORMS, Param, get_transform
+from robust.transforms import MAX_SEVERITY, TRANSFORMS, Param, check_severity, get_transform, severity_from_spec
 
 
 def test_builtin_transforms_are_registered_and_identity_leaves_images_unchanged():
@@ -79,3 +79,31 @@ def test_param_definitions_are_checked():
 def test_describe_names_the_transform_and_its_parameters():
     t = get_transform("rotation")
     assert t.describe({"angle": torch.tensor([12.5, -3.0])}, 1) == "rotation(angle=-3)"
+
+
+def test_param_owns_the_severity_rule_for_both_sides_and_one_sided_ranges():
+    two = Param("delta", -0.5, 1.0, 0.0)
+    assert two.two_sided and two.reach("up") == 1.0 and two.reach("down") == -0.5
+    assert two.at_severity(0.0, "down") == 0.0 and two.at_severity(5.0, "down") == -0.5 and two.at_severity(2.5, "up") == 0.5
+    per_image = two.at_severity(torch.tensor([5.0, 5.0, 1.0]), torch.tensor([True, False, True]))
+    assert per_image.tolist() == pytest.approx([1.0, -0.5, 0.2])
+    only_down = Param("quality", 10.0, 100.0, 100.0)
+    assert not only_down.two_sided and only_down.side == "down" and only_down.at_severity(5.0, only_down.side) == 10.0
+    only_up = Param("sigma", 0.0, 3.0, 0.0)
+    assert only_up.side == "up" and only_up.at_severity(MAX_SEVERITY, "up") == 3.0
+    with pytest.raises(InputError, match="side"):
+        two.reach("sideways")
+
+
+def test_param_grid_spans_the_range_and_holds_the_identity():
+    assert Param("factor", 0.2, 1.8, 1.0).grid(4) == pytest.approx([0.2, 0.7333333, 1.0, 1.2666667, 1.8])
+    assert Param("angle", -180.0, 180.0, 0.0, kind="free").grid(3) == [-180.0, 0.0, 180.0]
+    assert len(Param("angle", -180.0, 180.0, 0.0, kind="free").grid(2)) == 2
+
+
+def test_severities_are_checked_against_one_range():
+    assert check_severity(0) == 0.0 and check_severity("2.5") == 2.5 and check_severity(MAX_SEVERITY) == MAX_SEVERITY
+    for bad in (-0.1, 5.5, float("nan"), "x"):
+        with pytest.raises(InputError, match=r"\[0, 5\]"):
+            check_severity(bad)
+    assert severity_from_spec("3") == 3.0 and severity_from_spec(None) is None

@@ -37,9 +37,7 @@ def _sweep(ctx: AuditContext, tf: Transform, images: torch.Tensor, labels: torch
     param = next((p for p in tf.params if p.optimisable), None)
     if param is None:
         return None
-    values = torch.linspace(param.low, param.high, steps).tolist()
-    if param.kind == "magnitude" and param.identity not in values:
-        values = sorted(values + [param.identity])
+    values = param.grid(steps)
     accs, frames, captions = [], [], []
     for value in values:
         params = tf.expand({param.name: value}, images.shape[0], images.device, seed=ctx.seed_for(tf.name, "sweep"))

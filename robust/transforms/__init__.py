@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from robust.transforms.base import (
     MAX_SEVERITY,
+    SIDES,
     TRANSFORMS,
     Param,
     Params,
     Transform,
+    check_severity,
     get_transform,
     register_transform,
     severity_from_spec,
@@ -25,5 +27,5 @@ def load_builtin_transforms():
     return TRANSFORMS
 
 
-__all__ = ["MAX_SEVERITY", "TRANSFORMS", "Param", "Params", "Transform", "get_transform", "load_builtin_transforms",
-           "register_transform", "severity_from_spec"]
+__all__ = ["MAX_SEVERITY", "SIDES", "TRANSFORMS", "Param", "Params", "Transform", "check_severity", "get_transform",
+           "load_builtin_transforms", "register_transform", "severity_from_spec"]

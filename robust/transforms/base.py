@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import itertools
 from abc import ABC, abstractmethod
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -29,6 +28,18 @@ from robust.validation import check_images
 Params = dict[str, torch.Tensor]
 
 MAX_SEVERITY = 5.0
+SIDES = ("up", "down")
+
+
+def check_severity(value: Any, name: str = "severity") -> float:
+    """A severity in ``[0, MAX_SEVERITY]`` (the one range of every transform), else :class:`InputError`."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InputError(name, f"a value in [0, {MAX_SEVERITY:g}]", value) from None
+    if not 0 <= number <= MAX_SEVERITY:
+        raise InputError(name, f"a value in [0, {MAX_SEVERITY:g}]", value)
+    return number
 
 
 @dataclass(frozen=True)
@@ -57,6 +68,38 @@ class Param:
     @property
     def optimisable(self) -> bool:
         return self.kind != "seed"
+
+    def reach(self, side: str) -> float:
+        """The change :data:`MAX_SEVERITY` makes: toward ``high`` (``"up"``, >= 0) or ``low`` (``"down"``, <= 0)."""
+        if side not in SIDES:
+            raise InputError(f"{self.name} side", "up or down", side)
+        return self.high - self.identity if side == "up" else -(self.identity - self.low)
+
+    @property
+    def two_sided(self) -> bool:
+        """Whether severity can move the value both ways (a side is drawn per image then)."""
+        return self.high - self.identity > 0 and self.identity - self.low > 0
+
+    @property
+    def side(self) -> str:
+        """The side a one-sided parameter moves toward: ``"down"`` when only ``low`` has room, else ``"up"``."""
+        return "down" if self.high - self.identity <= 0 < self.identity - self.low else "up"
+
+    def at_severity(self, severity: float | torch.Tensor, side: str | torch.Tensor = "up") -> float | torch.Tensor:
+        """``identity + severity / MAX_SEVERITY * reach(side)``: severity 0 is the identity, :data:`MAX_SEVERITY`
+        the range's edge. ``side`` is ``"up"``/``"down"``, or a bool tensor (true: up) choosing per image."""
+        if isinstance(side, torch.Tensor):
+            reach: float | torch.Tensor = torch.where(side, self.reach("up"), self.reach("down"))
+        else:
+            reach = self.reach(side)
+        return self.identity + severity / MAX_SEVERITY * reach
+
+    def grid(self, steps: int) -> list[float]:
+        """``steps`` evenly spaced values from ``low`` to ``high``, plus the identity for magnitudes (sorted)."""
+        values = torch.linspace(self.low, self.high, steps).tolist()
+        if self.kind == "magnitude" and self.identity not in values:
+            values = sorted(values + [self.identity])
+        return values
 
 
 TRANSFORMS: Registry[type["Transform"]] = Registry("transform")
@@ -125,7 +168,7 @@ class Transform(ABC):
             raise InputError("severity", f"a number or a tensor of shape [{n}]", f"shape {tuple(sev.shape)}")
         if bool(((sev < 0) | (sev > MAX_SEVERITY) | ~torch.isfinite(sev)).any()):
             raise InputError("severity", f"values in [0, {MAX_SEVERITY:g}]", sev.tolist() if n <= 8 else "out-of-range values")
-        frac = (sev / MAX_SEVERITY).to(device)
+        sev = sev.to(device)
         base = self.sample(n, generator, device)
         gen_device = generator.device if generator is not None else torch.device("cpu")
         out: Params = {}
@@ -133,28 +176,17 @@ class Transform(ABC):
             if p.kind != "magnitude":
                 out[p.name] = base[p.name]
                 continue
-            up, down = p.high - p.identity, p.identity - p.low
-            if up > 0 and down > 0:
-                coin = torch.rand(n, generator=generator, device=gen_device).to(device) < 0.5
-                reach = torch.where(coin, torch.full_like(frac, up), torch.full_like(frac, -down))
-            else:
-                reach = torch.full_like(frac, up if up > 0 else -down)
-            out[p.name] = p.identity + frac * reach
+            side: str | torch.Tensor = p.side
+            if p.two_sided:
+                side = torch.rand(n, generator=generator, device=gen_device).to(device) < 0.5
+            out[p.name] = p.at_severity(sev, side)
         return out
 
     def grid(self, steps: int = 5) -> list[dict[str, float]]:
         """A grid over the optimisable parameters (``steps`` values each, identity included)."""
-        axes = []
-        names = []
-        for p in self.params:
-            if not p.optimisable:
-                continue
-            values = torch.linspace(p.low, p.high, steps).tolist()
-            if p.kind == "magnitude" and p.identity not in values:
-                values = sorted(values + [p.identity])
-            axes.append(values)
-            names.append(p.name)
-        return [dict(zip(names, combo)) for combo in itertools.product(*axes)]
+        chosen = [p for p in self.params if p.optimisable]
+        axes = [p.grid(steps) for p in chosen]
+        return [dict(zip([p.name for p in chosen], combo)) for combo in itertools.product(*axes)]
 
     def expand(self, values: Mapping[str, float], n: int, device: torch.device | str = "cpu", seed: int = 0) -> Params:
         """Broadcast one parameter setting (e.g. a grid point) to a batch of ``n``; seeds are ``seed + i``."""
@@ -236,7 +268,4 @@ def severity_from_spec(text: str | None) -> float | None:
     """``"3"`` -> 3.0; ``None`` -> None; out-of-range values raise :class:`InputError`."""
     if text is None:
         return None
-    value = parse_number(text, "severity")
-    if not (0 <= value <= MAX_SEVERITY) or math.isnan(value):
-        raise InputError("severity", f"a value in [0, {MAX_SEVERITY:g}]", text)
-    return value
+    return check_severity(parse_number(text, "severity"))
