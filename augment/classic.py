@@ -220,9 +220,9 @@ class RandAugment(_SeededAugment):
         self.magnitude = float(magnitude)
         self.ops = _check_ops(ops_list, "ops_list")
 
-    def sample(self, n, generator=None, device="cpu"):
-        out = super().sample(n, generator, device)
-        out["magnitude"] = torch.full((n,), self.magnitude, device=device)
+    def sample(self, seeds: torch.Tensor, *, device: torch.device | str | None = None, stream: int = 0) -> Params:
+        out = super().sample(seeds, device=device, stream=stream)
+        out["magnitude"] = torch.full_like(out["magnitude"], self.magnitude)
         return out
 
     def apply(self, images: torch.Tensor, params: Params) -> torch.Tensor:
@@ -286,6 +286,8 @@ AUGMIX_RANGES: dict[str, tuple[float, float]] = {
     "translate_y": (0.0, 1 / 3), "posterize": (4.0, 0.0), "solarize": (1.0, 0.0),
 }
 AUGMIX_MAX_SEVERITY = 10.0
+#: The sample streams of AugMix's two views (:meth:`AugMix.augment_pair`, the augmix training recipe).
+PAIR_STREAMS = (0xA0, 0xA1)
 
 
 def _gamma(alpha: float, z: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -334,9 +336,9 @@ class AugMix(_SeededAugment):
         self.alpha = float(alpha)
         self.ops = _check_ops(ops_list, "ops_list")
 
-    def sample(self, n, generator=None, device="cpu"):
-        out = super().sample(n, generator, device)
-        out["severity"] = torch.full((n,), self.severity, device=device)
+    def sample(self, seeds: torch.Tensor, *, device: torch.device | str | None = None, stream: int = 0) -> Params:
+        out = super().sample(seeds, device=device, stream=stream)
+        out["severity"] = torch.full_like(out["severity"], self.severity)
         return out
 
     def _mixing(self, seeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -373,10 +375,11 @@ class AugMix(_SeededAugment):
         # Severity 0 means no operation: the identity, whatever the mixing weights.
         return torch.where((top > 0).view(-1, 1, 1, 1), out, images).clamp(0, 1)
 
-    def augment_pair(self, images: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Two independently augmented views of ``images`` (for :func:`augmix_consistency_loss`)."""
-        n = images.shape[0]
-        return self(images, self.sample(n, generator, images.device)), self(images, self.sample(n, generator, images.device))
+    def augment_pair(self, images: torch.Tensor, seeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two independently augmented views of ``images`` from per-image ``seeds`` (for
+        :func:`augmix_consistency_loss`): the draws at the two :data:`PAIR_STREAMS`."""
+        first, second = (self(images, self.sample(seeds, device=images.device, stream=s)) for s in PAIR_STREAMS)
+        return first, second
 
     def __repr__(self) -> str:
         return f"AugMix(severity={self.severity:g}, width={self.width}, depth={self.depth}, alpha={self.alpha:g})"

@@ -6,8 +6,11 @@ printed parameters, and the same seed gives the same pixels on CPU and GPU (inte
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
+
+from robust.errors import InputError
 
 _MASK = 0xFFFFFFFF
 _MUL = 0x45D9F3B  # < 2**31, so products of 32-bit values fit in int64 without overflow
@@ -27,6 +30,22 @@ def hash_uint32(seeds: torch.Tensor, shape: tuple[int, ...], stream: int = 0) ->
     index = torch.arange(count, device=seeds.device, dtype=torch.int64)
     key = _mix(_mix(seeds & _MASK) ^ _mix((seeds >> 32) ^ (stream * 0x9E3779B1 & _MASK)))
     return _mix(key[:, None] ^ _mix(index[None, :] + 0x27D4EB2F)).reshape(seeds.shape[0], *shape)
+
+
+def subseeds(seeds: torch.Tensor, stream: int, count: int | None = None) -> torch.Tensor:
+    """Independent 62-bit seeds derived from ``seeds[N]``: ``[N]``, or ``[N, count]`` (one stream of seeds per use)."""
+    bits = hash_uint32(seeds, (2 * (count or 1),), stream)
+    out = (bits[:, 0::2] << 30) ^ bits[:, 1::2]
+    return out[:, 0] if count is None else out
+
+
+def check_seeds(seeds: Any, n: int | None = None, name: str = "seeds") -> torch.Tensor:
+    """Per-image integer seeds as an int64 tensor ``[N]`` (``n`` of them when given), else :class:`InputError`."""
+    t = torch.as_tensor(seeds) if not isinstance(seeds, torch.Tensor) else seeds
+    if t.dim() != 1 or t.is_floating_point() or t.is_complex() or t.dtype == torch.bool or (n is not None and t.shape[0] != n):
+        count = "one integer per image" if n is None else f"{n} integers (one per image)"
+        raise InputError(name, f"a tensor of {count}", f"{t.dtype} of shape {tuple(t.shape)}")
+    return t.to(torch.int64)
 
 
 def uniform(seeds: torch.Tensor, shape: tuple[int, ...], stream: int = 0, dtype=torch.float32) -> torch.Tensor:

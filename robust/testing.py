@@ -38,8 +38,8 @@ from robust.models import Classifier, load_classifier
 from robust.plugins import load_all
 from robust.registry import Spec, parse_spec
 from robust.results import CaseResult, FailureExample, metric_key
-from robust.seeding import derive_seed, make_generator
-from robust.transforms import TRANSFORMS, Params, check_severity, get_transform, severity_from_spec
+from robust.seeding import derive_seed
+from robust.transforms import TRANSFORMS, Params, Transform, check_severity, get_transform, severity_from_spec
 from robust.validation import check_images, check_labels, check_number
 
 DEFAULT_FAILURE_DIR = ".robust-failures"
@@ -183,7 +183,8 @@ def _distance_from_identity(tf: Any, point: Mapping[str, float]) -> float:
     return total
 
 
-def _invariance_settings(transform: Any, params: Any, severity: Any, n: int, seed: int, grid_steps: int) -> list[_Setting]:
+def _invariance_settings(transform: Any, params: Any, severity: Any, indices: list[int], seed: int, grid_steps: int) -> list[_Setting]:
+    n = len(indices)
     if _is_case(transform):
         if params is not None or severity is not None:
             raise InputError("params/severity", "nothing with a TransformCase (it carries its parameters)", "both")
@@ -197,7 +198,7 @@ def _invariance_settings(transform: Any, params: Any, severity: Any, n: int, see
             raise InputError("params", "a dict of numbers or [N] tensors", type(params).__name__)
         return [_Setting(tf, _value_params(tf, params, n, seed), label)]
     if severity is not None:
-        return [_severity_setting(tf, check_severity(severity), n, seed, label)]
+        return [_severity_setting(tf, check_severity(severity), indices, seed, label)]
     grid = getattr(tf, "grid", None)
     if not callable(grid):
         raise InputError("params/severity", f"parameters or a severity for {label} (it has no grid)", None)
@@ -208,13 +209,10 @@ def _invariance_settings(transform: Any, params: Any, severity: Any, n: int, see
     return [_Setting(tf, _value_params(tf, pt, n, seed), label) for pt in points]
 
 
-def _severity_setting(tf: Any, severity: float, n: int, seed: int, label: str) -> _Setting:
-    at_severity = getattr(tf, "at_severity", None)
-    if not callable(at_severity):
-        raise InputError("severity", f"a transform with severities ({label} has none: give params)", severity)
-    gen = make_generator(derive_seed(seed, "robust.testing", label, severity))
-    params = {k: v.cpu() for k, v in at_severity(severity, n, gen, "cpu").items()}
-    return _Setting(tf, params, f"{label}@{severity:g}")
+def _severity_setting(tf: Transform, severity: float, indices: Sequence[int], seed: int, label: str) -> _Setting:
+    """Parameters at ``severity``; each image's draw follows its dataset index (not its place in the batch)."""
+    seeds = torch.as_tensor(list(indices), dtype=torch.int64) + derive_seed(seed, "robust.testing", label, severity) % (1 << 62)
+    return _Setting(tf, tf.at_severity(severity, seeds, device="cpu"), f"{label}@{severity:g}")
 
 
 def _expand_names(name: str) -> list[str]:
@@ -226,14 +224,15 @@ def _expand_names(name: str) -> list[str]:
     return [name]
 
 
-def _suite_settings(suite: Any, n: int, seed: int) -> list[_Setting | None]:
+def _suite_settings(suite: Any, indices: list[int], seed: int) -> list[_Setting | None]:
     """``None`` entries stand for the clean images."""
+    n = len(indices)
     if suite is None or suite == "clean":
         return [None]
     if _is_case(suite):
         return [_case_setting(suite, n)]
     if isinstance(suite, (list, tuple)):
-        return [s for item in suite for s in _suite_settings(item, n, seed)]
+        return [s for item in suite for s in _suite_settings(item, indices, seed)]
     if not isinstance(suite, str):
         tf = _transform(suite)
         raise InputError("suite", f"{tf.name} with a severity or parameters: a spec such as '{tf.name}@3' or a TransformCase", type(suite).__name__)
@@ -247,7 +246,7 @@ def _suite_settings(suite: Any, n: int, seed: int) -> list[_Setting | None]:
         if spec.at is None and not spec.options:
             raise InputError(f"suite {suite!r}", f"a severity or parameters ('{key}@3' or '{key},{tf.params[0].name}=...')", "neither")
         if spec.at is not None:
-            setting = _severity_setting(tf, severity_from_spec(spec.at), n, seed, key)
+            setting = _severity_setting(tf, severity_from_spec(spec.at), indices, seed, key)
             if spec.options:
                 setting.params.update({k: v for k, v in _value_params(tf, spec.options, n, seed).items() if k in spec.options})
                 setting.label = str(spec)
@@ -390,7 +389,7 @@ def assert_invariant(
     if max_drop is not None:
         max_drop = check_number(max_drop, "max_drop", low=0, high=1)
     n = inputs.images.shape[0]
-    settings = _invariance_settings(transform, params, severity, n, seed, grid_steps)
+    settings = _invariance_settings(transform, params, severity, inputs.indices, seed, grid_steps)
     if not settings:
         raise InputError("transform", "a transform with at least one non-identity grid point", "none")
     device, size = clf.device, clf.batch_size
@@ -490,7 +489,7 @@ def assert_accuracy(
     labels = inputs.labels
     device, size = clf.device, clf.batch_size
     results, lines, rows, failures_all, failing_labels = [], [], [], [], []
-    for setting in _suite_settings(suite, n, seed):
+    for setting in _suite_settings(suite, inputs.indices, seed):
         label = "clean" if setting is None else setting.label
         preds, confs = [], []
         for part in _chunks(n, size):

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from robust.errors import InputError, UnknownNameError
-from robust.transforms import MAX_SEVERITY, TRANSFORMS, Param, check_severity, get_transform, severity_from_spec
+from robust import noise
+from robust.transforms import MAX_SEVERITY, TRANSFORMS, Param, Transform, check_severity, get_transform, severity_from_spec
 
 
 def test_builtin_transforms_are_registered_and_identity_leaves_images_unchanged():
@@ -24,22 +25,22 @@ def test_unknown_transform_lists_valid_names():
 
 def test_severity_moves_parameters_from_identity_to_range_edge():
     t = get_transform("brightness")
-    gen = torch.Generator().manual_seed(0)
-    p0 = t.at_severity(0, 64, gen)
-    p5 = t.at_severity(5, 64, gen)
-    p25 = t.at_severity(2.5, 64, gen)
+    seeds = torch.arange(64)
+    p0 = t.at_severity(0, seeds)
+    p5 = t.at_severity(5, seeds)
+    p25 = t.at_severity(2.5, seeds)
     assert torch.all(p0["delta"] == 0)
     assert torch.allclose(p5["delta"].abs(), torch.full((64,), 0.5))
     assert torch.allclose(p25["delta"].abs(), torch.full((64,), 0.25))
     assert (p5["delta"] > 0).any() and (p5["delta"] < 0).any()
     with pytest.raises(InputError, match="severity"):
-        t.at_severity(6, 4)
+        t.at_severity(6, torch.arange(4))
 
 
-def test_sampling_is_deterministic_by_generator_seed():
+def test_sampling_is_deterministic_by_seeds():
     t = get_transform("rotation")
-    a = t.sample(8, torch.Generator().manual_seed(3))
-    b = t.sample(8, torch.Generator().manual_seed(3))
+    a = t.sample(torch.arange(8) + 3)
+    b = t.sample(torch.arange(8) + 3)
     assert torch.equal(a["angle"], b["angle"])
     assert float(a["angle"].min()) >= -45 and float(a["angle"].max()) <= 45
 
@@ -56,7 +57,7 @@ def test_transforms_are_differentiable_in_parameters():
     x = torch.rand(2, 3, 16, 16)
     for name in ("brightness", "contrast", "rotation"):
         t = get_transform(name)
-        params = {k: v.clone().requires_grad_(True) for k, v in t.at_severity(2, 2, torch.Generator().manual_seed(0)).items()}
+        params = {k: v.clone().requires_grad_(True) for k, v in t.at_severity(2, torch.arange(2)).items()}
         t(x, params).sum().backward()
         assert all(v.grad is not None and float(v.grad.abs().sum()) > 0 for v in params.values()), name
 
@@ -107,3 +108,36 @@ def test_severities_are_checked_against_one_range():
         with pytest.raises(InputError, match=r"\[0, 5\]"):
             check_severity(bad)
     assert severity_from_spec("3") == 3.0 and severity_from_spec(None) is None
+
+
+class _Seeded(Transform):
+    """A transform with a noise seed and two values, to check the layout of the draws."""
+
+    name = "seeded_test"
+    params = (Param("level", 0.0, 2.0, 0.0), Param("seed", 0, 0, kind="seed"), Param("angle", -1.0, 1.0, 0.0, kind="free"))
+
+    def apply(self, images, params):
+        return images
+
+
+def test_drawn_parameters_depend_only_on_each_images_own_seed():
+    seeds = torch.tensor([5, 17, 2**40 + 3, 99, -4])
+    for t in (get_transform("illumination"), get_transform("translation"), _Seeded()):
+        for draw in (lambda s: t.sample(s), lambda s: t.at_severity(3.0, s), lambda s: t.sample(s, stream=7)):
+            full, part = draw(seeds), draw(seeds[[2, 0]])
+            assert all(torch.equal(part[k], full[k][[2, 0]]) for k in t.param_names), t.name
+    a, b = _Seeded().sample(seeds), _Seeded().sample(seeds, stream=9)
+    assert not torch.equal(a["level"], b["level"]) and not torch.equal(a["seed"], b["seed"])
+    # The layout: seeds from noise.subseeds at the stream, the values from noise.uniform at stream + 1.
+    assert torch.equal(a["seed"], noise.subseeds(seeds, 0))
+    assert torch.equal(a["level"], 2.0 * noise.uniform(seeds, (2,), 1)[:, 0])
+    assert torch.equal(a["angle"], -1.0 + 2.0 * noise.uniform(seeds, (2,), 1)[:, 1])
+
+
+def test_calling_a_transform_draws_from_per_image_seeds():
+    t = get_transform("rotation")
+    x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(t(x, seeds=10), t(x, t.sample(torch.arange(10, 14))))
+    assert torch.equal(t(x, severity=2.0), t(x, t.at_severity(2.0, torch.arange(4))))
+    with pytest.raises(InputError, match="seeds"):
+        t(x, seeds=torch.arange(3))

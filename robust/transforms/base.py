@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import torch
 
 from robust.errors import InputError
+from robust.noise import check_seeds, subseeds, uniform
 from robust.registry import Registry, parse_number, parse_spec
 from robust.validation import check_images
 
@@ -40,6 +41,12 @@ def check_severity(value: Any, name: str = "severity") -> float:
     if not 0 <= number <= MAX_SEVERITY:
         raise InputError(name, f"a value in [0, {MAX_SEVERITY:g}]", value)
     return number
+
+
+def _check_side(side: Any, name: str) -> str:
+    if side not in SIDES:
+        raise InputError(f"{name} side", "up or down", side)
+    return side
 
 
 @dataclass(frozen=True)
@@ -71,9 +78,7 @@ class Param:
 
     def reach(self, side: str) -> float:
         """The change :data:`MAX_SEVERITY` makes: toward ``high`` (``"up"``, >= 0) or ``low`` (``"down"``, <= 0)."""
-        if side not in SIDES:
-            raise InputError(f"{self.name} side", "up or down", side)
-        return self.high - self.identity if side == "up" else -(self.identity - self.low)
+        return self.high - self.identity if _check_side(side, self.name) == "up" else -(self.identity - self.low)
 
     @property
     def two_sided(self) -> bool:
@@ -87,12 +92,25 @@ class Param:
 
     def at_severity(self, severity: float | torch.Tensor, side: str | torch.Tensor = "up") -> float | torch.Tensor:
         """``identity + severity / MAX_SEVERITY * reach(side)``: severity 0 is the identity, :data:`MAX_SEVERITY`
-        the range's edge. ``side`` is ``"up"``/``"down"``, or a bool tensor (true: up) choosing per image."""
+        the range's edge. ``side`` is ``"up"``/``"down"``, or a bool tensor (true: up) choosing per image.
+
+        For a tensor of severities the line is a ``torch.lerp``, exact at both ends in float32.
+        """
+        if not isinstance(severity, torch.Tensor):
+            if isinstance(side, torch.Tensor):
+                raise InputError(f"{self.name} side", "up or down for a single severity", "a tensor")
+            return self.identity + severity / MAX_SEVERITY * self.reach(side)
+        severity = severity if severity.is_floating_point() else severity.float()
         if isinstance(side, torch.Tensor):
-            reach: float | torch.Tensor = torch.where(side, self.reach("up"), self.reach("down"))
+            up = side.to(severity.device)
         else:
-            reach = self.reach(side)
-        return self.identity + severity / MAX_SEVERITY * reach
+            up = torch.full(severity.shape, _check_side(side, self.name) == "up", dtype=torch.bool, device=severity.device)
+        edge = torch.where(up, self.high, self.low).to(severity.dtype)
+        return torch.lerp(torch.full_like(severity, self.identity), edge, severity / MAX_SEVERITY)
+
+    def from_unit(self, u: torch.Tensor) -> torch.Tensor:
+        """``low + (high - low) * u``: the value at ``u`` in ``[0, 1]`` across the range."""
+        return self.low + (self.high - self.low) * u
 
     def grid(self, steps: int) -> list[float]:
         """``steps`` evenly spaced values from ``low`` to ``high``, plus the identity for magnitudes (sorted)."""
@@ -137,30 +155,38 @@ class Transform(ABC):
                 out[p.name] = torch.full((n,), float(p.identity), device=device)
         return out
 
-    def sample(self, n: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> Params:
-        """Parameters drawn uniformly over their full ranges (random augmentation)."""
-        gen_device = generator.device if generator is not None else torch.device("cpu")
+    def sample(self, seeds: torch.Tensor, *, device: torch.device | str | None = None, stream: int = 0) -> Params:
+        """Parameters drawn uniformly over their ranges, image ``i``'s from ``seeds[i]`` alone (random augmentation).
+
+        Counter-based (:mod:`robust.noise`): at ``stream``, seed parameters are ``noise.subseeds(seeds,
+        stream)`` (one column each) and the others ``Param.from_unit`` of ``noise.uniform(seeds, ...,
+        stream + 1)`` (one column each, in order), so an image's parameters never depend on its batch.
+        """
+        seeds = check_seeds(seeds)
+        device = seeds.device if device is None else device
+        seeded = [p for p in self.params if p.kind == "seed"]
+        valued = [p for p in self.params if p.kind != "seed"]
         out: Params = {}
-        for p in self.params:
-            if p.kind == "seed":
-                out[p.name] = torch.randint(0, 2**62, (n,), generator=generator, device=gen_device, dtype=torch.int64).to(device)
-            else:
-                u = torch.rand(n, generator=generator, device=gen_device)
-                out[p.name] = (p.low + (p.high - p.low) * u).to(device)
-        return out
+        if seeded:
+            drawn = subseeds(seeds, stream, len(seeded)).to(device)
+            out.update({p.name: drawn[:, j] for j, p in enumerate(seeded)})
+        if valued:
+            u = uniform(seeds, (len(valued),), stream + 1).to(device)
+            out.update({p.name: p.from_unit(u[:, j]) for j, p in enumerate(valued)})
+        return {p.name: out[p.name] for p in self.params}
 
-    def at_severity(
-        self,
-        severity: float | torch.Tensor,
-        n: int,
-        generator: torch.Generator | None = None,
-        device: torch.device | str = "cpu",
-    ) -> Params:
-        """Parameters at a severity in ``[0, 5]`` (scalar or ``[N]``): 0 is the identity, 5 the range's edge.
+    def at_severity(self, severity: float | torch.Tensor, seeds: torch.Tensor, *, device: torch.device | str | None = None,
+                    stream: int = 0) -> Params:
+        """Parameters at a severity in ``[0, MAX_SEVERITY]`` (scalar or ``[N]``): 0 is the identity, 5 the range's edge.
 
+        Magnitudes follow :meth:`Param.at_severity`; a two-sided one's side is a coin per image
+        (``noise.uniform(seeds, ..., stream + 2)``); free and seed parameters are :meth:`sample`'s.
         Integer severities 1..5 are the levels of severity sweeps; any real value in between is valid,
         which is what augmentation and hypothesis shrinking use.
         """
+        seeds = check_seeds(seeds)
+        n = seeds.shape[0]
+        device = seeds.device if device is None else device
         sev = torch.as_tensor(severity, dtype=torch.float32)
         if sev.dim() == 0:
             sev = sev.expand(n)
@@ -169,17 +195,11 @@ class Transform(ABC):
         if bool(((sev < 0) | (sev > MAX_SEVERITY) | ~torch.isfinite(sev)).any()):
             raise InputError("severity", f"values in [0, {MAX_SEVERITY:g}]", sev.tolist() if n <= 8 else "out-of-range values")
         sev = sev.to(device)
-        base = self.sample(n, generator, device)
-        gen_device = generator.device if generator is not None else torch.device("cpu")
-        out: Params = {}
-        for p in self.params:
-            if p.kind != "magnitude":
-                out[p.name] = base[p.name]
-                continue
-            side: str | torch.Tensor = p.side
-            if p.two_sided:
-                side = torch.rand(n, generator=generator, device=gen_device).to(device) < 0.5
-            out[p.name] = p.at_severity(sev, side)
+        out = self.sample(seeds, device=device, stream=stream)
+        up = uniform(seeds, (len(self.params),), stream + 2).to(device) < 0.5
+        for j, p in enumerate(self.params):
+            if p.kind == "magnitude":
+                out[p.name] = p.at_severity(sev, up[:, j] if p.two_sided else p.side)
         return out
 
     def grid(self, steps: int = 5) -> list[dict[str, float]]:
@@ -233,16 +253,23 @@ class Transform(ABC):
         params: Params | None = None,
         *,
         severity: float | torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
+        seeds: torch.Tensor | int | None = None,
     ) -> torch.Tensor:
-        """Apply given ``params``, or parameters at ``severity``, or random ones."""
+        """Apply given ``params``, or parameters at ``severity``, or random ones.
+
+        Drawn parameters follow per-image ``seeds`` (``[N]``; an integer ``s`` gives image ``i`` the seed
+        ``s + i``; default ``0 + i``).
+        """
         check_images(images)
         n = images.shape[0]
         if params is None:
+            if seeds is None or isinstance(seeds, int):
+                seeds = torch.arange(n, dtype=torch.int64, device=images.device) + int(seeds or 0)
+            seeds = check_seeds(seeds, n)
             if severity is None:
-                params = self.sample(n, generator, images.device)
+                params = self.sample(seeds, device=images.device)
             else:
-                params = self.at_severity(severity, n, generator, images.device)
+                params = self.at_severity(severity, seeds, device=images.device)
         self.check_params(params, n)
         return self.apply(images, params)
 
