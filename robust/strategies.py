@@ -1,34 +1,6 @@
-"""Hypothesis strategies for robustness tests: transform parameters, dataset images and batches.
-
-The strategies draw *parameters* of transforms, never pixels. Every magnitude is drawn as an
-integer step ``k`` in ``[0, resolution]`` of a severity ``s = k / resolution * max_severity``
-(plus a sign for two-sided parameters) and mapped to parameter values by the one rule
-:meth:`robust.transforms.Param.at_severity` (``identity + s / 5 * reach``). Hypothesis
-shrinks integers toward 0 by exact search, so a failing example shrinks to the *mildest* failing
-transformation, within one step of the true threshold (``max_severity / resolution``).
-
-Drawn values print as a call that rebuilds them, e.g.
-``transform_case('brightness', delta=0.3005)`` and ``Batch(source='digits:test', indices=[3])``,
-so a failure is reproducible from its printed parameters (and, outside the derandomized
-``robust-ci`` profile, from hypothesis's example database).
-
-Any object shaped like a :class:`robust.transforms.Transform` (a ``name``, a tuple of ``params``
-with ``name/low/high/identity/kind``, and ``apply(images, params)``) works with
-:func:`transform_params`; that is the extension point for latent-direction transforms:
-:func:`latent_directions` draws a generator's latent direction and a magnitude in its realistic
-range (shrinking toward the first direction and magnitude 0, the unchanged image), printed as
-``latent_case(<sefa directions>, direction=2, magnitude=-0.75)``.
-
-Usage::
-
-    from hypothesis import given, strategies as st
-    import robust.strategies as rs
-    from robust.testing import assert_invariant
-
-    @given(case=rs.transform_params("brightness", max_severity=2), data=st.data())
-    def test_brightness(robust_model, robust_data, case, data):
-        batch = data.draw(rs.batches(robust_data, max_size=8))
-        assert_invariant(robust_model, batch, case)
+"""Hypothesis strategies for robustness tests: parameters of any :class:`robust.transforms.Transform`
+(latent directions included), dataset images and batches. Cases shrink toward the mildest failing
+setting and print as calls that rebuild them (``transform_case('brightness', delta=0.3005)``).
 """
 from __future__ import annotations
 
@@ -36,7 +8,7 @@ import math
 import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import torch
 from hypothesis import strategies as st
@@ -45,7 +17,7 @@ from robust.data import ImageSet, load_dataset
 from robust.errors import InputError
 from robust.io import fingerprint_tensors
 from robust.plugins import load_all, register_profiles
-from robust.transforms import MAX_SEVERITY, TRANSFORMS, Param, Params, get_transform
+from robust.transforms import MAX_SEVERITY, TRANSFORMS, Param, Params, Transform, get_transform
 from robust.validation import check_images, check_number
 
 if TYPE_CHECKING:
@@ -61,54 +33,21 @@ _SEED_MAX = 2**31 - 1
 register_profiles()
 
 
-class ParamLike(Protocol):
-    name: str
-    low: float
-    high: float
-    identity: float
-    kind: str
-
-
-class TransformLike(Protocol):
-    """What the strategies need of a transform (:class:`robust.transforms.Transform` has it)."""
-
-    name: str
-    params: Sequence[ParamLike]
-
-    def apply(self, images: torch.Tensor, params: Params) -> torch.Tensor: ...
-
-
-def _resolve(transform: str | TransformLike) -> TransformLike:
+def _resolve(transform: str | Transform) -> Transform:
     if isinstance(transform, str):
         load_all()
         return get_transform(transform)
-    missing = [a for a in ("name", "params", "apply") if not hasattr(transform, a)]
-    if missing:
-        raise InputError("transform", "a registered name or an object with name, params and apply()", f"{type(transform).__name__} without {', '.join(missing)}")
+    if not isinstance(transform, Transform):
+        raise InputError("transform", "a registered name or a robust.transforms.Transform", type(transform).__name__)
     return transform
 
 
-def registered_name(transform: TransformLike) -> str | None:
+def registered_name(transform: Transform) -> str | None:
     """The name ``transform``'s class is registered under in TRANSFORMS (``"corruptions:fog"``), if any."""
-    name = getattr(transform, "name", None)
-    if isinstance(name, str) and name in TRANSFORMS and type(transform) is TRANSFORMS.get(name):
+    name = transform.name
+    if name in TRANSFORMS and type(transform) is TRANSFORMS.get(name):
         return name
     return next((key for key in TRANSFORMS.names() if type(transform) is TRANSFORMS.get(key)), None)
-
-
-def expand_values(transform: TransformLike, values: Mapping[str, float], n: int, device: torch.device | str = "cpu") -> Params:
-    """One parameter setting broadcast to ``n`` images; image ``i`` gets noise seed ``seed + i``."""
-    expand = getattr(transform, "expand", None)
-    if callable(expand):
-        seed = next((int(values[p.name]) for p in transform.params if p.kind == "seed" and p.name in values), 0)
-        return expand(values, n, device, seed=seed)
-    out: Params = {}
-    for p in transform.params:
-        if p.kind == "seed":
-            out[p.name] = torch.arange(n, dtype=torch.int64, device=device) + int(values.get(p.name, 0))
-        else:
-            out[p.name] = torch.full((n,), float(values.get(p.name, p.identity)), device=device)
-    return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -119,7 +58,7 @@ class TransformCase:
     ``repr`` is a :func:`transform_case` call that rebuilds the case.
     """
 
-    transform: TransformLike
+    transform: Transform
     values: dict[str, float]
     severity: float | None = None
 
@@ -129,7 +68,7 @@ class TransformCase:
         return registered_name(self.transform) or str(self.transform.name)
 
     def params(self, n: int, device: torch.device | str = "cpu") -> Params:
-        return expand_values(self.transform, self.values, n, device)
+        return self.transform.expand(self.values, n, device)
 
     def apply(self, images: torch.Tensor) -> torch.Tensor:
         """Transform ``images`` ``[N, C, H, W]`` (every image with these values)."""
@@ -162,7 +101,7 @@ class TransformCase:
         return f"transform_case({target}{', ' + args if args else ''})"
 
 
-def transform_case(transform: str | TransformLike, **values: float) -> TransformCase:
+def transform_case(transform: str | Transform, **values: float) -> TransformCase:
     """Rebuild a printed case: ``transform_case('brightness', delta=0.3005)``.
 
     Parameters left out take their identity value (seeds 0); unknown names raise :class:`InputError`.
@@ -201,7 +140,7 @@ def seeds() -> st.SearchStrategy[int]:
 
 
 def transform_params(
-    transform: str | TransformLike,
+    transform: str | Transform,
     *,
     max_severity: float = MAX_SEVERITY,
     sides: str = "both",
@@ -211,11 +150,21 @@ def transform_params(
     """Cases of one transform whose magnitude shrinks toward the identity.
 
     ``transform`` is a registered name (``"brightness"``, ``"corruptions:fog"``) or any
-    Transform-like object. One severity in ``[0, max_severity]`` drives every ``magnitude``
-    parameter (as :meth:`Transform.at_severity` does); each two-sided parameter gets its own sign
-    unless ``sides`` is ``"up"`` (toward ``high``) or ``"down"`` (toward ``low``). ``free``
-    parameters are drawn on a grid over their range (shrinking toward ``low``); seeds shrink to 0.
-    ``fixed`` pins parameters to given values.
+    :class:`robust.transforms.Transform`. One severity drives every ``magnitude`` parameter: an
+    integer step ``k`` in ``[0, resolution]`` gives ``s = k / resolution * max_severity``, mapped
+    by :meth:`robust.transforms.Param.at_severity`; hypothesis shrinks ``k`` toward 0 by exact
+    search, so a failure shrinks to within one step of the mildest failing severity. Each
+    two-sided parameter gets its own sign unless ``sides`` is ``"up"`` (toward ``high``) or
+    ``"down"`` (toward ``low``). ``free`` parameters are drawn on a grid over their range
+    (shrinking toward ``low``); seeds shrink to 0. ``fixed`` pins parameters to given values.
+    Values are rounded so the printed case reproduces the tested one exactly.
+
+    Usage::
+
+        @given(case=rs.transform_params("brightness", max_severity=2), data=st.data())
+        def test_brightness(robust_model, robust_data, case, data):
+            batch = data.draw(rs.batches(robust_data, max_size=8))
+            assert_invariant(robust_model, batch, case)
     """
     tf = _resolve(transform)
     _check_options(max_severity, resolution, sides)
@@ -475,8 +424,8 @@ class LatentSource:
         return out.ws[0].detach().cpu(), out.residual[0].detach().cpu() if out.residual is not None else None
 
 
-class LatentDirection:
-    """One kept direction of a :class:`LatentSource` as a Transform-like object.
+class LatentDirection(Transform):
+    """One kept direction of a :class:`LatentSource` as a :class:`robust.transforms.Transform`.
 
     Its one parameter ``magnitude`` (W units) spans the direction's realistic range times the
     NaturalTransform's ``strength``. :meth:`apply` moves each image's code along the direction,

@@ -115,16 +115,12 @@ def _chunks(n: int, size: int) -> list[slice]:
 class _Setting:
     """A transform with per-image parameters for the whole batch."""
 
-    transform: Any
+    transform: Transform
     params: Params
     label: str  # short name for files and report cases: "brightness", "corruptions:fog@3"
 
     def describe(self, i: int) -> str:
-        describe = getattr(self.transform, "describe", None)
-        if callable(describe):
-            return describe(self.params, i)
-        parts = [f"{k}={float(v[i]):.4g}" for k, v in self.params.items()]
-        return f"{self.transform.name}({', '.join(parts)})"
+        return self.transform.describe(self.params, i)
 
     def values(self, i: int) -> dict[str, float]:
         kinds = {p.name: p.kind for p in self.transform.params}
@@ -136,35 +132,13 @@ class _Setting:
         return self.transform.apply(images, params)
 
 
-def _transform(spec: Any) -> Any:
+def _transform(spec: Any) -> Transform:
     if isinstance(spec, str):
         load_all()
         return get_transform(spec)
-    if all(hasattr(spec, a) for a in ("name", "params", "apply")):
+    if isinstance(spec, Transform):
         return spec
     raise InputError("transform", "a registered transform name, a Transform or a strategies TransformCase", type(spec).__name__)
-
-
-def _value_params(tf: Any, values: Mapping[str, Any], n: int, seed: int) -> Params:
-    """Per-image parameters from scalars or ``[N]`` tensors; missing ones take the identity."""
-    known = {p.name: p for p in tf.params}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise InputError(f"{tf.name} params", "some of " + ", ".join(known), unknown)
-    out: Params = {}
-    for name, p in known.items():
-        value = values.get(name)
-        if isinstance(value, torch.Tensor) and value.dim() == 1:
-            if value.shape[0] != n:
-                raise InputError(f"{tf.name} params[{name!r}]", f"a number or a tensor of shape [{n}]", f"shape {tuple(value.shape)}")
-            out[name] = value.detach().cpu().to(torch.int64 if p.kind == "seed" else torch.float32)
-        elif p.kind == "seed":
-            base = seed if value is None else int(value)
-            out[name] = torch.arange(n, dtype=torch.int64) + base
-        else:
-            v = p.identity if value is None else check_number(value, f"{tf.name} params[{name!r}]")
-            out[name] = torch.full((n,), float(v))
-    return out
 
 
 def _case_setting(case: Any, n: int) -> _Setting:
@@ -172,10 +146,12 @@ def _case_setting(case: Any, n: int) -> _Setting:
 
 
 def _is_case(obj: Any) -> bool:
-    return hasattr(obj, "transform") and hasattr(obj, "values") and callable(getattr(obj, "params", None))
+    """A :class:`robust.strategies.TransformCase` (only possible once strategies, which needs hypothesis, is imported)."""
+    strategies = sys.modules.get("robust.strategies")
+    return strategies is not None and isinstance(obj, strategies.TransformCase)
 
 
-def _distance_from_identity(tf: Any, point: Mapping[str, float]) -> float:
+def _distance_from_identity(tf: Transform, point: Mapping[str, float]) -> float:
     total = 0.0
     for p in tf.params:
         if p.name in point and p.kind == "magnitude" and p.high > p.low:
@@ -190,23 +166,20 @@ def _invariance_settings(transform: Any, params: Any, severity: Any, indices: li
             raise InputError("params/severity", "nothing with a TransformCase (it carries its parameters)", "both")
         return [_case_setting(transform, n)]
     tf = _transform(transform)
-    label = getattr(tf, "name", type(tf).__name__)
+    label = tf.name
     if params is not None and severity is not None:
         raise InputError("params/severity", "one of params or severity", "both")
     if params is not None:
         if not isinstance(params, Mapping):
             raise InputError("params", "a dict of numbers or [N] tensors", type(params).__name__)
-        return [_Setting(tf, _value_params(tf, params, n, seed), label)]
+        return [_Setting(tf, tf.expand(params, n, seed=seed), label)]
     if severity is not None:
         return [_severity_setting(tf, check_severity(severity), indices, seed, label)]
-    grid = getattr(tf, "grid", None)
-    if not callable(grid):
-        raise InputError("params/severity", f"parameters or a severity for {label} (it has no grid)", None)
     steps = int(check_number(grid_steps, "grid_steps", low=2, integer=True))
-    points = sorted(grid(steps), key=lambda point: _distance_from_identity(tf, point))
+    points = sorted(tf.grid(steps), key=lambda point: _distance_from_identity(tf, point))
     # float32 grids hold the identity as a round-off neighbour (-3e-8): that is the identity too.
     points = [pt for pt in points if _distance_from_identity(tf, pt) > _IDENTITY_TOLERANCE]
-    return [_Setting(tf, _value_params(tf, pt, n, seed), label) for pt in points]
+    return [_Setting(tf, tf.expand(pt, n, seed=seed), label) for pt in points]
 
 
 def _severity_setting(tf: Transform, severity: float, indices: Sequence[int], seed: int, label: str) -> _Setting:
@@ -248,10 +221,10 @@ def _suite_settings(suite: Any, indices: list[int], seed: int) -> list[_Setting 
         if spec.at is not None:
             setting = _severity_setting(tf, severity_from_spec(spec.at), indices, seed, key)
             if spec.options:
-                setting.params.update({k: v for k, v in _value_params(tf, spec.options, n, seed).items() if k in spec.options})
+                setting.params.update({k: v for k, v in tf.expand(spec.options, n, seed=seed).items() if k in spec.options})
                 setting.label = str(spec)
         else:
-            setting = _Setting(tf, _value_params(tf, spec.options, n, seed), str(spec))
+            setting = _Setting(tf, tf.expand(spec.options, n, seed=seed), str(spec))
         settings.append(setting)
     return settings
 

@@ -141,3 +141,17 @@ def test_calling_a_transform_draws_from_per_image_seeds():
     assert torch.equal(t(x, severity=2.0), t(x, t.at_severity(2.0, torch.arange(4))))
     with pytest.raises(InputError, match="seeds"):
         t(x, seeds=torch.arange(3))
+
+
+def test_expand_broadcasts_one_setting_and_keeps_per_image_tensors():
+    t = _Seeded()
+    out = t.expand({"level": 1.5, "angle": torch.tensor([0.1, -0.2, 0.3])}, 3, seed=7)
+    assert out["level"].tolist() == [1.5] * 3 and out["angle"].tolist() == pytest.approx([0.1, -0.2, 0.3])
+    assert out["seed"].tolist() == [7, 8, 9] and out["seed"].dtype == torch.int64
+    assert t.expand({"seed": 40}, 2)["seed"].tolist() == [40, 41] and t.expand({}, 2)["level"].tolist() == [0.0, 0.0]
+    with pytest.raises(InputError, match="some of level, seed, angle"):
+        t.expand({"zoom": 1.0}, 2)
+    with pytest.raises(InputError, match=r"shape \[3\]"):
+        t.expand({"level": torch.zeros(2)}, 3)
+    with pytest.raises(InputError, match="level"):
+        t.expand({"level": float("nan")}, 3)

@@ -24,7 +24,7 @@ import torch
 from robust.errors import InputError
 from robust.noise import check_seeds, subseeds, uniform
 from robust.registry import Registry, parse_number, parse_spec
-from robust.validation import check_images
+from robust.validation import check_images, check_number
 
 Params = dict[str, torch.Tensor]
 
@@ -208,14 +208,27 @@ class Transform(ABC):
         axes = [p.grid(steps) for p in chosen]
         return [dict(zip([p.name for p in chosen], combo)) for combo in itertools.product(*axes)]
 
-    def expand(self, values: Mapping[str, float], n: int, device: torch.device | str = "cpu", seed: int = 0) -> Params:
-        """Broadcast one parameter setting (e.g. a grid point) to a batch of ``n``; seeds are ``seed + i``."""
+    def expand(self, values: Mapping[str, Any], n: int, device: torch.device | str = "cpu", seed: int = 0) -> Params:
+        """One parameter setting (e.g. a grid point) broadcast to a batch of ``n``: the one way to do it.
+
+        ``values`` holds numbers, or ``[N]`` tensors kept per image; parameters left out take their
+        identity. Seed parameters give image ``i`` the seed ``value + i`` (``seed + i`` when left out).
+        """
+        unknown = sorted(set(values) - set(self.param_names))
+        if unknown:
+            raise InputError(f"{self.name} params", "some of " + ", ".join(self.param_names), unknown)
         out: Params = {}
         for p in self.params:
-            if p.kind == "seed":
-                out[p.name] = torch.arange(n, dtype=torch.int64, device=device) + int(values.get(p.name, seed))
+            value = values.get(p.name)
+            if isinstance(value, torch.Tensor) and value.dim() == 1:
+                if value.shape[0] != n:
+                    raise InputError(f"{self.name} params[{p.name!r}]", f"a number or a tensor of shape [{n}]", f"shape {tuple(value.shape)}")
+                out[p.name] = value.detach().to(device, torch.int64 if p.kind == "seed" else torch.float32)
+            elif p.kind == "seed":
+                out[p.name] = torch.arange(n, dtype=torch.int64, device=device) + (seed if value is None else int(value))
             else:
-                out[p.name] = torch.full((n,), float(values.get(p.name, p.identity)), device=device)
+                number = p.identity if value is None else check_number(value, f"{self.name} params[{p.name!r}]")
+                out[p.name] = torch.full((n,), float(number), device=device)
         return out
 
     def clamp(self, params: Params) -> Params:
