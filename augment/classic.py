@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from augment import _corruption_ops as ops
+from robust import noise
 from robust.errors import InputError
 from robust.transforms import Param, Params, Transform, register_transform
 
@@ -183,7 +184,7 @@ class _SeededAugment(Transform):
 
     @staticmethod
     def _draws(seeds: torch.Tensor, stream: int, count: int) -> torch.Tensor:
-        return ops.uniform(ops.noise_keys(seeds.to(torch.int64), stream), (count,))
+        return noise.uniform32(noise.keys32(seeds.to(torch.int64), stream), (count,))
 
 
 # -- RandAugment ----------------------------------------------------------------------------------
@@ -343,9 +344,9 @@ class AugMix(_SeededAugment):
 
     def _mixing(self, seeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         tries = 8
-        keys = ops.noise_keys(seeds, 30)
-        z = ops.normal(ops.subkeys(keys, 0), (self.width + 2, tries))
-        u = ops.uniform(ops.subkeys(keys, 1), (self.width + 2, tries))
+        keys = noise.keys32(seeds, 30)
+        z = noise.normal32(noise.subkeys32(keys, 0), (self.width + 2, tries))
+        u = noise.uniform32(noise.subkeys32(keys, 1), (self.width + 2, tries))
         g = _gamma(self.alpha, z, u)  # [N, width + 2]
         weights = g[:, : self.width] / g[:, : self.width].sum(1, keepdim=True)
         m = g[:, self.width] / (g[:, self.width] + g[:, self.width + 1])
