@@ -40,6 +40,7 @@ from robust.gan.inversion import check_expand_res, check_ws, invert_batch, synth
 from robust.gan.networks import Generator
 from robust.models import Classifier
 from robust.seeding import derive_seed
+from robust.transforms.search import Box, constant_rate, gradient_ascent, worst_of_k
 from robust.validation import check_choice, check_images, check_labels, check_number
 
 MODES = ("random", "worst_of_k", "gradient")
@@ -231,41 +232,25 @@ class NaturalTransform:
     @torch.no_grad()
     def _worst_of_k(self, clf: Classifier, ws: torch.Tensor, residual: torch.Tensor | None, offset: torch.Tensor | None,
                     labels: torch.Tensor, keys: torch.Tensor, home: torch.device) -> NaturalTransformResult:
-        best = None
-        for draw in range(self.k):
+        def candidate(draw: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
             mags, _ = self.sample(keys, draw, ws.device)
             images = self.render(ws, mags, residual, offset, self.swap_shift(ws, keys, draw))
-            best = _keep_worse(best, images, mags, self._score(clf, images, labels))
-        images, mags, loss = best
-        return NaturalTransformResult(images.to(home), mags.to(home), loss.to(home))
+            return self._score(clf, images, labels), {"x": mags, "images": images}
+
+        worst = worst_of_k(candidate, self.k)
+        return NaturalTransformResult(worst["images"].to(home), worst["x"].to(home), worst.loss.to(home))
 
     def _gradient(self, clf: Classifier, ws: torch.Tensor, residual: torch.Tensor | None, offset: torch.Tensor | None,
                   labels: torch.Tensor, keys: torch.Tensor, home: torch.device) -> NaturalTransformResult:
         low, high = self.bounds(ws.device)
-        step = self.step_size * (high - low)
         mags, chosen = self.sample(keys, 0, ws.device)
         shift = self.swap_shift(ws, keys, 0)
-        mask = chosen.float()
-        best = None
-        for t in range(self.steps + 1):
-            m = mags.detach().requires_grad_(t < self.steps)
-            with torch.enable_grad() if t < self.steps else torch.no_grad():
-                images = self.render(ws, m, residual, offset, shift)
-                loss = self._score(clf, images, labels)
-                grad = torch.autograd.grad(loss.sum(), [m])[0] if t < self.steps else None
-            best = _keep_worse(best, images.detach(), m.detach(), loss.detach())
-            if grad is not None:
-                mags = torch.maximum(torch.minimum(m.detach() + step * grad.sign() * mask, high), low) * mask
-        images, mags, loss = best
-        return NaturalTransformResult(images.to(home), mags.to(home), loss.to(home))
 
+        def score(m: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            images = self.render(ws, m, residual, offset, shift)
+            return self._score(clf, images, labels), {"images": images}
 
-def _keep_worse(best: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None, images: torch.Tensor, mags: torch.Tensor,
-                loss: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per image, whichever of ``best`` and the new candidate has the higher loss (ties keep ``best``)."""
-    if best is None:
-        return images, mags, loss
-    b_images, b_mags, b_loss = best
-    better = loss > b_loss
-    return (torch.where(better[:, None, None, None], images, b_images), torch.where(better[:, None], mags, b_mags),
-            torch.where(better, loss, b_loss))
+        # Steps of a fixed fraction of each range; only the drawn directions move.
+        worst = gradient_ascent(score, mags, steps=self.steps, rate=constant_rate(self.step_size * (high - low)),
+                                box=Box(low, high, chosen.float()))
+        return NaturalTransformResult(worst["images"].to(home), worst["x"].to(home), worst.loss.to(home))
