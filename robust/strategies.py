@@ -15,10 +15,9 @@ from hypothesis import strategies as st
 
 from robust.data import ImageSet, load_dataset
 from robust.errors import InputError
-from robust.io import fingerprint_tensors
 from robust.plugins import load_all, register_profiles
 from robust.transforms import MAX_SEVERITY, TRANSFORMS, Param, Params, Transform, get_transform
-from robust.validation import check_images, check_number
+from robust.validation import check_number
 
 if TYPE_CHECKING:
     from augment.natra import NaturalTransform
@@ -308,10 +307,6 @@ def samples(data: Any) -> st.SearchStrategy[Batch]:
 
 # -- latent directions ----------------------------------------------------------------------------
 
-def _image_key(image: torch.Tensor) -> str:
-    return fingerprint_tensors(image.detach().float())
-
-
 def _natural_transform(source: Any, generator: Any) -> NaturalTransform:
     try:
         from augment.natra import NaturalTransform
@@ -331,36 +326,15 @@ def _natural_transform(source: Any, generator: Any) -> NaturalTransform:
 
 
 class LatentSource:
-    """A NaturalTransform's kept directions and the W+ codes of the images its cases edit.
+    """A NaturalTransform's kept directions, bound to the W+ codes of the images its cases edit.
 
-    Images of ``data`` take their rows of ``codes`` (a :class:`robust.gan.codes_cache.CodeSet` of
-    that dataset, e.g. from ``load_or_invert``); any other image is inverted on its own the first
-    time it is seen (with the transform's encoder, ``invert_steps`` and ``expand_res``, seeded by
-    ``seed``) and its code remembered by the image's content. One image at a time keeps each code
-    independent of the batch it came in, so a printed case renders the same images again.
+    ``codes``/``data``/``seed``: where the codes come from (:meth:`augment.natra.NaturalTransform.with_codes`:
+    cached codes of ``data``'s images, else each image inverted on its own on first sight, seeded
+    by ``seed``), so a printed case renders the same images again.
     """
 
     def __init__(self, natural: NaturalTransform, codes: CodeSet | None = None, data: Any = None, seed: int = 0):
-        from robust.gan.inversion import check_ws
-
-        self.natural = natural
-        self.seed = int(check_number(seed, "seed", low=0, integer=True))
-        self._known: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
-        self._stats: Any = None
-        if (codes is None) != (data is None):
-            raise InputError("codes/data", "both (codes of data's images) or neither", "only codes" if codes is not None else "only data")
-        if codes is not None:
-            images = _as_imageset(data)
-            if not all(hasattr(codes, a) for a in ("ws", "residual", "expand_res")):
-                raise InputError("codes", "a robust.gan.codes_cache.CodeSet", type(codes).__name__)
-            if len(codes.ws) != len(images):
-                raise InputError("codes", f"codes of the {len(images)} images of {images.name}", f"{len(codes.ws)} codes")
-            if codes.expand_res != natural.expand_res:
-                raise InputError("codes", f"codes expanded at {natural.expand_res} (the NaturalTransform's expand_res)", codes.expand_res)
-            ws = check_ws(natural.G, codes.ws, "codes ws").detach().cpu()
-            residual = codes.residual.detach().cpu() if codes.residual is not None else None
-            for i in range(len(images)):
-                self._known.setdefault(_image_key(images.images[i]), (ws[i], residual[i] if residual is not None else None))
+        self.natural = natural.with_codes(codes, _as_imageset(data) if data is not None else None, seed)
         bounds = natural.bounds("cpu")
         scale = 10**_DIGITS
         # Rounded inward, so drawn magnitudes (rounded to _DIGITS for printing) stay inside the range.
@@ -399,42 +373,15 @@ class LatentSource:
             self._directions[i] = LatentDirection(self, i)
         return self._directions[i]
 
-    def lookup(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``(ws [N, num_ws, w_dim], residual or None)`` of ``images`` on the generator's device."""
-        keys = [_image_key(x) for x in images]
-        for key, x in zip(keys, images):
-            if key not in self._known:
-                self._known[key] = self._invert(x)
-        device = self.natural.G.device
-        ws = torch.stack([self._known[k][0] for k in keys]).to(device)
-        parts = [self._known[k][1] for k in keys]
-        residual = torch.stack(parts).to(device) if all(p is not None for p in parts) else None
-        return ws, residual
-
-    def _invert(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        from robust.gan.inversion import invert_batch, latent_stats
-        from robust.seeding import derive_seed
-
-        nt = self.natural
-        if self._stats is None:
-            # The statistics invert_batch would compute for this seed, computed once for every image.
-            self._stats = latent_stats(nt.G, seed=derive_seed(self.seed, "stats") % (1 << 31))
-        out = invert_batch(nt.G, image[None].to(nt.G.device, torch.float32), encoder=nt.encoder, steps=nt.invert_steps,
-                           expand_res=nt.expand_res, seed=self.seed, stats=self._stats, noise_mode=nt.noise_mode)
-        return out.ws[0].detach().cpu(), out.residual[0].detach().cpu() if out.residual is not None else None
-
 
 class LatentDirection(Transform):
     """One kept direction of a :class:`LatentSource` as a :class:`robust.transforms.Transform`.
 
     Its one parameter ``magnitude`` (W units) spans the direction's realistic range times the
-    NaturalTransform's ``strength``. :meth:`apply` moves each image's code along the direction,
-    re-renders it and adds back the pixel difference between the image and its unedited
-    reconstruction (as ``NaturalTransform(pixel_residual=True)`` does), so magnitude 0 returns the
-    image itself and only the edit changes it.
+    NaturalTransform's ``strength`` (rounded inward to the printed digits). :meth:`apply` is the
+    NaturalTransform's :meth:`~augment.natra.NaturalTransform.edit` along this direction alone:
+    magnitude 0 returns the image itself and only the edit changes it.
     """
-
-    differentiable = False
 
     def __init__(self, source: LatentSource, index: int):
         self.source = source
@@ -453,25 +400,11 @@ class LatentDirection(Transform):
 
     def apply(self, images: torch.Tensor, params: Params) -> torch.Tensor:
         """Edit ``images`` ``[N, C, H, W]`` by ``params["magnitude"]`` ``[N]``; returns images in ``[0, 1]``."""
-        nt = self.source.natural
-        G = nt.G
-        images = check_images(images, "images", channels=G.img_channels, size=(G.img_resolution, G.img_resolution))
-        n = images.shape[0]
         mags = params.get("magnitude") if isinstance(params, Mapping) else None
-        if not isinstance(mags, torch.Tensor) or mags.shape != (n,):
-            raise InputError(f"{self.name} params['magnitude']", f"a tensor of shape [{n}]", getattr(mags, "shape", type(mags).__name__))
-        out = images.detach().clone()
-        moving = (mags.detach().cpu() != 0).nonzero().squeeze(1)
-        if moving.numel() == 0:
-            return out
-        sub = out[moving.to(out.device)]
-        ws, residual = self.source.lookup(sub)
-        values = mags.detach()[moving.to(mags.device)].to(G.device, torch.float32)
-        with torch.no_grad():
-            base = nt.render(ws, torch.zeros(len(ws), len(nt.directions), device=G.device), residual)
-            edited = nt.render(ws, nt.directions.along(self.index, values), residual)
-        out[moving.to(out.device)] = (sub + (edited - base).to(sub.device, sub.dtype)).clamp(0, 1)
-        return out
+        if not isinstance(mags, torch.Tensor) or mags.shape != (images.shape[0],):
+            raise InputError(f"{self.name} params['magnitude']", f"a tensor of shape [{images.shape[0]}]", getattr(mags, "shape", type(mags).__name__))
+        natural = self.source.natural
+        return natural.edit(images, natural.directions.along(self.index, mags))
 
     def describe(self, params: Mapping[str, torch.Tensor], index: int = 0) -> str:
         """``"latent:sefa_2(magnitude=-0.75)"`` for one image of the batch."""

@@ -625,7 +625,7 @@ class NaTraTraining(Recipe):
         self.seed = 0
 
     def bind(self, ctx: RecipeContext) -> None:
-        from augment.natra import NaturalTransform
+        from augment.natra import NaturalConfig, NaturalTransform
 
         G = bind_generator(ctx, "natra")
         codes = self._codes(G, ctx)
@@ -633,8 +633,8 @@ class NaTraTraining(Recipe):
         expand_res = codes.expand_res if codes.residual is not None else None
         self.codes = codes
         self.seed = ctx.seed
-        self.transform = NaturalTransform(G, directions, self.mode, strength=self.strength, expand_res=expand_res,
-                                          pixel_residual=self.pixel_residual, **self.transform_options)
+        config = NaturalConfig(strength=self.strength, expand_res=expand_res, pixel_residual=self.pixel_residual, **self.transform_options)
+        self.transform = NaturalTransform(G, directions, self.mode, config=config)
 
     def _directions(self, G: Any, seed: int) -> Any:
         from robust.gan.directions import Directions, directions_for, find_directions
