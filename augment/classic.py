@@ -23,7 +23,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from augment import _corruption_ops as ops
+import augment._corruption_ops as ops
 from robust import noise
 from robust.errors import InputError
 from robust.transforms import Param, Params, Transform, register_transform

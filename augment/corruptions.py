@@ -48,7 +48,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from augment import _corruption_ops as ops
+import augment._corruption_ops as ops
 from robust import noise
 from robust.errors import InputError
 from robust.registry import Registry

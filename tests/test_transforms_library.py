@@ -176,3 +176,15 @@ def test_severity_scales_every_library_transform_from_identity():
             if p.kind == "magnitude":
                 assert torch.all((p5[p.name] == p.low) | (p5[p.name] == p.high)), (name, p.name)
         assert not torch.allclose(t(x, p5), x, atol=1e-3), name
+
+
+def test_the_maths_is_plain_functions_the_classes_call():
+    import robust.transforms.functional as F
+
+    x = smooth_images(2)
+    zero, one = torch.zeros(2), torch.ones(2)
+    assert torch.allclose(F.rotate(x, zero), x, atol=1e-5) and torch.allclose(F.translate(x, zero, zero), x, atol=1e-5)
+    assert torch.allclose(F.adjust_gamma(x, 2 * one), x**2, atol=1e-5) and torch.equal(F.gaussian_blur(x, zero, 3.0), x)
+    angle = torch.tensor([30.0, -10.0])
+    assert torch.equal(F.rotate(x, angle), get_transform("rotation")(x, {"angle": angle}))
+    assert torch.equal(F.illuminate(x, 0.5 * one, angle), get_transform("illumination")(x, {"strength": 0.5 * one, "angle": angle}))

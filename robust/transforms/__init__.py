@@ -1,6 +1,7 @@
 """Transforms: parametrised, batched, seeded image transformations, one object to sample, search,
-sweep and shrink. :mod:`.base` holds the interface and the registry; :mod:`.photometric` and
-:mod:`.geometric` the core transforms, registered when this package is imported."""
+sweep and shrink. :mod:`.base`: the interface and the registry; :mod:`.search`: the worst-case
+search; :mod:`.functional`: the maths of :mod:`.photometric` and :mod:`.geometric`, the core
+transforms (registered when this package is imported)."""
 from __future__ import annotations
 
 from robust.transforms.base import (
