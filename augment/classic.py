@@ -1,18 +1,8 @@
 """Classic augmentations - AugMix, RandAugment, TrivialAugment - as batched, seeded transforms on any device.
 
-Each is a :class:`robust.transforms.Transform` whose parameters are a magnitude and a per-image
-``seed``: every random choice (operations, signs, per-operation levels, mixing weights) is drawn
-from the image's seed with counter-based noise, so a batch is augmented in one pass on the GPU
-and any image reproduces alone. Image operations are kornia's (equalize, posterize, solarize,
-sharpness, affine warps; kornia is imported on first use) or PIL-equivalent blends (brightness,
-colour, contrast, autocontrast).
-
-Published settings: RandAugment (Cubuk et al. 2020) draws ``num_ops`` operations per image at a
-shared magnitude on a 0-30 scale (default 9), with the ranges of torchvision's implementation;
-TrivialAugment (Mueller & Hutter 2021) draws one operation and a uniform magnitude per image with
-the "wide" ranges; AugMix (Hendrycks et al. 2020) mixes ``width`` chains of 1-3 operations (no
-operation that overlaps the ImageNet-C corruptions) with Dirichlet weights and a Beta skip
-connection. :func:`augmix_consistency_loss` is AugMix's Jensen-Shannon term for training.
+Each is a :class:`robust.transforms.Transform` with a magnitude and a per-image ``seed`` from which
+every random choice is drawn (counter-based noise), so a batch is augmented in one pass and any
+image reproduces alone. :func:`augmix_consistency_loss` is AugMix's Jensen-Shannon term.
 """
 from __future__ import annotations
 
@@ -32,6 +22,8 @@ OpFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 # -- image operations: op(x [M, C, H, W], signed magnitude [M]) -> x' ------------------------------
+# kornia's (equalize, posterize, solarize, sharpness, affine warps; imported on first use) or
+# PIL-equivalent blends (brightness, colour, contrast, autocontrast).
 
 def _grey(x: torch.Tensor) -> torch.Tensor:
     return ops.luma(x)
@@ -203,7 +195,8 @@ RANDAUGMENT_BINS = 31
 
 @register_transform
 class RandAugment(_SeededAugment):
-    """RandAugment: ``num_ops`` operations per image (uniform, with replacement) at ``magnitude`` (0-30).
+    """RandAugment (Cubuk et al. 2020): ``num_ops`` operations per image (uniform, with replacement) at
+    ``magnitude`` (0-30, default 9), with the ranges of torchvision's implementation.
 
     ``sample`` keeps the configured magnitude (RandAugment's single global M) and draws seeds;
     ``at_severity(s)`` maps severity 0-5 onto magnitude 0-30 for sweeps and searches.
@@ -252,7 +245,8 @@ TRIVIALAUGMENT_RANGES: dict[str, tuple[float, float]] = {
 
 @register_transform
 class TrivialAugment(_SeededAugment):
-    """TrivialAugment (wide): one operation per image at a magnitude drawn uniformly in [0, 1].
+    """TrivialAugment (Mueller & Hutter 2021, "wide" ranges): one operation per image at a magnitude
+    drawn uniformly in [0, 1].
 
     Translations are up to 32 pixels, as published, whatever the image size.
     """
@@ -311,7 +305,8 @@ def _gamma(alpha: float, z: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
 @register_transform
 class AugMix(_SeededAugment):
-    """AugMix: ``(1 - m) x + m * sum_i w_i chain_i(x)``, ``w ~ Dirichlet(alpha)``, ``m ~ Beta(alpha, alpha)``.
+    """AugMix (Hendrycks et al. 2020): ``(1 - m) x + m * sum_i w_i chain_i(x)``, ``w ~ Dirichlet(alpha)``,
+    ``m ~ Beta(alpha, alpha)``, with no operation that overlaps the ImageNet-C corruptions.
 
     Each of ``width`` chains applies ``depth`` operations (1-3 at random when ``depth`` is 0), each at
     a level drawn uniformly in ``[0.1, severity]`` on AugMix's 0-10 scale. ``sample`` keeps the

@@ -1,23 +1,8 @@
 """Robustness assertions for test suites: invariance, accuracy floors and attack budgets.
 
-Each assertion raises :class:`RobustnessFailure` (an ``AssertionError``) whose message names the
-transform or attack, its parameters, the failing samples' indices and their predicted and expected
-classes, and the PNG file the failing images were written to (clean next to transformed). Under
-pytest with the ``robust`` plugin the images go to the test's folder under pytest's temporary
-directory (or under ``--robust-report``), and every assertion is recorded in the session report;
-elsewhere they go to ``./.robust-failures/``.
-
-Inside a hypothesis test, images are written and results recorded only on hypothesis's final
-replay of the (shrunk) failing example, not on every attempt.
-
-Usage::
-
-    from robust.testing import assert_accuracy, assert_invariant, assert_no_failures
-
-    assert_invariant(model, images, "brightness")                 # every point of the grid
-    assert_invariant(model, images, "rotation", params={"angle": 10.0}, margin=0.05)
-    assert_accuracy(model, data, "corruptions:*@3", at_least=0.6)
-    assert_no_failures(model, data, "pgd:linf", budget=2 / 255)
+Each raises :class:`RobustnessFailure` (an ``AssertionError``) naming the transform or attack, its
+parameters, the failing samples and the PNG of their images (under pytest with the ``robust``
+plugin, in the test's folder; elsewhere in ``./.robust-failures/``), and records its result.
 """
 from __future__ import annotations
 
@@ -365,46 +350,10 @@ def assert_invariant(
     settings = _invariance_settings(transform, params, severity, inputs.indices, seed, grid_steps)
     if not settings:
         raise InputError("transform", "a transform with at least one non-identity grid point", "none")
-    device, size = clf.device, clf.batch_size
-    clean = torch.cat([clf.probabilities(inputs.images[part].to(device)).cpu() for part in _chunks(n, size)])
-    reference = clean.argmax(1)
-    ref_clean = clean.gather(1, reference[:, None])[:, 0]
-    failed_at = torch.full((n,), -1, dtype=torch.long)
-    seen_pred = torch.zeros(n, dtype=torch.long)
-    seen_conf = torch.zeros(n)
-    for s, setting in enumerate(settings):
-        pending = (failed_at < 0).nonzero().squeeze(1)
-        if pending.numel() == 0:
-            break
-        for part in _chunks(n, size):
-            x = inputs.images[part].to(device)
-            probs = clf.probabilities(setting.apply(x, part)).cpu()
-            ref = reference[part]
-            kept = probs.gather(1, ref[:, None])[:, 0]
-            ok = kept >= probs.max(1).values - margin
-            if max_drop is not None:
-                ok &= ref_clean[part] - kept <= max_drop
-            fresh = (~ok) & (failed_at[part] < 0)
-            idx = torch.arange(part.start, part.stop)[fresh]
-            failed_at[idx] = s
-            seen_pred[idx] = probs.argmax(1)[fresh]
-            seen_conf[idx] = probs.max(1).values[fresh]
-    bad = (failed_at >= 0).nonzero().squeeze(1).tolist()
+    found = _first_failures(clf, inputs, settings, margin, max_drop)
+    bad = (found.failed_at >= 0).nonzero().squeeze(1).tolist()
     label = settings[0].label
-    failures, rows, lines = [], [], []
-    for i in bad[: max(1, max_reported)]:
-        setting = settings[int(failed_at[i])]
-        one = slice(i, i + 1)
-        transformed = setting.apply(inputs.images[one].to(device), one)[0].cpu()
-        pred, conf = int(seen_pred[i]), float(seen_conf[i])
-        desc = setting.describe(i)
-        failures.append(_failure(inputs, i, pred, conf, desc, setting.values(i), transformed, label=int(reference[i])))
-        rows.append([inputs.images[i], transformed])
-        truth = f"; true label {_class(clf, int(inputs.labels[i]))}" if inputs.labels is not None else ""
-        lines.append(
-            f"  sample {i} (index {inputs.indices[i]}) under {desc}: predicted {_class(clf, pred)} (p={conf:.3f}), "
-            f"expected {_class(clf, int(reference[i]))} (clean p={float(ref_clean[i]):.3f}{truth})"
-        )
+    failures, rows, lines = _invariance_failures(clf, inputs, settings, found, bad[: max(1, max_reported)])
     rule = "prediction unchanged" if margin == 0 else f"clean top-1 within {margin:g} of the top"
     if max_drop is not None:
         rule += f", confidence drop <= {max_drop:g}"
@@ -419,6 +368,63 @@ def assert_invariant(
     message = (f"assert_invariant: {len(bad)} of {n} images changed under {label} "
                f"({len(settings)} parameter setting(s); rule: {rule})\n" + "\n".join(lines) + more)
     return _finish("invariance", label, case, clf, inputs, message, rows, "left: clean, right: transformed", save_dir)
+
+
+@dataclass
+class _FirstFailures:
+    """Per image: the clean top-1 class and its probability, the first failing setting (-1: none) and
+    the prediction and confidence there."""
+
+    reference: torch.Tensor
+    ref_clean: torch.Tensor
+    failed_at: torch.Tensor
+    pred: torch.Tensor
+    conf: torch.Tensor
+
+
+def _first_failures(clf: Classifier, inputs: _Inputs, settings: list[_Setting], margin: float, max_drop: float | None) -> _FirstFailures:
+    """Try the settings in order (mildest first), each only while some image has not failed yet."""
+    n = inputs.images.shape[0]
+    device, size = clf.device, clf.batch_size
+    clean = torch.cat([clf.probabilities(inputs.images[part].to(device)).cpu() for part in _chunks(n, size)])
+    reference = clean.argmax(1)
+    found = _FirstFailures(reference, clean.gather(1, reference[:, None])[:, 0], torch.full((n,), -1, dtype=torch.long),
+                           torch.zeros(n, dtype=torch.long), torch.zeros(n))
+    for s, setting in enumerate(settings):
+        if not bool((found.failed_at < 0).any()):
+            break
+        for part in _chunks(n, size):
+            probs = clf.probabilities(setting.apply(inputs.images[part].to(device), part)).cpu()
+            kept = probs.gather(1, reference[part][:, None])[:, 0]
+            ok = kept >= probs.max(1).values - margin
+            if max_drop is not None:
+                ok &= found.ref_clean[part] - kept <= max_drop
+            fresh = (~ok) & (found.failed_at[part] < 0)
+            idx = torch.arange(part.start, part.stop)[fresh]
+            found.failed_at[idx] = s
+            found.pred[idx] = probs.argmax(1)[fresh]
+            found.conf[idx] = probs.max(1).values[fresh]
+    return found
+
+
+def _invariance_failures(clf: Classifier, inputs: _Inputs, settings: list[_Setting], found: _FirstFailures,
+                         shown: list[int]) -> tuple[list[FailureExample], list[list[torch.Tensor]], list[str]]:
+    """The failure records, image rows (clean, transformed) and message lines of the images ``shown``."""
+    failures, rows, lines = [], [], []
+    for i in shown:
+        setting = settings[int(found.failed_at[i])]
+        one = slice(i, i + 1)
+        transformed = setting.apply(inputs.images[one].to(clf.device), one)[0].cpu()
+        pred, conf, expected = int(found.pred[i]), float(found.conf[i]), int(found.reference[i])
+        desc = setting.describe(i)
+        failures.append(_failure(inputs, i, pred, conf, desc, setting.values(i), transformed, label=expected))
+        rows.append([inputs.images[i], transformed])
+        truth = f"; true label {_class(clf, int(inputs.labels[i]))}" if inputs.labels is not None else ""
+        lines.append(
+            f"  sample {i} (index {inputs.indices[i]}) under {desc}: predicted {_class(clf, pred)} (p={conf:.3f}), "
+            f"expected {_class(clf, expected)} (clean p={float(found.ref_clean[i]):.3f}{truth})"
+        )
+    return failures, rows, lines
 
 
 def _data(data: Any, max_samples: int | None, seed: int) -> _Inputs:

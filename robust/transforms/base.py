@@ -1,15 +1,6 @@
-"""The transform interface: parametrised, batched, seeded image transformations.
-
-A :class:`Transform` separates *drawing* parameters (:meth:`Transform.sample`,
-:meth:`Transform.at_severity`, :meth:`Transform.grid`) from *applying* them
-(:meth:`Transform.apply`, a pure function of the images and the parameters). The same object
-therefore serves random augmentation, worst-case search (parameters optimised by gradient or
-enumerated on a grid), severity sweeps and hypothesis shrinking (parameters shrink toward the
-identity).
-
-Conventions: images are float ``[N, C, H, W]`` in ``[0, 1]``; parameters are a dict of tensors of
-shape ``[N]`` (one value per image) on the images' device; integer ``seed`` parameters drive
-counter-based noise (:mod:`robust.noise`) so each image's result depends only on its own seed.
+"""The transform interface: :class:`Param` (a range, an identity and the severity rule) and
+:class:`Transform` (parameters drawn from per-image seeds, swept, broadcast, then applied by a pure
+batched function of images ``[N, C, H, W]`` in ``[0, 1]`` and per-image parameters ``[N]``), and the registry.
 """
 from __future__ import annotations
 
