@@ -105,8 +105,6 @@ class NaturalTransform(Transform):
     random mode's draw.
     """
 
-    differentiable = True
-
     def __init__(self, G: Generator, directions: Directions, mode: str = "random", *, classifier: Classifier | None = None,
                  encoder: Any = None, config: NaturalConfig | None = None, **options: Any):
         if not isinstance(G, Generator):

@@ -117,12 +117,14 @@ TRANSFORMS: Registry[type["Transform"]] = Registry("transform")
 class Transform(ABC):
     """Base class: subclasses declare ``name``, ``params`` and implement :meth:`apply`.
 
+    ``name`` and ``params`` are class attributes of fixed transforms, or set per instance by those
+    whose parameters depend on their configuration (a natural transform: one per latent direction).
     ``differentiable`` is true when :meth:`apply` is differentiable in the images and in every
     optimisable parameter (so gradient-based search and training can use it).
     """
 
-    name: ClassVar[str] = "transform"
-    params: ClassVar[tuple[Param, ...]] = ()
+    name: str = "transform"
+    params: tuple[Param, ...] = ()
     differentiable: ClassVar[bool] = True
 
     # -- parameters -------------------------------------------------------------------------
