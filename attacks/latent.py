@@ -17,8 +17,8 @@ from robust.gan.inversion import check_expand_res, check_ws, synthesize
 from robust.gan.networks import Generator
 from robust.models import Classifier
 from robust.seeding import derive_seed
-from robust.transforms.search import SearchConfig, Worst, configured, search_parameters
-from robust.validation import check_labels, check_number
+from robust.transforms.search import SearchConfig, Worst, search_parameters
+from robust.validation import check_labels, check_number, with_options
 
 
 @dataclass
@@ -111,7 +111,7 @@ def direction_attack(classifier: Classifier, G: Generator, ws: torch.Tensor, lab
     (default ``0..N-1``) key each image's draws. Images and results are on the classifier's device;
     results come back on ``ws``'s device.
     """
-    config = configured(config if config is not None else DirectionSearchConfig(), options)
+    config = with_options(config if config is not None else DirectionSearchConfig(), options)
     clf = check_classifier(classifier)
     if config.method == "gradient" and not clf.has_gradients:
         raise GradientUnavailableError(f"{clf.name} has no gradients (an ONNX model): use method='grid' or 'random'")

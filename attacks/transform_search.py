@@ -15,8 +15,8 @@ from robust.errors import GradientUnavailableError, InputError
 from robust.models import Classifier, frozen
 from robust.seeding import derive_seed
 from robust.transforms import Params, Transform, get_transform
-from robust.transforms.search import Objective, SearchConfig, SearchOutcome, configured, search_parameters
-from robust.validation import check_choice, check_labels, check_number
+from robust.transforms.search import Objective, SearchConfig, SearchOutcome, search_parameters
+from robust.validation import check_choice, check_labels, check_number, with_options
 
 @contextmanager
 def classifier_objective(classifier: Classifier, labels: torch.Tensor, *, targets: torch.Tensor | None = None,
@@ -131,7 +131,7 @@ def transform_search(classifier: Classifier, images: torch.Tensor, labels: Any, 
     :func:`robust.transforms.search.search_parameters` for the methods. ``sample_ids`` (default
     ``0..N-1``) key each image's draws and noise seeds, so an image's result does not depend on its batch.
     """
-    config = configured(config if config is not None else TransformSearchConfig(), options)
+    config = with_options(config if config is not None else TransformSearchConfig(), options)
     clf = check_classifier(classifier)
     tf = get_transform(transform)
     if config.method == "gradient":

@@ -25,8 +25,8 @@ from robust.io import fingerprint_tensors
 from robust.models import Classifier
 from robust.seeding import derive_seed
 from robust.transforms import Param, Params, Transform
-from robust.transforms.search import Box, configured, constant_rate, gradient_ascent, worst_of_k
-from robust.validation import check_choice, check_images, check_labels, check_number
+from robust.transforms.search import Box, constant_rate, gradient_ascent, worst_of_k
+from robust.validation import check_choice, check_images, check_labels, check_number, with_options
 
 MODES = ("random", "worst_of_k", "gradient")
 LOSSES = ("ce", "margin")
@@ -111,7 +111,7 @@ class NaturalTransform(Transform):
             raise InputError("G", "a robust.gan.Generator", type(G).__name__)
         if not isinstance(directions, Directions):
             raise InputError("directions", "a robust.gan.directions.Directions", type(directions).__name__)
-        config = configured(config if config is not None else NaturalConfig(), options)
+        config = with_options(config if config is not None else NaturalConfig(), options)
         self.G = G
         self.directions = directions.kept_directions().to(G.device)
         if self.directions.w_dim != G.w_dim:

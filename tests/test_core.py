@@ -8,7 +8,7 @@ from robust import noise
 from robust.errors import InputError, UnknownNameError
 from robust.registry import Registry, parse_number, parse_spec
 from robust.seeding import derive_seed, resolve_device
-from robust.validation import check_images, check_labels, check_number
+from robust.validation import check_images, check_labels, check_number, with_options
 
 
 def test_registry_lists_valid_names_on_unknown_lookup():
@@ -133,3 +133,21 @@ def test_subseeds_are_per_image_streams_and_seeds_are_checked():
             noise.check_seeds(bad)
     with pytest.raises(InputError, match="3 integers"):
         noise.check_seeds(torch.arange(2), 3)
+
+
+def test_with_options_rebuilds_a_config_dataclass_and_checks_the_names():
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Config:
+        steps: int = 3
+        size: float = 0.5
+
+        def __post_init__(self) -> None:
+            check_number(self.steps, "steps", low=1, integer=True)
+
+    assert with_options(Config(), {"steps": 7}) == Config(7) and with_options(Config(2), {}) == Config(2)
+    with pytest.raises(InputError, match="Config options: expected some of steps, size"):
+        with_options(Config(), {"stepz": 3})
+    with pytest.raises(InputError, match="steps"):
+        with_options(Config(), {"steps": 0})

@@ -23,8 +23,15 @@ MAX_SEVERITY = 5.0
 SIDES = ("up", "down")
 
 
-def check_severity(value: Any, name: str = "severity") -> float:
-    """A severity in ``[0, MAX_SEVERITY]`` (the one range of every transform), else :class:`InputError`."""
+def check_severity(value: Any, name: str = "severity") -> Any:
+    """A severity in ``[0, MAX_SEVERITY]`` (the one range of every transform), else :class:`InputError`.
+
+    A number comes back as a float, a tensor (one severity per image) as it is.
+    """
+    if isinstance(value, torch.Tensor) and value.dim() > 0:
+        if bool(((value < 0) | (value > MAX_SEVERITY) | ~torch.isfinite(value)).any()):
+            raise InputError(name, f"values in [0, {MAX_SEVERITY:g}]", value.tolist() if value.numel() <= 8 else "out-of-range values")
+        return value
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -185,9 +192,7 @@ class Transform(ABC):
             sev = sev.expand(n)
         if sev.shape != (n,):
             raise InputError("severity", f"a number or a tensor of shape [{n}]", f"shape {tuple(sev.shape)}")
-        if bool(((sev < 0) | (sev > MAX_SEVERITY) | ~torch.isfinite(sev)).any()):
-            raise InputError("severity", f"values in [0, {MAX_SEVERITY:g}]", sev.tolist() if n <= 8 else "out-of-range values")
-        sev = sev.to(device)
+        sev = check_severity(sev).to(device)
         out = self.sample(seeds, device=device, stream=stream)
         up = uniform(seeds, (len(self.params),), stream + 2).to(device) < 0.5
         for j, p in enumerate(self.params):

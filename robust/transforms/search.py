@@ -3,12 +3,10 @@ grids, signed-gradient ascent and restarts, used by attacks, augmentation, train
 """
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
@@ -288,12 +286,3 @@ def search_parameters(render: Render, bounds: Mapping[str, tuple[Bound, Bound]],
             gradient_ascent(score, first.clone(), steps=steps, rate=cosine_rate(config.step_size, steps), box=Box(0.0, 1.0), worst=worst)
     return SearchOutcome(params=to_params(worst["x"]), images=worst["images"], loss=worst.loss, success=worst["success"],
                          predictions=worst["pred"], evaluations=worst.offered)
-
-
-def configured(config: Any, options: Mapping[str, Any]) -> Any:
-    """The dataclass ``config`` with ``options`` (some of its field names) replaced; unknown names raise :class:`InputError`."""
-    fields = list(config.__dataclass_fields__)
-    unknown = sorted(set(options) - set(fields))
-    if unknown:
-        raise InputError(f"{type(config).__name__} options", "some of " + ", ".join(fields), unknown)
-    return dataclasses.replace(config, **options) if options else config
