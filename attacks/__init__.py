@@ -14,18 +14,17 @@ from __future__ import annotations
 
 from attacks.base import (AMP_DTYPES, ATTACKS, LOSSES, NORMS, Attack, AttackResult, AttackRun, AttackWarning,
                           attack_loss, format_eps, get_attack, list_attacks, project)
-from attacks.latent import LatentAttackResult, direction_attack
+from attacks.latent import DirectionSearchConfig, LatentAttackResult, direction_attack
 from attacks.pgd import APGD, FGSM, PGD, apgd_checkpoints
 from attacks.sage import SageConfig, SageResult, failure_regions, random_search, sage_search
 from attacks.square import Square, square_fraction
 from attacks.sweep import SweepResult, check_eps_grid, epsilon_sweep
-from attacks.transform_search import (METHODS, SearchOutcome, TransformSearchResult, classifier_objective,
-                                      search_parameters, transform_search)
+from attacks.transform_search import TransformSearchConfig, TransformSearchResult, classifier_objective, transform_search
 
 __all__ = [
     "AMP_DTYPES", "APGD", "ATTACKS", "Attack", "AttackResult", "AttackRun", "AttackWarning", "FGSM", "LOSSES",
-    "METHODS", "NORMS", "PGD", "SageConfig", "SageResult", "SearchOutcome", "Square", "SweepResult", "TransformSearchResult", "apgd_checkpoints",
+    "NORMS", "PGD", "SageConfig", "SageResult", "Square", "SweepResult", "TransformSearchConfig", "TransformSearchResult", "apgd_checkpoints",
     "attack_loss", "check_eps_grid", "classifier_objective", "epsilon_sweep", "failure_regions", "format_eps", "get_attack",
-    "list_attacks", "project", "random_search", "sage_search", "search_parameters", "square_fraction", "transform_search",
-    "LatentAttackResult", "direction_attack",
+    "list_attacks", "project", "random_search", "sage_search", "square_fraction", "transform_search",
+    "DirectionSearchConfig", "LatentAttackResult", "direction_attack",
 ]

@@ -26,6 +26,8 @@ from robust.errors import GradientUnavailableError, InputError
 from robust.models import Classifier, frozen
 from robust.registry import Registry, parse_number, parse_spec
 from robust.seeding import derive_seed
+from robust.transforms.search import Worst
+from robust.transforms.search import restarts as search_restarts
 from robust.validation import check_choice, check_labels, check_number
 
 NORMS = ("linf", "l2")
@@ -471,24 +473,18 @@ def best_of_restarts(once: Callable[..., tuple[torch.Tensor, torch.Tensor, torch
     """Run ``once(run, x, labels, targets, seeds, restart)`` up to ``restarts`` times on the images still resisting.
 
     ``once`` returns (adversarial, prediction, loss, success) per image; an image keeps its first
-    success, or else its highest-loss result over the restarts.
+    success, or else its highest-loss result over the restarts (:func:`robust.transforms.search.restarts`).
     """
     n = x.shape[0]
-    best = x.clone()
-    best_pred = torch.empty(n, dtype=torch.int64, device=x.device)
-    best_loss = torch.full((n,), float("-inf"), device=x.device)
-    done = torch.zeros(n, dtype=torch.bool, device=x.device)
-    for restart in range(restarts):
-        rows = (~done).nonzero().squeeze(1) if restart else torch.arange(n, device=x.device)
-        if rows.numel() == 0:
-            break
+    worst = Worst(torch.full((n,), float("-inf"), device=x.device), adversarial=x.clone(),
+                  prediction=torch.empty(n, dtype=torch.int64, device=x.device))
+
+    def attempt(rows: torch.Tensor, restart: int) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         adv, pred, loss, won = once(run, x[rows], labels[rows], targets[rows] if targets is not None else None, seeds[rows], restart)
-        better = won | (loss > best_loss[rows])
-        best[rows] = torch.where(better.view(-1, 1, 1, 1), adv, best[rows])
-        best_pred[rows] = torch.where(better, pred, best_pred[rows])
-        best_loss[rows] = torch.where(better, loss, best_loss[rows])
-        done[rows] = won
-    return best, best_pred
+        return loss, {"adversarial": adv, "prediction": pred}, won
+
+    search_restarts(attempt, restarts, worst)
+    return worst["adversarial"], worst["prediction"]
 
 
 def select(tensors: dict[str, torch.Tensor | None], keep: torch.Tensor) -> dict[str, torch.Tensor | None]:

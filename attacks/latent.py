@@ -1,11 +1,5 @@
-"""Worst-case search along a generator's latent directions: natural failures with their magnitudes.
-
-:func:`direction_attack` takes images' W+ codes (cached or inverted, :mod:`robust.gan.codes_cache`),
-kept directions (:mod:`robust.gan.directions`) and a classifier, and finds for each image the
-magnitudes within the directions' realistic ranges that maximise the classifier's loss: by grid,
-worst-of-k random draws or signed-gradient ascent (the engine is
-:func:`attacks.transform_search.search_parameters`, with the generator as the renderer). The
-directions are searched one at a time (each image keeps its worst direction) or jointly.
+"""Worst-case magnitudes along a generator's latent directions for a classifier (:func:`direction_attack`):
+natural failures with their magnitudes, found by the core search (:mod:`robust.transforms.search`).
 """
 from __future__ import annotations
 
@@ -16,14 +10,15 @@ from typing import Any
 import torch
 
 from attacks.base import PerImageOutcome, check_classifier, check_sample_ids
-from attacks.transform_search import METHODS, classifier_objective, search_parameters
+from attacks.transform_search import classifier_objective
 from robust.errors import GradientUnavailableError, InputError
 from robust.gan.directions import Directions
 from robust.gan.inversion import check_expand_res, check_ws, synthesize
 from robust.gan.networks import Generator
 from robust.models import Classifier
 from robust.seeding import derive_seed
-from robust.validation import check_choice, check_labels, check_number
+from robust.transforms.search import SearchConfig, Worst, search_parameters
+from robust.validation import check_labels, check_number, with_options
 
 
 @dataclass
@@ -68,91 +63,127 @@ class LatentAttackResult(PerImageOutcome):
                 "evaluations": int(self.evaluations), "seed": self.seed}
 
 
-def direction_attack(classifier: Classifier, G: Generator, ws: torch.Tensor, labels: Any, directions: Directions, *,
-                     residual: torch.Tensor | None = None, expand_res: int | None = None, which: Sequence[int] | None = None,
-                     joint: bool = False, method: str = "grid", steps: int | None = None, k: int | None = None, seed: int = 0,
-                     loss: str = "margin", step_size: float = 0.1, batch_size: int | None = None,
-                     sample_ids: torch.Tensor | None = None, noise_mode: str = "const") -> LatentAttackResult:
-    """Worst-case magnitudes along ``directions`` (indices ``which``; default: the kept ones) for codes ``ws``.
+@dataclass(frozen=True)
+class DirectionSearchConfig(SearchConfig):
+    """A latent-direction search: the core search's ``method``, ``steps``, ``k`` and ``step_size``
+    (:class:`robust.transforms.search.SearchConfig`), plus ``which`` (direction indices; default the
+    kept ones), ``joint`` (search the chosen directions together, grid: every combination; else each
+    alone and each image keeps its worst), ``seed``, ``loss`` (the attack loss), ``batch_size``
+    (default the classifier's) and ``noise_mode`` (the generator's)."""
 
-    ``residual``/``expand_res``: the codes' expansion (added back after every edit). ``joint``
-    searches all chosen directions together (grid: ``steps`` values per direction, every
-    combination); otherwise each direction alone and each image keeps its worst. ``method``,
-    ``steps``, ``k``, ``step_size``: see :func:`attacks.transform_search.search_parameters`.
-    Images and results are on the classifier's device; results come back on ``ws``'s device.
+    which: Sequence[int] | None = None
+    joint: bool = False
+    seed: int = 0
+    loss: str = "margin"
+    batch_size: int | None = None
+    noise_mode: str = "const"
+
+
+@dataclass
+class _Codes:
+    """W+ codes of searched images on the generator's device, their expansion residuals, and how to render them."""
+
+    G: Generator
+    ws: torch.Tensor
+    residual: torch.Tensor | None
+    expand_res: int | None
+    noise_mode: str
+
+    def chunk(self, rows: slice) -> _Codes:
+        device = self.G.device
+        r = self.residual[rows].to(device, torch.float32) if self.residual is not None else None
+        return _Codes(self.G, self.ws[rows].to(device, torch.float32), r, self.expand_res, self.noise_mode)
+
+    def render(self, directions: Directions | None = None, mags: torch.Tensor | None = None) -> torch.Tensor:
+        """The codes moved by ``mags [N, K]`` along ``directions`` (unmoved without them), rendered."""
+        ws = self.ws if directions is None else directions.apply(self.ws, mags)
+        return synthesize(self.G, ws, self.residual, self.expand_res, noise_mode=self.noise_mode)
+
+
+def direction_attack(classifier: Classifier, G: Generator, ws: torch.Tensor, labels: Any, directions: Directions,
+                     config: DirectionSearchConfig | None = None, *, residual: torch.Tensor | None = None,
+                     expand_res: int | None = None, sample_ids: torch.Tensor | None = None, **options: Any) -> LatentAttackResult:
+    """Worst-case magnitudes along ``directions`` for codes ``ws`` (see :class:`DirectionSearchConfig`).
+
+    ``config`` or its fields as ``options`` (``which``, ``joint``, ``method``, ``steps``, ``k``,
+    ``seed``, ``loss``, ``step_size``, ``batch_size``, ``noise_mode``) set the search.
+    ``residual``/``expand_res``: the codes' expansion (added back after every edit). ``sample_ids``
+    (default ``0..N-1``) key each image's draws. Images and results are on the classifier's device;
+    results come back on ``ws``'s device.
     """
+    config = with_options(config if config is not None else DirectionSearchConfig(), options)
     clf = check_classifier(classifier)
-    check_choice(method, "method", METHODS)
-    if method == "gradient" and not clf.has_gradients:
+    if config.method == "gradient" and not clf.has_gradients:
         raise GradientUnavailableError(f"{clf.name} has no gradients (an ONNX model): use method='grid' or 'random'")
     if not isinstance(directions, Directions):
         raise InputError("directions", "a robust.gan.directions.Directions", type(directions).__name__)
     ws = check_ws(G, ws)
     n = ws.shape[0]
     labels = check_labels(labels, n, clf.num_classes)
-    seed = check_number(seed, "seed", low=0, integer=True)
+    seed = check_number(config.seed, "seed", low=0, integer=True)
     ids = check_sample_ids(sample_ids, n)
     if residual is not None:
         expand_res = check_expand_res(G, expand_res)
         if expand_res is None or residual.shape[0] != n:
             raise InputError("residual", f"{n} residuals with their expand_res", (tuple(residual.shape), expand_res))
-    if which is None:
-        which = directions.kept.nonzero().squeeze(1).tolist() if directions.kept is not None else list(range(len(directions)))
-    which = [int(i) for i in which]
-    if not which or any(not 0 <= i < len(directions) for i in which):
-        raise InputError("which", f"direction indices in [0, {len(directions) - 1}]", which)
-    device = G.device
-    dirs = directions.to(device)
-    groups = [which] if joint else [[i] for i in which]
-    batch = batch_size or clf.batch_size
+    which = _chosen(directions, config.which)
+    codes = _Codes(G, ws, residual, expand_res, config.noise_mode)
+    dirs = directions.to(G.device)
+    groups = [which] if config.joint else [[i] for i in which]
+    batch = config.batch_size or clf.batch_size
     home = ws.device
     pieces: dict[str, list[torch.Tensor]] = {}
     evaluations = 0
     for start in range(0, n, batch):
-        w = ws[start: start + batch].to(device, torch.float32)
-        m = w.shape[0]
-        r = residual[start: start + batch].to(device, torch.float32) if residual is not None else None
-        y = labels[start: start + batch].to(clf.device)
-        chunk_ids = ids[start: start + batch].to(device)
-
-        with classifier_objective(clf, y, loss=loss) as objective:
-            with torch.no_grad():
-                clean = synthesize(G, w, r, expand_res, noise_mode=noise_mode)
-                _, _, clean_pred = objective(clean.to(clf.device))
-            best: dict[str, torch.Tensor] = {}
-            for group in groups:
-                names = [f"d{i}" for i in group]
-
-                def render(params: dict[str, torch.Tensor], w: torch.Tensor = w, r: torch.Tensor | None = r,
-                           group: list[int] = group) -> torch.Tensor:
-                    values = torch.stack([params[f"d{i}"] for i in group], 1).to(device)
-                    mags = torch.zeros(w.shape[0], len(dirs), device=device).index_copy(1, torch.tensor(group, device=device), values)
-                    return synthesize(G, dirs.apply(w, mags), r, expand_res, noise_mode=noise_mode).to(clf.device)
-
-                bounds = {name: (float(dirs.ranges[i, 0]), float(dirs.ranges[i, 1])) for name, i in zip(names, group)}
-                seeds = chunk_ids + derive_seed(seed, "latent_attack", *group) % (1 << 40)
-                outcome = search_parameters(render, bounds, objective, m, method=method, steps=steps, k=k, seeds=seeds,
-                                            identity={name: 0.0 for name in names}, step_size=step_size, device=device)
-                evaluations += outcome.evaluations
-                mags = torch.zeros(m, len(dirs), device=device)
-                for name, i in zip(names, group):
-                    mags[:, i] = outcome.params[name].to(device)
-                loss_now = outcome.loss.to(device)
-                if not best:
-                    best = {"mags": mags, "images": outcome.images, "loss": loss_now, "success": outcome.success,
-                            "pred": outcome.predictions}
-                    continue
-                better = loss_now > best["loss"]
-                best["mags"] = torch.where(better[:, None], mags, best["mags"])
-                best["images"] = torch.where(better.to(outcome.images.device)[:, None, None, None], outcome.images, best["images"])
-                best["loss"] = torch.where(better, loss_now, best["loss"])
-                best["success"] = torch.where(better.to(outcome.success.device), outcome.success, best["success"])
-                best["pred"] = torch.where(better.to(outcome.predictions.device), outcome.predictions, best["pred"])
-        evaluations += m
-        for key, value in (("mags", best["mags"]), ("images", best["images"]), ("loss", best["loss"]), ("success", best["success"]),
-                           ("pred", best["pred"]), ("clean", clean_pred == y)):
+        rows = slice(start, start + batch)
+        y = labels[rows].to(clf.device)
+        worst, clean, searched = _attack_chunk(clf, codes.chunk(rows), dirs, y, ids[rows].to(G.device), groups, seed, config)
+        evaluations += searched + y.shape[0]
+        for key, value in (("mags", worst["mags"]), ("images", worst["images"]), ("loss", worst.loss), ("success", worst["success"]),
+                           ("pred", worst["pred"]), ("clean", clean)):
             pieces.setdefault(key, []).append(value.to(home))
     cat = {key: torch.cat(value) for key, value in pieces.items()}
     return LatentAttackResult(magnitudes=cat["mags"], images=cat["images"], success=cat["success"], loss=cat["loss"],
                               predictions=cat["pred"], clean_correct=cat["clean"], labels=labels.to(home), directions=directions,
-                              searched=which, method=method, joint=bool(joint), evaluations=evaluations, seed=seed)
+                              searched=which, method=config.method, joint=bool(config.joint), evaluations=evaluations, seed=seed)
+
+
+def _chosen(directions: Directions, which: Sequence[int] | None) -> list[int]:
+    if which is None:
+        which = directions.kept.nonzero().squeeze(1).tolist() if directions.kept is not None else list(range(len(directions)))
+    chosen = [int(i) for i in which]
+    if not chosen or any(not 0 <= i < len(directions) for i in chosen):
+        raise InputError("which", f"direction indices in [0, {len(directions) - 1}]", chosen)
+    return chosen
+
+
+def _attack_chunk(clf: Classifier, codes: _Codes, dirs: Directions, y: torch.Tensor, ids: torch.Tensor, groups: list[list[int]],
+                  seed: int, config: DirectionSearchConfig) -> tuple[Worst, torch.Tensor, int]:
+    """One batch: each image's worst over the groups of directions (ties keep the earlier group), whether
+    its unedited reconstruction was classified right, and how many evaluations the searches made."""
+    device = codes.G.device
+    m = y.shape[0]
+    worst = Worst()
+    offered = 0
+    with classifier_objective(clf, y, loss=config.loss) as objective:
+        with torch.no_grad():
+            _, _, clean_pred = objective(codes.render().to(clf.device))
+        for group in groups:
+            names = [f"d{i}" for i in group]
+
+            def render(params: dict[str, torch.Tensor], group: list[int] = group) -> torch.Tensor:
+                values = torch.stack([params[f"d{i}"] for i in group], 1).to(device)
+                mags = torch.zeros(m, len(dirs), device=device).index_copy(1, torch.tensor(group, device=device), values)
+                return codes.render(dirs, mags).to(clf.device)
+
+            bounds = {name: (float(dirs.ranges[i, 0]), float(dirs.ranges[i, 1])) for name, i in zip(names, group)}
+            seeds = ids + derive_seed(seed, "latent_attack", *group) % (1 << 40)
+            outcome = search_parameters(render, bounds, objective, m, config, seeds=seeds, identity={name: 0.0 for name in names},
+                                        device=device)
+            offered += outcome.evaluations
+            mags = torch.zeros(m, len(dirs), device=device)
+            for name, i in zip(names, group):
+                mags[:, i] = outcome.params[name].to(device)
+            worst.offer(outcome.loss.to(device), {"mags": mags, "images": outcome.images, "success": outcome.success,
+                                                  "pred": outcome.predictions})
+    return worst, clean_pred == y, offered

@@ -1,162 +1,18 @@
 """Batched torch building blocks of the corruption suite (the functional core of ``corruptions``).
 
-Counter-based noise fields, per-image blur kernels and filtering, resampling, closed-form colour
-operations, a baseline JPEG codec and procedural textures (fractal plasma, frost). Every function
-takes images ``[N, C, H, W]`` (float32, ``[0, 1]``) on any device and per-image parameters as
-``[N]`` tensors; randomness comes only from per-image integer keys, so an image's result never
-depends on the rest of its batch and is the same on CPU and GPU.
+Per-image blur kernels and filtering, resampling, closed-form colour operations, a baseline JPEG
+codec and procedural textures (fractal plasma, frost). Every function takes images ``[N, C, H, W]``
+(float32, ``[0, 1]``) and per-image ``[N]`` parameters; randomness comes only from per-image keys
+(:func:`robust.noise.keys32`), so an image's result never depends on the rest of its batch.
 """
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
 
-from robust import noise as robust_noise
-
-# ---------------------------------------------------------------------------------------------
-# Counter-based random fields
-# ---------------------------------------------------------------------------------------------
-# robust.noise gives each image one 32-bit key per stream; the per-pixel field is then a 32-bit
-# integer hash of (key, pixel index) computed in int32 with wrap-around arithmetic, which is
-# vectorised on CPUs and GPUs alike (robust.noise's int64 hash is exact but several times slower,
-# which matters for per-pixel noise on 224x224 images).
-
-_M1 = 0x7FEB352D
-_M2 = 0x846CA68B - (1 << 32)
-_INDEX_SALT = 0x2545F491
-_INDEX_CACHE: OrderedDict[tuple[int, str], torch.Tensor] = OrderedDict()
-_INDEX_CACHE_SIZE = 16
-
-
-def _mix32_(x: torch.Tensor) -> torch.Tensor:
-    """A 32-bit integer mixer (xorshift-multiply, logical shifts), in place on an int32 tensor."""
-    t = torch.bitwise_right_shift(x, 16)
-    x ^= t.bitwise_and_(0xFFFF)
-    x *= _M1
-    t = torch.bitwise_right_shift(x, 15, out=t)
-    x ^= t.bitwise_and_(0x1FFFF)
-    x *= _M2
-    t = torch.bitwise_right_shift(x, 16, out=t)
-    x ^= t.bitwise_and_(0xFFFF)
-    return x
-
-
-def _index_hash(count: int, device: torch.device) -> torch.Tensor:
-    key = (count, str(device))
-    cached = _INDEX_CACHE.get(key)
-    if cached is None:
-        cached = _mix32_(torch.arange(count, dtype=torch.int32, device=device) ^ _INDEX_SALT)
-        _INDEX_CACHE[key] = cached
-        if len(_INDEX_CACHE) > _INDEX_CACHE_SIZE:
-            _INDEX_CACHE.popitem(last=False)
-    else:
-        _INDEX_CACHE.move_to_end(key)
-    return cached
-
-
-def noise_keys(seeds: torch.Tensor, stream: int) -> torch.Tensor:
-    """One int32 key per image for ``stream``, derived from the image's seed by :mod:`robust.noise`."""
-    k = robust_noise.hash_uint32(seeds, (1,), stream)[:, 0]
-    return torch.where(k >= 2**31, k - 2**32, k).to(torch.int32)
-
-
-def subkeys(keys: torch.Tensor, index: int) -> torch.Tensor:
-    """Independent keys for the ``index``-th random field of one corruption (mixed, not just offset)."""
-    salt = (0x61C88647 * (index + 1)) & 0xFFFFFFFF
-    salt = salt - (1 << 32) if salt >= 1 << 31 else salt
-    return _mix32_(keys ^ salt)
-
-
-def random_bits(keys: torch.Tensor, count: int) -> torch.Tensor:
-    """``[N, count]`` int32 hash values (32 random bits each) of ``(keys[n], index)``."""
-    h = _index_hash(count, keys.device)[None, :] ^ keys[:, None]
-    return _mix32_(h)
-
-
-def random_bits_at(keys: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """The hash of :func:`random_bits` at arbitrary indices ``[...]`` -> ``[N, ...]`` (no cache)."""
-    h0 = _mix32_(index.to(torch.int32) ^ _INDEX_SALT)
-    return _mix32_(h0.reshape(1, -1) ^ keys[:, None]).view(keys.shape[0], *index.shape)
-
-
-def lattice_normal(keys: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
-    """Standard normal values ``[N, 1, rows, cols]`` addressed by lattice coordinates, so a lattice
-    point keeps its value whatever the lattice's extent (it may differ between batches)."""
-    r = torch.arange(rows, device=keys.device, dtype=torch.int32)[:, None]
-    c = torch.arange(cols, device=keys.device, dtype=torch.int32)[None, :]
-    h = random_bits_at(keys, r * 65536 + c)
-    radius = torch.bitwise_right_shift(h, 16).bitwise_and_(0xFFFF).float().add_(0.5).mul_(1.0 / 65536)
-    angle = h.bitwise_and_(0xFFFF).float().add_(0.5).mul_(2 * math.pi / 65536)
-    return (radius.log_().mul_(-2.0).sqrt_() * torch.cos(angle)).unsqueeze(1)
-
-
-def uniform(keys: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """Uniform samples in ``(0, 1)`` (24 bits), shape ``[N, *shape]``."""
-    h = random_bits(keys, math.prod(shape))
-    h = torch.bitwise_right_shift(h, 8).bitwise_and_(0xFFFFFF)
-    return h.float().add_(0.5).mul_(1.0 / (1 << 24)).view(keys.shape[0], *shape)
-
-
-def uniform_bytes(keys: torch.Tensor, shape: tuple[int, ...], k: int) -> list[torch.Tensor]:
-    """``k`` (at most 4) independent uniform fields in ``(0, 1)`` with 8 bits each, from one hash per element."""
-    h = random_bits(keys, math.prod(shape))
-    out = []
-    for j in range(k):
-        b = torch.bitwise_right_shift(h, 8 * j).bitwise_and_(0xFF) if j else h & 0xFF
-        out.append(b.float().add_(0.5).mul_(1.0 / 256).view(keys.shape[0], *shape))
-    return out
-
-
-def normal(keys: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """Standard normal samples, shape ``[N, *shape]`` (Box-Muller on 16-bit halves; both outputs used).
-
-    16-bit uniforms bound the samples to about 4.85 standard deviations, which is immaterial for
-    image noise that is clipped to ``[0, 1]`` anyway.
-    """
-    count = math.prod(shape)
-    half = (count + 1) // 2
-    h = random_bits(keys, half)
-    radius = torch.bitwise_right_shift(h, 16).bitwise_and_(0xFFFF).float().add_(0.5).mul_(1.0 / 65536)
-    radius = radius.log_().mul_(-2.0).sqrt_()
-    angle = h.bitwise_and_(0xFFFF).float().add_(0.5).mul_(2 * math.pi / 65536)
-    z = torch.empty(keys.shape[0], 2 * half, device=keys.device)
-    torch.cos(angle, out=z[:, :half]).mul_(radius)
-    torch.sin(angle, out=z[:, half:]).mul_(radius)
-    return (z[:, :count] if 2 * half != count else z).reshape(keys.shape[0], *shape)
-
-
-def poisson(lam: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-    """Poisson counts with per-element rates ``lam [N, ...]``, by inversion of one random number per element.
-
-    Rates below 1: the exact CDF, summed up to 7 (the tail beyond has probability < 1e-5). Above: the
-    Cornish-Fisher corrected normal quantile ``lam + a z + (z^2 - 1) / 6`` of the same uniform,
-    rounded, with ``a^2 = lam - 1/18 - 1/12`` so the skew term and the rounding do not inflate the
-    variance; its total-variation distance to the Poisson law is below 0.025 at rate 1 and falls as
-    the rate grows, with mean, variance and skewness (``1/sqrt(lam)``) matched.
-    """
-    z = normal(keys, tuple(lam.shape[1:]))
-    spread = (lam - (1 / 18 + 1 / 12)).clamp_min_(0).sqrt_()
-    counts = (z * z).sub_(1).mul_(1 / 6).addcmul_(spread, z).add_(lam).round_().clamp_min_(0)
-    # Only the elements with rates below 1 take the exact CDF: one index of them, gathered and
-    # scattered back (boolean-mask indexing would search the mask three times).
-    small = (lam < 1).reshape(-1).nonzero().squeeze(1)
-    if small.numel():
-        # The same draw as a uniform (its normal CDF), so each element still inverts one random number.
-        rate, us = lam.reshape(-1).index_select(0, small), torch.special.ndtr(z.reshape(-1).index_select(0, small))
-        p = torch.exp(-rate)
-        cdf = p.clone()
-        exact = (us > cdf).to(lam.dtype)
-        for i in range(1, 7):
-            p = p * rate * (1.0 / i)
-            cdf += p
-            exact += us > cdf
-        counts = counts.contiguous()
-        counts.view(-1).index_copy_(0, small, exact)
-    return counts
-
+from robust import noise
 
 # ---------------------------------------------------------------------------------------------
 # Padding and per-image filtering
@@ -562,7 +418,7 @@ def value_noise(keys: torch.Tensor, height: int, width: int, cell: torch.Tensor,
     cell = cell.float().clamp_min(1e-3)
     gh = int(math.ceil(height / float(cell.min()))) + 2
     gw = int(math.ceil(width / float(cell.min()))) + 2
-    lattice = lattice_normal(keys, gh, gw)
+    lattice = noise.lattice_normal32(keys, gh, gw)
     if scale is not None:  # on the lattice: interpolation weights sum to one
         lattice = lattice * scale.view(-1, 1, 1, 1)
     if loc is not None:
@@ -593,7 +449,7 @@ def plasma(keys: torch.Tensor, height: int, width: int, map_size: float, decay: 
     for k in range(1, levels + 1):
         size = (cells_h * 2**k + 1, cells_w * 2**k + 1)
         field = F.interpolate(field, size=size, mode="bilinear", align_corners=True)
-        displacement = uniform(subkeys(keys, 100 + k), (1, *size)) * 2 - 1
+        displacement = noise.uniform32(noise.subkeys32(keys, 100 + k), (1, *size)) * 2 - 1
         field = field + displacement * decay.pow(-2.0 * (k - 1))
     out_size = (max(height, int(round(cells_h * map_size))), max(width, int(round(cells_w * map_size))))
     field = F.interpolate(field, size=out_size, mode="bilinear", align_corners=True)[..., :height, :width]
@@ -612,11 +468,11 @@ def frost_texture(keys: torch.Tensor, channels: int, height: int, width: int, sc
     """
     n = keys.shape[0]
     dev = keys.device
-    cloud = plasma(subkeys(keys, 1), height, width, 256 * scale, torch.full((n,), 1.35, device=dev))
-    veins_base = plasma(subkeys(keys, 2), height, width, 64 * scale, torch.full((n,), 1.6, device=dev))
+    cloud = plasma(noise.subkeys32(keys, 1), height, width, 256 * scale, torch.full((n,), 1.35, device=dev))
+    veins_base = plasma(noise.subkeys32(keys, 2), height, width, 64 * scale, torch.full((n,), 1.6, device=dev))
     veins = (1 - (2 * veins_base - 1).abs()).pow(6)
-    fine = plasma(subkeys(keys, 3), height, width, 16 * scale, torch.full((n,), 1.2, device=dev))
-    params = uniform(subkeys(keys, 4), (2,))
+    fine = plasma(noise.subkeys32(keys, 3), height, width, 16 * scale, torch.full((n,), 1.2, device=dev))
+    params = noise.uniform32(noise.subkeys32(keys, 4), (2,))
     level = 0.45 + 0.3 * params[:, 0].view(-1, 1, 1, 1)
     tint_strength = params[:, 1].view(-1, 1, 1, 1)
     grey = level + 0.22 * (cloud - 0.5) + 0.35 * (veins - veins.mean((2, 3), keepdim=True)) + 0.12 * (fine - 0.5)

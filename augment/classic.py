@@ -1,18 +1,8 @@
 """Classic augmentations - AugMix, RandAugment, TrivialAugment - as batched, seeded transforms on any device.
 
-Each is a :class:`robust.transforms.Transform` whose parameters are a magnitude and a per-image
-``seed``: every random choice (operations, signs, per-operation levels, mixing weights) is drawn
-from the image's seed with counter-based noise, so a batch is augmented in one pass on the GPU
-and any image reproduces alone. Image operations are kornia's (equalize, posterize, solarize,
-sharpness, affine warps; kornia is imported on first use) or PIL-equivalent blends (brightness,
-colour, contrast, autocontrast).
-
-Published settings: RandAugment (Cubuk et al. 2020) draws ``num_ops`` operations per image at a
-shared magnitude on a 0-30 scale (default 9), with the ranges of torchvision's implementation;
-TrivialAugment (Mueller & Hutter 2021) draws one operation and a uniform magnitude per image with
-the "wide" ranges; AugMix (Hendrycks et al. 2020) mixes ``width`` chains of 1-3 operations (no
-operation that overlaps the ImageNet-C corruptions) with Dirichlet weights and a Beta skip
-connection. :func:`augmix_consistency_loss` is AugMix's Jensen-Shannon term for training.
+Each is a :class:`robust.transforms.Transform` with a magnitude and a per-image ``seed`` from which
+every random choice is drawn (counter-based noise), so a batch is augmented in one pass and any
+image reproduces alone. :func:`augmix_consistency_loss` is AugMix's Jensen-Shannon term.
 """
 from __future__ import annotations
 
@@ -24,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import augment._corruption_ops as ops
+from robust import noise
 from robust.errors import InputError
 from robust.transforms import Param, Params, Transform, register_transform
 
@@ -31,6 +22,8 @@ OpFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 # -- image operations: op(x [M, C, H, W], signed magnitude [M]) -> x' ------------------------------
+# kornia's (equalize, posterize, solarize, sharpness, affine warps; imported on first use) or
+# PIL-equivalent blends (brightness, colour, contrast, autocontrast).
 
 def _grey(x: torch.Tensor) -> torch.Tensor:
     return ops.luma(x)
@@ -183,7 +176,7 @@ class _SeededAugment(Transform):
 
     @staticmethod
     def _draws(seeds: torch.Tensor, stream: int, count: int) -> torch.Tensor:
-        return ops.uniform(ops.noise_keys(seeds.to(torch.int64), stream), (count,))
+        return noise.uniform32(noise.keys32(seeds.to(torch.int64), stream), (count,))
 
 
 # -- RandAugment ----------------------------------------------------------------------------------
@@ -202,7 +195,8 @@ RANDAUGMENT_BINS = 31
 
 @register_transform
 class RandAugment(_SeededAugment):
-    """RandAugment: ``num_ops`` operations per image (uniform, with replacement) at ``magnitude`` (0-30).
+    """RandAugment (Cubuk et al. 2020): ``num_ops`` operations per image (uniform, with replacement) at
+    ``magnitude`` (0-30, default 9), with the ranges of torchvision's implementation.
 
     ``sample`` keeps the configured magnitude (RandAugment's single global M) and draws seeds;
     ``at_severity(s)`` maps severity 0-5 onto magnitude 0-30 for sweeps and searches.
@@ -220,9 +214,9 @@ class RandAugment(_SeededAugment):
         self.magnitude = float(magnitude)
         self.ops = _check_ops(ops_list, "ops_list")
 
-    def sample(self, n, generator=None, device="cpu"):
-        out = super().sample(n, generator, device)
-        out["magnitude"] = torch.full((n,), self.magnitude, device=device)
+    def sample(self, seeds: torch.Tensor, *, device: torch.device | str | None = None, stream: int = 0) -> Params:
+        out = super().sample(seeds, device=device, stream=stream)
+        out["magnitude"] = torch.full_like(out["magnitude"], self.magnitude)
         return out
 
     def apply(self, images: torch.Tensor, params: Params) -> torch.Tensor:
@@ -251,7 +245,8 @@ TRIVIALAUGMENT_RANGES: dict[str, tuple[float, float]] = {
 
 @register_transform
 class TrivialAugment(_SeededAugment):
-    """TrivialAugment (wide): one operation per image at a magnitude drawn uniformly in [0, 1].
+    """TrivialAugment (Mueller & Hutter 2021, "wide" ranges): one operation per image at a magnitude
+    drawn uniformly in [0, 1].
 
     Translations are up to 32 pixels, as published, whatever the image size.
     """
@@ -286,6 +281,8 @@ AUGMIX_RANGES: dict[str, tuple[float, float]] = {
     "translate_y": (0.0, 1 / 3), "posterize": (4.0, 0.0), "solarize": (1.0, 0.0),
 }
 AUGMIX_MAX_SEVERITY = 10.0
+#: The sample streams of AugMix's two views (:meth:`AugMix.augment_pair`, the augmix training recipe).
+PAIR_STREAMS = (0xA0, 0xA1)
 
 
 def _gamma(alpha: float, z: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -308,7 +305,8 @@ def _gamma(alpha: float, z: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
 @register_transform
 class AugMix(_SeededAugment):
-    """AugMix: ``(1 - m) x + m * sum_i w_i chain_i(x)``, ``w ~ Dirichlet(alpha)``, ``m ~ Beta(alpha, alpha)``.
+    """AugMix (Hendrycks et al. 2020): ``(1 - m) x + m * sum_i w_i chain_i(x)``, ``w ~ Dirichlet(alpha)``,
+    ``m ~ Beta(alpha, alpha)``, with no operation that overlaps the ImageNet-C corruptions.
 
     Each of ``width`` chains applies ``depth`` operations (1-3 at random when ``depth`` is 0), each at
     a level drawn uniformly in ``[0.1, severity]`` on AugMix's 0-10 scale. ``sample`` keeps the
@@ -334,16 +332,16 @@ class AugMix(_SeededAugment):
         self.alpha = float(alpha)
         self.ops = _check_ops(ops_list, "ops_list")
 
-    def sample(self, n, generator=None, device="cpu"):
-        out = super().sample(n, generator, device)
-        out["severity"] = torch.full((n,), self.severity, device=device)
+    def sample(self, seeds: torch.Tensor, *, device: torch.device | str | None = None, stream: int = 0) -> Params:
+        out = super().sample(seeds, device=device, stream=stream)
+        out["severity"] = torch.full_like(out["severity"], self.severity)
         return out
 
     def _mixing(self, seeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         tries = 8
-        keys = ops.noise_keys(seeds, 30)
-        z = ops.normal(ops.subkeys(keys, 0), (self.width + 2, tries))
-        u = ops.uniform(ops.subkeys(keys, 1), (self.width + 2, tries))
+        keys = noise.keys32(seeds, 30)
+        z = noise.normal32(noise.subkeys32(keys, 0), (self.width + 2, tries))
+        u = noise.uniform32(noise.subkeys32(keys, 1), (self.width + 2, tries))
         g = _gamma(self.alpha, z, u)  # [N, width + 2]
         weights = g[:, : self.width] / g[:, : self.width].sum(1, keepdim=True)
         m = g[:, self.width] / (g[:, self.width] + g[:, self.width + 1])
@@ -373,10 +371,11 @@ class AugMix(_SeededAugment):
         # Severity 0 means no operation: the identity, whatever the mixing weights.
         return torch.where((top > 0).view(-1, 1, 1, 1), out, images).clamp(0, 1)
 
-    def augment_pair(self, images: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Two independently augmented views of ``images`` (for :func:`augmix_consistency_loss`)."""
-        n = images.shape[0]
-        return self(images, self.sample(n, generator, images.device)), self(images, self.sample(n, generator, images.device))
+    def augment_pair(self, images: torch.Tensor, seeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two independently augmented views of ``images`` from per-image ``seeds`` (for
+        :func:`augmix_consistency_loss`): the draws at the two :data:`PAIR_STREAMS`."""
+        first, second = (self(images, self.sample(seeds, device=images.device, stream=s)) for s in PAIR_STREAMS)
+        return first, second
 
     def __repr__(self) -> str:
         return f"AugMix(severity={self.severity:g}, width={self.width}, depth={self.depth}, alpha={self.alpha:g})"

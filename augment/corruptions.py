@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 
 import augment._corruption_ops as ops
+from robust import noise
 from robust.errors import InputError, UnknownNameError
 from robust.registry import Registry, Spec, parse_number, parse_spec
 from robust.seeding import derive_seed
@@ -173,7 +174,7 @@ class GaussianNoise(Corruption):
     table = {"sigma": (0.0, 0.08, 0.12, 0.18, 0.26, 0.38)}
 
     def corrupt_levels(self, x, p, seeds):
-        z = ops.normal(ops.noise_keys(seeds, 1), tuple(x.shape[1:]))
+        z = noise.normal32(noise.keys32(seeds, 1), tuple(x.shape[1:]))
         return x + _col(p, "sigma") * z
 
 
@@ -188,7 +189,7 @@ class ShotNoise(Corruption):
 
     def corrupt_levels(self, x, p, seeds):
         photons = _col(p, "level").clamp_min(1e-4).pow(-2)
-        counts = ops.poisson(x * photons, ops.noise_keys(seeds, 1))
+        counts = noise.poisson32(x * photons, noise.keys32(seeds, 1))
         return counts / photons
 
 
@@ -201,7 +202,7 @@ class ImpulseNoise(Corruption):
     table = {"amount": (0.0, 0.03, 0.06, 0.09, 0.17, 0.27)}
 
     def corrupt_levels(self, x, p, seeds):
-        bits = ops.random_bits(ops.noise_keys(seeds, 1), x[0].numel()).view(x.shape)
+        bits = noise.bits32(noise.keys32(seeds, 1), x[0].numel()).view(x.shape)
         u = torch.bitwise_right_shift(bits, 8).bitwise_and_(0xFFFFFF).float().mul_(1.0 / (1 << 24))
         salt = bits.bitwise_and_(1).float()
         return torch.where(u < _col(p, "amount"), salt, x)
@@ -216,7 +217,7 @@ class SpeckleNoise(Corruption):
     table = {"c": (0.0, 0.15, 0.2, 0.35, 0.45, 0.6)}
 
     def corrupt_levels(self, x, p, seeds):
-        z = ops.normal(ops.noise_keys(seeds, 1), tuple(x.shape[1:]))
+        z = noise.normal32(noise.keys32(seeds, 1), tuple(x.shape[1:]))
         return x + x * _col(p, "c") * z
 
 
@@ -265,14 +266,14 @@ class GlassBlur(Corruption):
     def corrupt_levels(self, x, p, seeds):
         n, c, h, w = x.shape
         y = ops.gaussian_blur(x, p["sigma"])
-        keys = ops.noise_keys(seeds, 1)
+        keys = noise.keys32(seeds, 1)
         rows = torch.arange(h, device=x.device).view(1, h, 1)
         cols = torch.arange(w, device=x.device).view(1, 1, w)
         for j in range(int(math.ceil(float(p["iterations"].max())))):
             reach = (p["delta"] * (p["iterations"] - j).clamp(0, 1)).view(n, 1, 1)
             if float(reach.max()) <= 0:
                 continue
-            ux, uy, vx, vy = ops.uniform_bytes(ops.subkeys(keys, j), (h, w), 4)
+            ux, uy, vx, vy = noise.uniform_bytes32(noise.subkeys32(keys, j), (h, w), 4)
             # Dithered rounding: whole-pixel moves whose expected value is the continuous offset.
             ox = torch.floor((2 * ux - 1) * reach + vx).long()
             oy = torch.floor((2 * uy - 1) * reach + vy).long()
@@ -292,7 +293,7 @@ class MotionBlur(Corruption):
     spatial = ("radius", "sigma")
 
     def corrupt_levels(self, x, p, seeds):
-        angle = ops.uniform(ops.noise_keys(seeds, 1), (1,))[:, 0] * 90 - 45
+        angle = noise.uniform32(noise.keys32(seeds, 1), (1,))[:, 0] * 90 - 45
         return ops.convolve(x, ops.line_kernels(2 * p["radius"], p["sigma"], angle), mode="replicate")
 
 
@@ -337,14 +338,14 @@ class Snow(Corruption):
     def corrupt_levels(self, x, p, seeds):
         n, _, h, w = x.shape
         k = fine_factor(h, w)
-        keys = ops.noise_keys(seeds, 1)
-        layer = ops.value_noise(ops.subkeys(keys, 0), h * k, w * k, p["zoom"] * k, p["loc"], p["scale"])
+        keys = noise.keys32(seeds, 1)
+        layer = ops.value_noise(noise.subkeys32(keys, 0), h * k, w * k, p["zoom"] * k, p["loc"], p["scale"])
         threshold = p["threshold"]
         if ops.same_for_all(threshold):  # one pass: zero below the threshold
             layer = F.threshold(layer, float(threshold[0]), 0.0).clamp_(0, 1)
         else:
             layer = (layer * (layer > _col(p, "threshold"))).clamp_(0, 1)
-        angle = ops.uniform(ops.subkeys(keys, 1), (1,))[:, 0] * 90 - 135
+        angle = noise.uniform32(noise.subkeys32(keys, 1), (1,))[:, 0] * 90 - 135
         # The streaks are linear in the flakes, so the area average down to the image grid comes first
         # and the motion blur runs at image resolution (its kernel sees the bilinear pixel footprint).
         if k > 1:
@@ -366,7 +367,7 @@ class Frost(Corruption):
 
     def corrupt_levels(self, x, p, seeds):
         _, c, h, w = x.shape
-        texture = ops.frost_texture(ops.noise_keys(seeds, 1), c, h, w, spatial_scale(h, w))
+        texture = ops.frost_texture(noise.keys32(seeds, 1), c, h, w, spatial_scale(h, w))
         return _col(p, "image_weight") * x + _col(p, "frost_weight") * texture
 
 
@@ -380,7 +381,7 @@ class Fog(Corruption):
 
     def corrupt_levels(self, x, p, seeds):
         _, _, h, w = x.shape
-        field = ops.plasma(ops.noise_keys(seeds, 1), h, w, 256 * spatial_scale(h, w), p["decay"])
+        field = ops.plasma(noise.keys32(seeds, 1), h, w, 256 * spatial_scale(h, w), p["decay"])
         peak = x.amax((1, 2, 3), keepdim=True)
         amount = _col(p, "amount")
         return (x + amount * field) * peak / (peak + amount)
@@ -422,11 +423,11 @@ class Spatter(Corruption):
         n, c, h, w = x.shape
         k = fine_factor(h, w)
         hf, wf = h * k, w * k
-        keys = ops.noise_keys(seeds, 1)
+        keys = noise.keys32(seeds, 1)
         # Per-pixel noise on a grid of s*k grid pixels per reference pixel: scaling its amplitude by s*k
         # keeps the smoothed field's statistics those of the reference at any grid resolution.
         grid = k * spatial_scale(h, w)
-        liquid = _col(p, "loc") + _col(p, "scale") * grid * ops.normal(keys, (1, hf, wf))
+        liquid = _col(p, "loc") + _col(p, "scale") * grid * noise.normal32(keys, (1, hf, wf))
         liquid = ops.gaussian_blur(liquid, p["sigma"] * k)
         threshold = _col(p, "threshold")
         weight = _col(p, "mud")
@@ -486,7 +487,7 @@ class ElasticTransform(Corruption):
     def corrupt_levels(self, x, p, seeds):
         n, _, h, w = x.shape
         reach = 0.005 * h
-        field = (ops.uniform(ops.noise_keys(seeds, 1), (2, h, w)) * 2 - 1) * reach
+        field = (noise.uniform32(noise.keys32(seeds, 1), (2, h, w)) * 2 - 1) * reach
         kh = ops.gaussian_kernels(torch.full((1,), 0.01 * h, device=x.device), truncate=3.0)
         kw = ops.gaussian_kernels(torch.full((1,), 0.01 * w, device=x.device), truncate=3.0)
         field = ops.blur_separable(field, kh, kw, mode="reflect") * _col(p, "alpha")

@@ -1,34 +1,6 @@
-"""Hypothesis strategies for robustness tests: transform parameters, dataset images and batches.
-
-The strategies draw *parameters* of transforms, never pixels. Every magnitude is drawn as an
-integer step ``k`` in ``[0, resolution]`` of a severity ``s = k / resolution * max_severity``
-(plus a sign for two-sided parameters) and mapped to parameter values the way
-:meth:`robust.transforms.Transform.at_severity` does: ``identity + s / 5 * reach``. Hypothesis
-shrinks integers toward 0 by exact search, so a failing example shrinks to the *mildest* failing
-transformation, within one step of the true threshold (``max_severity / resolution``).
-
-Drawn values print as a call that rebuilds them, e.g.
-``transform_case('brightness', delta=0.3005)`` and ``Batch(source='digits:test', indices=[3])``,
-so a failure is reproducible from its printed parameters (and, outside the derandomized
-``robust-ci`` profile, from hypothesis's example database).
-
-Any object shaped like a :class:`robust.transforms.Transform` (a ``name``, a tuple of ``params``
-with ``name/low/high/identity/kind``, and ``apply(images, params)``) works with
-:func:`transform_params`; that is the extension point for latent-direction transforms:
-:func:`latent_directions` draws a generator's latent direction and a magnitude in its realistic
-range (shrinking toward the first direction and magnitude 0, the unchanged image), printed as
-``latent_case(<sefa directions>, direction=2, magnitude=-0.75)``.
-
-Usage::
-
-    from hypothesis import given, strategies as st
-    import robust.strategies as rs
-    from robust.testing import assert_invariant
-
-    @given(case=rs.transform_params("brightness", max_severity=2), data=st.data())
-    def test_brightness(robust_model, robust_data, case, data):
-        batch = data.draw(rs.batches(robust_data, max_size=8))
-        assert_invariant(robust_model, batch, case)
+"""Hypothesis strategies for robustness tests: parameters of any :class:`robust.transforms.Transform`
+(latent directions included), dataset images and batches. Cases shrink toward the mildest failing
+setting and print as calls that rebuild them (``transform_case('brightness', delta=0.3005)``).
 """
 from __future__ import annotations
 
@@ -36,17 +8,16 @@ import math
 import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import torch
 from hypothesis import strategies as st
 
 from robust.data import ImageSet, load_dataset
 from robust.errors import InputError
-from robust.io import fingerprint_tensors
 from robust.plugins import load_all, register_profiles
-from robust.transforms import MAX_SEVERITY, TRANSFORMS, Param, Params, get_transform
-from robust.validation import check_images, check_number
+from robust.transforms import MAX_SEVERITY, TRANSFORMS, Param, Params, Transform, get_transform
+from robust.validation import check_number
 
 if TYPE_CHECKING:
     from augment.natra import NaturalTransform
@@ -61,54 +32,21 @@ _SEED_MAX = 2**31 - 1
 register_profiles()
 
 
-class ParamLike(Protocol):
-    name: str
-    low: float
-    high: float
-    identity: float
-    kind: str
-
-
-class TransformLike(Protocol):
-    """What the strategies need of a transform (:class:`robust.transforms.Transform` has it)."""
-
-    name: str
-    params: Sequence[ParamLike]
-
-    def apply(self, images: torch.Tensor, params: Params) -> torch.Tensor: ...
-
-
-def _resolve(transform: str | TransformLike) -> TransformLike:
+def _resolve(transform: str | Transform) -> Transform:
     if isinstance(transform, str):
         load_all()
         return get_transform(transform)
-    missing = [a for a in ("name", "params", "apply") if not hasattr(transform, a)]
-    if missing:
-        raise InputError("transform", "a registered name or an object with name, params and apply()", f"{type(transform).__name__} without {', '.join(missing)}")
+    if not isinstance(transform, Transform):
+        raise InputError("transform", "a registered name or a robust.transforms.Transform", type(transform).__name__)
     return transform
 
 
-def registered_name(transform: TransformLike) -> str | None:
+def registered_name(transform: Transform) -> str | None:
     """The name ``transform``'s class is registered under in TRANSFORMS (``"corruptions:fog"``), if any."""
-    name = getattr(transform, "name", None)
-    if isinstance(name, str) and name in TRANSFORMS and type(transform) is TRANSFORMS.get(name):
+    name = transform.name
+    if name in TRANSFORMS and type(transform) is TRANSFORMS.get(name):
         return name
     return next((key for key in TRANSFORMS.names() if type(transform) is TRANSFORMS.get(key)), None)
-
-
-def expand_values(transform: TransformLike, values: Mapping[str, float], n: int, device: torch.device | str = "cpu") -> Params:
-    """One parameter setting broadcast to ``n`` images; image ``i`` gets noise seed ``seed + i``."""
-    expand = getattr(transform, "expand", None)
-    if callable(expand):
-        seed = next((int(values[p.name]) for p in transform.params if p.kind == "seed" and p.name in values), 0)
-        return expand(values, n, device, seed=seed)
-    out: Params = {}
-    for p in transform.params:
-        if p.kind == "seed":
-            out[p.name] = torch.arange(n, dtype=torch.int64, device=device) + int(values.get(p.name, 0))
-        else:
-            out[p.name] = torch.full((n,), float(values.get(p.name, p.identity)), device=device)
-    return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -119,7 +57,7 @@ class TransformCase:
     ``repr`` is a :func:`transform_case` call that rebuilds the case.
     """
 
-    transform: TransformLike
+    transform: Transform
     values: dict[str, float]
     severity: float | None = None
 
@@ -129,7 +67,7 @@ class TransformCase:
         return registered_name(self.transform) or str(self.transform.name)
 
     def params(self, n: int, device: torch.device | str = "cpu") -> Params:
-        return expand_values(self.transform, self.values, n, device)
+        return self.transform.expand(self.values, n, device)
 
     def apply(self, images: torch.Tensor) -> torch.Tensor:
         """Transform ``images`` ``[N, C, H, W]`` (every image with these values)."""
@@ -162,7 +100,7 @@ class TransformCase:
         return f"transform_case({target}{', ' + args if args else ''})"
 
 
-def transform_case(transform: str | TransformLike, **values: float) -> TransformCase:
+def transform_case(transform: str | Transform, **values: float) -> TransformCase:
     """Rebuild a printed case: ``transform_case('brightness', delta=0.3005)``.
 
     Parameters left out take their identity value (seeds 0); unknown names raise :class:`InputError`.
@@ -201,7 +139,7 @@ def seeds() -> st.SearchStrategy[int]:
 
 
 def transform_params(
-    transform: str | TransformLike,
+    transform: str | Transform,
     *,
     max_severity: float = MAX_SEVERITY,
     sides: str = "both",
@@ -211,11 +149,21 @@ def transform_params(
     """Cases of one transform whose magnitude shrinks toward the identity.
 
     ``transform`` is a registered name (``"brightness"``, ``"corruptions:fog"``) or any
-    Transform-like object. One severity in ``[0, max_severity]`` drives every ``magnitude``
-    parameter (as :meth:`Transform.at_severity` does); each two-sided parameter gets its own sign
-    unless ``sides`` is ``"up"`` (toward ``high``) or ``"down"`` (toward ``low``). ``free``
-    parameters are drawn on a grid over their range (shrinking toward ``low``); seeds shrink to 0.
-    ``fixed`` pins parameters to given values.
+    :class:`robust.transforms.Transform`. One severity drives every ``magnitude`` parameter: an
+    integer step ``k`` in ``[0, resolution]`` gives ``s = k / resolution * max_severity``, mapped
+    by :meth:`robust.transforms.Param.at_severity`; hypothesis shrinks ``k`` toward 0 by exact
+    search, so a failure shrinks to within one step of the mildest failing severity. Each
+    two-sided parameter gets its own sign unless ``sides`` is ``"up"`` (toward ``high``) or
+    ``"down"`` (toward ``low``). ``free`` parameters are drawn on a grid over their range
+    (shrinking toward ``low``); seeds shrink to 0. ``fixed`` pins parameters to given values.
+    Values are rounded so the printed case reproduces the tested one exactly.
+
+    Usage::
+
+        @given(case=rs.transform_params("brightness", max_severity=2), data=st.data())
+        def test_brightness(robust_model, robust_data, case, data):
+            batch = data.draw(rs.batches(robust_data, max_size=8))
+            assert_invariant(robust_model, batch, case)
     """
     tf = _resolve(transform)
     _check_options(max_severity, resolution, sides)
@@ -240,15 +188,9 @@ def transform_params(
                 k = draw(st.integers(0, steps))
                 values[p.name] = round(p.low + (p.high - p.low) * k / steps, _DIGITS)
             else:
-                up, down = p.high - p.identity, p.identity - p.low
-                if sides == "up" or (sides == "both" and down <= 0):
-                    reach = up
-                elif sides == "down" or up <= 0:
-                    reach = -down
-                else:
-                    reach = -down if draw(st.booleans()) else up
+                side = sides if sides != "both" else ("down" if draw(st.booleans()) else "up") if p.two_sided else p.side
                 # + 0.0 turns -0.0 (identity reached from the low side) into 0.0 for a clean printout.
-                values[p.name] = round(p.identity + severity / MAX_SEVERITY * reach, _DIGITS) + 0.0
+                values[p.name] = round(p.at_severity(severity, side), _DIGITS) + 0.0
         return TransformCase(tf, values, severity)
 
     return draw_case()
@@ -365,10 +307,6 @@ def samples(data: Any) -> st.SearchStrategy[Batch]:
 
 # -- latent directions ----------------------------------------------------------------------------
 
-def _image_key(image: torch.Tensor) -> str:
-    return fingerprint_tensors(image.detach().float())
-
-
 def _natural_transform(source: Any, generator: Any) -> NaturalTransform:
     try:
         from augment.natra import NaturalTransform
@@ -388,36 +326,15 @@ def _natural_transform(source: Any, generator: Any) -> NaturalTransform:
 
 
 class LatentSource:
-    """A NaturalTransform's kept directions and the W+ codes of the images its cases edit.
+    """A NaturalTransform's kept directions, bound to the W+ codes of the images its cases edit.
 
-    Images of ``data`` take their rows of ``codes`` (a :class:`robust.gan.codes_cache.CodeSet` of
-    that dataset, e.g. from ``load_or_invert``); any other image is inverted on its own the first
-    time it is seen (with the transform's encoder, ``invert_steps`` and ``expand_res``, seeded by
-    ``seed``) and its code remembered by the image's content. One image at a time keeps each code
-    independent of the batch it came in, so a printed case renders the same images again.
+    ``codes``/``data``/``seed``: where the codes come from (:meth:`augment.natra.NaturalTransform.with_codes`:
+    cached codes of ``data``'s images, else each image inverted on its own on first sight, seeded
+    by ``seed``), so a printed case renders the same images again.
     """
 
     def __init__(self, natural: NaturalTransform, codes: CodeSet | None = None, data: Any = None, seed: int = 0):
-        from robust.gan.inversion import check_ws
-
-        self.natural = natural
-        self.seed = int(check_number(seed, "seed", low=0, integer=True))
-        self._known: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
-        self._stats: Any = None
-        if (codes is None) != (data is None):
-            raise InputError("codes/data", "both (codes of data's images) or neither", "only codes" if codes is not None else "only data")
-        if codes is not None:
-            images = _as_imageset(data)
-            if not all(hasattr(codes, a) for a in ("ws", "residual", "expand_res")):
-                raise InputError("codes", "a robust.gan.codes_cache.CodeSet", type(codes).__name__)
-            if len(codes.ws) != len(images):
-                raise InputError("codes", f"codes of the {len(images)} images of {images.name}", f"{len(codes.ws)} codes")
-            if codes.expand_res != natural.expand_res:
-                raise InputError("codes", f"codes expanded at {natural.expand_res} (the NaturalTransform's expand_res)", codes.expand_res)
-            ws = check_ws(natural.G, codes.ws, "codes ws").detach().cpu()
-            residual = codes.residual.detach().cpu() if codes.residual is not None else None
-            for i in range(len(images)):
-                self._known.setdefault(_image_key(images.images[i]), (ws[i], residual[i] if residual is not None else None))
+        self.natural = natural.with_codes(codes, _as_imageset(data) if data is not None else None, seed)
         bounds = natural.bounds("cpu")
         scale = 10**_DIGITS
         # Rounded inward, so drawn magnitudes (rounded to _DIGITS for printing) stay inside the range.
@@ -456,42 +373,15 @@ class LatentSource:
             self._directions[i] = LatentDirection(self, i)
         return self._directions[i]
 
-    def lookup(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``(ws [N, num_ws, w_dim], residual or None)`` of ``images`` on the generator's device."""
-        keys = [_image_key(x) for x in images]
-        for key, x in zip(keys, images):
-            if key not in self._known:
-                self._known[key] = self._invert(x)
-        device = self.natural.G.device
-        ws = torch.stack([self._known[k][0] for k in keys]).to(device)
-        parts = [self._known[k][1] for k in keys]
-        residual = torch.stack(parts).to(device) if all(p is not None for p in parts) else None
-        return ws, residual
 
-    def _invert(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        from robust.gan.inversion import invert_batch, latent_stats
-        from robust.seeding import derive_seed
-
-        nt = self.natural
-        if self._stats is None:
-            # The statistics invert_batch would compute for this seed, computed once for every image.
-            self._stats = latent_stats(nt.G, seed=derive_seed(self.seed, "stats") % (1 << 31))
-        out = invert_batch(nt.G, image[None].to(nt.G.device, torch.float32), encoder=nt.encoder, steps=nt.invert_steps,
-                           expand_res=nt.expand_res, seed=self.seed, stats=self._stats, noise_mode=nt.noise_mode)
-        return out.ws[0].detach().cpu(), out.residual[0].detach().cpu() if out.residual is not None else None
-
-
-class LatentDirection:
-    """One kept direction of a :class:`LatentSource` as a Transform-like object.
+class LatentDirection(Transform):
+    """One kept direction of a :class:`LatentSource` as a :class:`robust.transforms.Transform`.
 
     Its one parameter ``magnitude`` (W units) spans the direction's realistic range times the
-    NaturalTransform's ``strength``. :meth:`apply` moves each image's code along the direction,
-    re-renders it and adds back the pixel difference between the image and its unedited
-    reconstruction (as ``NaturalTransform(pixel_residual=True)`` does), so magnitude 0 returns the
-    image itself and only the edit changes it.
+    NaturalTransform's ``strength`` (rounded inward to the printed digits). :meth:`apply` is the
+    NaturalTransform's :meth:`~augment.natra.NaturalTransform.edit` along this direction alone:
+    magnitude 0 returns the image itself and only the edit changes it.
     """
-
-    differentiable = False
 
     def __init__(self, source: LatentSource, index: int):
         self.source = source
@@ -510,25 +400,11 @@ class LatentDirection:
 
     def apply(self, images: torch.Tensor, params: Params) -> torch.Tensor:
         """Edit ``images`` ``[N, C, H, W]`` by ``params["magnitude"]`` ``[N]``; returns images in ``[0, 1]``."""
-        nt = self.source.natural
-        G = nt.G
-        images = check_images(images, "images", channels=G.img_channels, size=(G.img_resolution, G.img_resolution))
-        n = images.shape[0]
         mags = params.get("magnitude") if isinstance(params, Mapping) else None
-        if not isinstance(mags, torch.Tensor) or mags.shape != (n,):
-            raise InputError(f"{self.name} params['magnitude']", f"a tensor of shape [{n}]", getattr(mags, "shape", type(mags).__name__))
-        out = images.detach().clone()
-        moving = (mags.detach().cpu() != 0).nonzero().squeeze(1)
-        if moving.numel() == 0:
-            return out
-        sub = out[moving.to(out.device)]
-        ws, residual = self.source.lookup(sub)
-        values = mags.detach()[moving.to(mags.device)].to(G.device, torch.float32)
-        with torch.no_grad():
-            base = nt.render(ws, torch.zeros(len(ws), len(nt.directions), device=G.device), residual)
-            edited = nt.render(ws, nt.directions.along(self.index, values), residual)
-        out[moving.to(out.device)] = (sub + (edited - base).to(sub.device, sub.dtype)).clamp(0, 1)
-        return out
+        if not isinstance(mags, torch.Tensor) or mags.shape != (images.shape[0],):
+            raise InputError(f"{self.name} params['magnitude']", f"a tensor of shape [{images.shape[0]}]", getattr(mags, "shape", type(mags).__name__))
+        natural = self.source.natural
+        return natural.edit(images, natural.directions.along(self.index, mags))
 
     def describe(self, params: Mapping[str, torch.Tensor], index: int = 0) -> str:
         """``"latent:sefa_2(magnitude=-0.75)"`` for one image of the batch."""

@@ -1,23 +1,8 @@
 """Robustness assertions for test suites: invariance, accuracy floors and attack budgets.
 
-Each assertion raises :class:`RobustnessFailure` (an ``AssertionError``) whose message names the
-transform or attack, its parameters, the failing samples' indices and their predicted and expected
-classes, and the PNG file the failing images were written to (clean next to transformed). Under
-pytest with the ``robust`` plugin the images go to the test's folder under pytest's temporary
-directory (or under ``--robust-report``), and every assertion is recorded in the session report;
-elsewhere they go to ``./.robust-failures/``.
-
-Inside a hypothesis test, images are written and results recorded only on hypothesis's final
-replay of the (shrunk) failing example, not on every attempt.
-
-Usage::
-
-    from robust.testing import assert_accuracy, assert_invariant, assert_no_failures
-
-    assert_invariant(model, images, "brightness")                 # every point of the grid
-    assert_invariant(model, images, "rotation", params={"angle": 10.0}, margin=0.05)
-    assert_accuracy(model, data, "corruptions:*@3", at_least=0.6)
-    assert_no_failures(model, data, "pgd:linf", budget=2 / 255)
+Each raises :class:`RobustnessFailure` (an ``AssertionError``) naming the transform or attack, its
+parameters, the failing samples and the PNG of their images (under pytest with the ``robust``
+plugin, in the test's folder; elsewhere in ``./.robust-failures/``), and records its result.
 """
 from __future__ import annotations
 
@@ -37,8 +22,8 @@ from robust.models import Classifier, load_classifier
 from robust.plugins import load_all
 from robust.registry import Spec, parse_spec
 from robust.results import CaseResult, FailureExample, metric_key
-from robust.seeding import derive_seed, make_generator
-from robust.transforms import TRANSFORMS, Params, get_transform, severity_from_spec
+from robust.seeding import derive_seed
+from robust.transforms import TRANSFORMS, Params, Transform, check_severity, get_transform, severity_from_spec
 from robust.validation import check_images, check_labels, check_number
 
 DEFAULT_FAILURE_DIR = ".robust-failures"
@@ -111,16 +96,12 @@ def _chunks(n: int, size: int) -> list[slice]:
 class _Setting:
     """A transform with per-image parameters for the whole batch."""
 
-    transform: Any
+    transform: Transform
     params: Params
     label: str  # short name for files and report cases: "brightness", "corruptions:fog@3"
 
     def describe(self, i: int) -> str:
-        describe = getattr(self.transform, "describe", None)
-        if callable(describe):
-            return describe(self.params, i)
-        parts = [f"{k}={float(v[i]):.4g}" for k, v in self.params.items()]
-        return f"{self.transform.name}({', '.join(parts)})"
+        return self.transform.describe(self.params, i)
 
     def values(self, i: int) -> dict[str, float]:
         kinds = {p.name: p.kind for p in self.transform.params}
@@ -132,35 +113,13 @@ class _Setting:
         return self.transform.apply(images, params)
 
 
-def _transform(spec: Any) -> Any:
+def _transform(spec: Any) -> Transform:
     if isinstance(spec, str):
         load_all()
         return get_transform(spec)
-    if all(hasattr(spec, a) for a in ("name", "params", "apply")):
+    if isinstance(spec, Transform):
         return spec
     raise InputError("transform", "a registered transform name, a Transform or a strategies TransformCase", type(spec).__name__)
-
-
-def _value_params(tf: Any, values: Mapping[str, Any], n: int, seed: int) -> Params:
-    """Per-image parameters from scalars or ``[N]`` tensors; missing ones take the identity."""
-    known = {p.name: p for p in tf.params}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise InputError(f"{tf.name} params", "some of " + ", ".join(known), unknown)
-    out: Params = {}
-    for name, p in known.items():
-        value = values.get(name)
-        if isinstance(value, torch.Tensor) and value.dim() == 1:
-            if value.shape[0] != n:
-                raise InputError(f"{tf.name} params[{name!r}]", f"a number or a tensor of shape [{n}]", f"shape {tuple(value.shape)}")
-            out[name] = value.detach().cpu().to(torch.int64 if p.kind == "seed" else torch.float32)
-        elif p.kind == "seed":
-            base = seed if value is None else int(value)
-            out[name] = torch.arange(n, dtype=torch.int64) + base
-        else:
-            v = p.identity if value is None else check_number(value, f"{tf.name} params[{name!r}]")
-            out[name] = torch.full((n,), float(v))
-    return out
 
 
 def _case_setting(case: Any, n: int) -> _Setting:
@@ -168,10 +127,12 @@ def _case_setting(case: Any, n: int) -> _Setting:
 
 
 def _is_case(obj: Any) -> bool:
-    return hasattr(obj, "transform") and hasattr(obj, "values") and callable(getattr(obj, "params", None))
+    """A :class:`robust.strategies.TransformCase` (only possible once strategies, which needs hypothesis, is imported)."""
+    strategies = sys.modules.get("robust.strategies")
+    return strategies is not None and isinstance(obj, strategies.TransformCase)
 
 
-def _distance_from_identity(tf: Any, point: Mapping[str, float]) -> float:
+def _distance_from_identity(tf: Transform, point: Mapping[str, float]) -> float:
     total = 0.0
     for p in tf.params:
         if p.name in point and p.kind == "magnitude" and p.high > p.low:
@@ -179,38 +140,33 @@ def _distance_from_identity(tf: Any, point: Mapping[str, float]) -> float:
     return total
 
 
-def _invariance_settings(transform: Any, params: Any, severity: Any, n: int, seed: int, grid_steps: int) -> list[_Setting]:
+def _invariance_settings(transform: Any, params: Any, severity: Any, indices: list[int], seed: int, grid_steps: int) -> list[_Setting]:
+    n = len(indices)
     if _is_case(transform):
         if params is not None or severity is not None:
             raise InputError("params/severity", "nothing with a TransformCase (it carries its parameters)", "both")
         return [_case_setting(transform, n)]
     tf = _transform(transform)
-    label = getattr(tf, "name", type(tf).__name__)
+    label = tf.name
     if params is not None and severity is not None:
         raise InputError("params/severity", "one of params or severity", "both")
     if params is not None:
         if not isinstance(params, Mapping):
             raise InputError("params", "a dict of numbers or [N] tensors", type(params).__name__)
-        return [_Setting(tf, _value_params(tf, params, n, seed), label)]
+        return [_Setting(tf, tf.expand(params, n, seed=seed), label)]
     if severity is not None:
-        return [_severity_setting(tf, float(check_number(severity, "severity", low=0, high=5)), n, seed, label)]
-    grid = getattr(tf, "grid", None)
-    if not callable(grid):
-        raise InputError("params/severity", f"parameters or a severity for {label} (it has no grid)", None)
+        return [_severity_setting(tf, check_severity(severity), indices, seed, label)]
     steps = int(check_number(grid_steps, "grid_steps", low=2, integer=True))
-    points = sorted(grid(steps), key=lambda point: _distance_from_identity(tf, point))
+    points = sorted(tf.grid(steps), key=lambda point: _distance_from_identity(tf, point))
     # float32 grids hold the identity as a round-off neighbour (-3e-8): that is the identity too.
     points = [pt for pt in points if _distance_from_identity(tf, pt) > _IDENTITY_TOLERANCE]
-    return [_Setting(tf, _value_params(tf, pt, n, seed), label) for pt in points]
+    return [_Setting(tf, tf.expand(pt, n, seed=seed), label) for pt in points]
 
 
-def _severity_setting(tf: Any, severity: float, n: int, seed: int, label: str) -> _Setting:
-    at_severity = getattr(tf, "at_severity", None)
-    if not callable(at_severity):
-        raise InputError("severity", f"a transform with severities ({label} has none: give params)", severity)
-    gen = make_generator(derive_seed(seed, "robust.testing", label, severity))
-    params = {k: v.cpu() for k, v in at_severity(severity, n, gen, "cpu").items()}
-    return _Setting(tf, params, f"{label}@{severity:g}")
+def _severity_setting(tf: Transform, severity: float, indices: Sequence[int], seed: int, label: str) -> _Setting:
+    """Parameters at ``severity``; each image's draw follows its dataset index (not its place in the batch)."""
+    seeds = torch.as_tensor(list(indices), dtype=torch.int64) + derive_seed(seed, "robust.testing", label, severity) % (1 << 62)
+    return _Setting(tf, tf.at_severity(severity, seeds, device="cpu"), f"{label}@{severity:g}")
 
 
 def _expand_names(name: str) -> list[str]:
@@ -226,14 +182,15 @@ def _expand_names(name: str) -> list[str]:
     return [name]
 
 
-def _suite_settings(suite: Any, n: int, seed: int) -> list[_Setting | None]:
+def _suite_settings(suite: Any, indices: list[int], seed: int) -> list[_Setting | None]:
     """``None`` entries stand for the clean images."""
+    n = len(indices)
     if suite is None or suite == "clean":
         return [None]
     if _is_case(suite):
         return [_case_setting(suite, n)]
     if isinstance(suite, (list, tuple)):
-        return [s for item in suite for s in _suite_settings(item, n, seed)]
+        return [s for item in suite for s in _suite_settings(item, indices, seed)]
     if not isinstance(suite, str):
         tf = _transform(suite)
         raise InputError("suite", f"{tf.name} with a severity or parameters: a spec such as '{tf.name}@3' or a TransformCase", type(suite).__name__)
@@ -247,12 +204,12 @@ def _suite_settings(suite: Any, n: int, seed: int) -> list[_Setting | None]:
         if spec.at is None and not spec.options:
             raise InputError(f"suite {suite!r}", f"a severity or parameters ('{key}@3' or '{key},{tf.params[0].name}=...')", "neither")
         if spec.at is not None:
-            setting = _severity_setting(tf, severity_from_spec(spec.at), n, seed, key)
+            setting = _severity_setting(tf, severity_from_spec(spec.at), indices, seed, key)
             if spec.options:
-                setting.params.update({k: v for k, v in _value_params(tf, spec.options, n, seed).items() if k in spec.options})
+                setting.params.update({k: v for k, v in tf.expand(spec.options, n, seed=seed).items() if k in spec.options})
                 setting.label = str(spec)
         else:
-            setting = _Setting(tf, _value_params(tf, spec.options, n, seed), str(spec))
+            setting = _Setting(tf, tf.expand(spec.options, n, seed=seed), str(spec))
         settings.append(setting)
     return settings
 
@@ -385,49 +342,13 @@ def assert_invariant(
     if max_drop is not None:
         max_drop = check_number(max_drop, "max_drop", low=0, high=1)
     n = inputs.images.shape[0]
-    settings = _invariance_settings(transform, params, severity, n, seed, grid_steps)
+    settings = _invariance_settings(transform, params, severity, inputs.indices, seed, grid_steps)
     if not settings:
         raise InputError("transform", "a transform with at least one non-identity grid point", "none")
-    device, size = clf.device, clf.batch_size
-    clean = torch.cat([clf.probabilities(inputs.images[part].to(device)).cpu() for part in _chunks(n, size)])
-    reference = clean.argmax(1)
-    ref_clean = clean.gather(1, reference[:, None])[:, 0]
-    failed_at = torch.full((n,), -1, dtype=torch.long)
-    seen_pred = torch.zeros(n, dtype=torch.long)
-    seen_conf = torch.zeros(n)
-    for s, setting in enumerate(settings):
-        pending = (failed_at < 0).nonzero().squeeze(1)
-        if pending.numel() == 0:
-            break
-        for part in _chunks(n, size):
-            x = inputs.images[part].to(device)
-            probs = clf.probabilities(setting.apply(x, part)).cpu()
-            ref = reference[part]
-            kept = probs.gather(1, ref[:, None])[:, 0]
-            ok = kept >= probs.max(1).values - margin
-            if max_drop is not None:
-                ok &= ref_clean[part] - kept <= max_drop
-            fresh = (~ok) & (failed_at[part] < 0)
-            idx = torch.arange(part.start, part.stop)[fresh]
-            failed_at[idx] = s
-            seen_pred[idx] = probs.argmax(1)[fresh]
-            seen_conf[idx] = probs.max(1).values[fresh]
-    bad = (failed_at >= 0).nonzero().squeeze(1).tolist()
+    found = _first_failures(clf, inputs, settings, margin, max_drop)
+    bad = (found.failed_at >= 0).nonzero().squeeze(1).tolist()
     label = settings[0].label
-    failures, rows, lines = [], [], []
-    for i in bad[: max(1, max_reported)]:
-        setting = settings[int(failed_at[i])]
-        one = slice(i, i + 1)
-        transformed = setting.apply(inputs.images[one].to(device), one)[0].cpu()
-        pred, conf = int(seen_pred[i]), float(seen_conf[i])
-        desc = setting.describe(i)
-        failures.append(_failure(inputs, i, pred, conf, desc, setting.values(i), transformed, label=int(reference[i])))
-        rows.append([inputs.images[i], transformed])
-        truth = f"; true label {_class(clf, int(inputs.labels[i]))}" if inputs.labels is not None else ""
-        lines.append(
-            f"  sample {i} (index {inputs.indices[i]}) under {desc}: predicted {_class(clf, pred)} (p={conf:.3f}), "
-            f"expected {_class(clf, int(reference[i]))} (clean p={float(ref_clean[i]):.3f}{truth})"
-        )
+    failures, rows, lines = _invariance_failures(clf, inputs, settings, found, bad[: max(1, max_reported)])
     rule = "prediction unchanged" if margin == 0 else f"clean top-1 within {margin:g} of the top"
     if max_drop is not None:
         rule += f", confidence drop <= {max_drop:g}"
@@ -442,6 +363,63 @@ def assert_invariant(
     message = (f"assert_invariant: {len(bad)} of {n} images changed under {label} "
                f"({len(settings)} parameter setting(s); rule: {rule})\n" + "\n".join(lines) + more)
     return _finish("invariance", label, case, clf, inputs, message, rows, "left: clean, right: transformed", save_dir)
+
+
+@dataclass
+class _FirstFailures:
+    """Per image: the clean top-1 class and its probability, the first failing setting (-1: none) and
+    the prediction and confidence there."""
+
+    reference: torch.Tensor
+    ref_clean: torch.Tensor
+    failed_at: torch.Tensor
+    pred: torch.Tensor
+    conf: torch.Tensor
+
+
+def _first_failures(clf: Classifier, inputs: _Inputs, settings: list[_Setting], margin: float, max_drop: float | None) -> _FirstFailures:
+    """Try the settings in order (mildest first), each only while some image has not failed yet."""
+    n = inputs.images.shape[0]
+    device, size = clf.device, clf.batch_size
+    clean = torch.cat([clf.probabilities(inputs.images[part].to(device)).cpu() for part in _chunks(n, size)])
+    reference = clean.argmax(1)
+    found = _FirstFailures(reference, clean.gather(1, reference[:, None])[:, 0], torch.full((n,), -1, dtype=torch.long),
+                           torch.zeros(n, dtype=torch.long), torch.zeros(n))
+    for s, setting in enumerate(settings):
+        if not bool((found.failed_at < 0).any()):
+            break
+        for part in _chunks(n, size):
+            probs = clf.probabilities(setting.apply(inputs.images[part].to(device), part)).cpu()
+            kept = probs.gather(1, reference[part][:, None])[:, 0]
+            ok = kept >= probs.max(1).values - margin
+            if max_drop is not None:
+                ok &= found.ref_clean[part] - kept <= max_drop
+            fresh = (~ok) & (found.failed_at[part] < 0)
+            idx = torch.arange(part.start, part.stop)[fresh]
+            found.failed_at[idx] = s
+            found.pred[idx] = probs.argmax(1)[fresh]
+            found.conf[idx] = probs.max(1).values[fresh]
+    return found
+
+
+def _invariance_failures(clf: Classifier, inputs: _Inputs, settings: list[_Setting], found: _FirstFailures,
+                         shown: list[int]) -> tuple[list[FailureExample], list[list[torch.Tensor]], list[str]]:
+    """The failure records, image rows (clean, transformed) and message lines of the images ``shown``."""
+    failures, rows, lines = [], [], []
+    for i in shown:
+        setting = settings[int(found.failed_at[i])]
+        one = slice(i, i + 1)
+        transformed = setting.apply(inputs.images[one].to(clf.device), one)[0].cpu()
+        pred, conf, expected = int(found.pred[i]), float(found.conf[i]), int(found.reference[i])
+        desc = setting.describe(i)
+        failures.append(_failure(inputs, i, pred, conf, desc, setting.values(i), transformed, label=expected))
+        rows.append([inputs.images[i], transformed])
+        truth = f"; true label {_class(clf, int(inputs.labels[i]))}" if inputs.labels is not None else ""
+        lines.append(
+            f"  sample {i} (index {inputs.indices[i]}) under {desc}: predicted {_class(clf, pred)} (p={conf:.3f}), "
+            f"expected {_class(clf, expected)} (clean p={float(found.ref_clean[i]):.3f}{truth})"
+        )
+    return failures, rows, lines
 
 
 def _data(data: Any, max_samples: int | None, seed: int) -> _Inputs:
@@ -486,7 +464,7 @@ def assert_accuracy(
     labels = inputs.labels
     device, size = clf.device, clf.batch_size
     results, lines, rows, failures_all, failing_labels = [], [], [], [], []
-    for setting in _suite_settings(suite, n, seed):
+    for setting in _suite_settings(suite, inputs.indices, seed):
         label = "clean" if setting is None else setting.label
         preds, confs = [], []
         for part in _chunks(n, size):

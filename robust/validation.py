@@ -1,7 +1,8 @@
 """Input checks at the edges: images, labels and numbers, each failing with one clear InputError."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -99,3 +100,13 @@ def check_choice(value: Any, name: str, choices: Sequence[Any]) -> Any:
     if value not in choices:
         raise InputError(name, "one of " + ", ".join(map(str, choices)), value)
     return value
+
+
+def with_options(config: Any, options: Mapping[str, Any]) -> Any:
+    """The dataclass ``config`` with ``options`` (some of its field names) replacing its values, checked again
+    by its ``__post_init__``; unknown names raise :class:`InputError` listing the valid ones."""
+    fields = list(config.__dataclass_fields__)
+    unknown = sorted(set(options) - set(fields))
+    if unknown:
+        raise InputError(f"{type(config).__name__} options", "some of " + ", ".join(fields), unknown)
+    return dataclasses.replace(config, **options) if options else config

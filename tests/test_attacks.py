@@ -16,13 +16,13 @@ from attacks import (
     apgd_checkpoints,
     epsilon_sweep,
     get_attack,
-    search_parameters,
     square_fraction,
     transform_search,
 )
 from robust.errors import GradientUnavailableError, InputError, UnknownNameError
 from robust.models import Classifier, export_onnx, load_classifier
 from robust.transforms import get_transform
+from robust.transforms.search import SearchConfig, search_parameters
 
 ALL_SPECS = ("fgsm:linf@8/255", "fgsm:l2@0.5", "pgd:linf@8/255,steps=5", "pgd:l2@0.5,steps=5",
              "apgd:linf@8/255,steps=6", "apgd:l2@0.5,steps=6", "square:linf@8/255,queries=30", "square:l2@0.5,queries=30")
@@ -365,7 +365,7 @@ def test_search_engine_works_on_any_differentiable_parametrised_function():
         return loss, loss > -1e-4, torch.zeros(3, dtype=torch.long)
 
     for method, opts in (("grid", {"steps": 101}), ("gradient", {"steps": 60, "k": 2, "step_size": 0.2})):
-        out = search_parameters(render, {"gain": (0.0, 4.0)}, objective, 3, method=method, identity={"gain": 1.0}, **opts)
+        out = search_parameters(render, {"gain": (0.0, 4.0)}, objective, 3, SearchConfig(method=method, **opts), identity={"gain": 1.0})
         assert torch.allclose(out.params["gain"], targets / 0.25, atol=0.05), method
         assert bool(out.success.all())
 

@@ -8,7 +8,7 @@ from robust import noise
 from robust.errors import InputError, UnknownNameError
 from robust.registry import Registry, parse_number, parse_spec
 from robust.seeding import derive_seed, resolve_device
-from robust.validation import check_images, check_labels, check_number
+from robust.validation import check_images, check_labels, check_number, with_options
 
 
 def test_registry_lists_valid_names_on_unknown_lookup():
@@ -109,3 +109,45 @@ def test_counter_noise_has_the_right_moments():
     assert torch.equal(p, p.round())
     means = p.mean(1)
     assert torch.allclose(means, lam[:, 0], rtol=0.2)
+
+
+def test_hash_noise_is_uniform_and_keyed_per_image():
+    keys = noise.keys32(torch.tensor([1, 2]), stream=1)
+    u = noise.uniform32(keys, (20000,))
+    assert abs(float(u.mean()) - 0.5) < 0.01 and abs(float(u.var()) - 1 / 12) < 0.003
+    assert abs(float(torch.corrcoef(u)[0, 1])) < 0.03
+    z = noise.normal32(keys, (5001,))
+    assert abs(float(z.mean())) < 0.05 and abs(float(z.std()) - 1) < 0.05
+    torch.testing.assert_close(noise.normal32(keys[1:], (5001,))[0], z[1])
+
+
+def test_subseeds_are_per_image_streams_and_seeds_are_checked():
+    seeds = torch.tensor([0, 5, 2**50 + 1])
+    one, three = noise.subseeds(seeds, 4), noise.subseeds(seeds, 4, count=3)
+    assert one.dtype == torch.int64 and bool((one >= 0).all()) and bool((one < 2**62).all())
+    assert torch.equal(three[:, 0], one) and len(set(three[1].tolist())) == 3
+    assert torch.equal(noise.subseeds(seeds[1:], 4), one[1:]) and not torch.equal(noise.subseeds(seeds, 5), one)
+    assert noise.check_seeds([3, 4], 2).tolist() == [3, 4]
+    for bad in (torch.zeros(2), torch.zeros(2, 2, dtype=torch.long), torch.tensor([True, False])):
+        with pytest.raises(InputError, match="seeds"):
+            noise.check_seeds(bad)
+    with pytest.raises(InputError, match="3 integers"):
+        noise.check_seeds(torch.arange(2), 3)
+
+
+def test_with_options_rebuilds_a_config_dataclass_and_checks_the_names():
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Config:
+        steps: int = 3
+        size: float = 0.5
+
+        def __post_init__(self) -> None:
+            check_number(self.steps, "steps", low=1, integer=True)
+
+    assert with_options(Config(), {"steps": 7}) == Config(7) and with_options(Config(2), {}) == Config(2)
+    with pytest.raises(InputError, match="Config options: expected some of steps, size"):
+        with_options(Config(), {"stepz": 3})
+    with pytest.raises(InputError, match="steps"):
+        with_options(Config(), {"steps": 0})

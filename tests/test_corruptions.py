@@ -245,16 +245,6 @@ def test_jpeg_quality_tables_and_quality_ordering(photos):
     assert float(flat.std()) == 0 and abs(float(flat.mean()) * 255 - 102) <= 5
 
 
-def test_hash_noise_is_uniform_and_keyed_per_image():
-    keys = ops.noise_keys(torch.tensor([1, 2]), stream=1)
-    u = ops.uniform(keys, (20000,))
-    assert abs(float(u.mean()) - 0.5) < 0.01 and abs(float(u.var()) - 1 / 12) < 0.003
-    assert abs(float(torch.corrcoef(u)[0, 1])) < 0.03
-    z = ops.normal(keys, (5001,))
-    assert abs(float(z.mean())) < 0.05 and abs(float(z.std()) - 1) < 0.05
-    torch.testing.assert_close(ops.normal(keys[1:], (5001,))[0], z[1])
-
-
 # -- metrics ----------------------------------------------------------------------------------------
 
 def test_mce_arithmetic_on_a_known_table():

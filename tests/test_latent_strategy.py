@@ -18,6 +18,7 @@ from robust.gan.directions import Directions, find_directions
 from robust.gan.inversion import latent_stats, sample_ws, synthesize
 from robust.models import Classifier
 from robust.testing import RobustnessFailure, assert_invariant
+from robust.transforms import Transform
 
 from gan_helpers import tiny_generator
 
@@ -190,3 +191,24 @@ def test_bad_arguments_raise_input_errors(setup):
     # A direction with an empty range is left out by default rather than drawn at 0 forever.
     only = find(rs.latent_directions(flat, generator=G), lambda c: c.magnitude != 0, settings=QUICK)
     assert only.direction == 0
+
+
+def test_latent_directions_and_natural_transforms_are_transforms_like_any_other(setup):
+    from attacks import transform_search
+
+    G, directions, natural, ws, data, codes = setup
+    direction = rs.LatentSource(natural, codes, data).direction(1)
+    assert isinstance(direction, Transform) and isinstance(natural, Transform)
+    clf = mean_classifier(float(data.images.mean()), 1.0)
+    labels = clf.predict(data.images)
+    found = transform_search(clf, data.images, labels, direction, method="grid", steps=5)
+    assert torch.allclose(found.images, direction.apply(data.images, found.params), atol=1e-6)
+    grid = {0.0} | {direction.low + u * (direction.high - direction.low) for u in (0.0, 0.25, 0.5, 0.75, 1.0)}
+    assert all(min(abs(v - g) for g in grid) < 1e-5 for v in found.params["magnitude"].tolist())
+    # The strategies draw every direction's magnitude of a NaturalTransform bound to the images' codes.
+    bound = natural.with_codes(codes, data)
+    case = find(rs.transform_params(bound), lambda c: not c.is_identity, settings=QUICK)
+    mags = torch.tensor([[case.values[name] for name in bound.param_names]]).expand(len(ws), -1)
+    with torch.no_grad():
+        expected = synthesize(G, directions.apply(ws, mags))
+    assert torch.allclose(case.apply(data.images), expected, atol=1e-5)

@@ -5,7 +5,10 @@ import pytest
 import torch
 from torch import nn
 
-from augment.natra import NaturalTransform, per_image_loss
+from augment.natra import NaturalConfig, NaturalTransform, per_image_loss
+from robust.data import ImageSet
+from robust.gan.codes_cache import CodeSet
+from robust.transforms import Transform
 from robust.errors import InputError
 from robust.gan.directions import find_directions
 from robust.gan.inversion import latent_stats, sample_ws, synthesize
@@ -145,3 +148,58 @@ def test_token_swap_exchanges_the_token_offset_a_code_carries():
         NaturalTransform(tiny_generator(), directions, swap=0.5)
     with pytest.raises(InputError, match="swap"):
         NaturalTransform(G, directions, swap=1.5)
+
+
+def test_natural_transform_is_a_transform_over_its_directions_magnitudes(setup):
+    G, directions, ws, images, labels, clf = setup
+    nt = NaturalTransform(G, directions, "random", strength=0.5, per_sample=2)
+    assert isinstance(nt, Transform) and nt.param_names == directions.names and nt.differentiable
+    for p, (low, high) in zip(nt.params, directions.ranges.tolist()):
+        assert (p.low, p.high, p.identity) == pytest.approx((0.5 * low, 0.5 * high, 0.0))
+    keys = torch.arange(12) + 40
+    drawn = nt.sample(keys)
+    assert torch.equal(nt.magnitudes(drawn), nt.draw_magnitudes(keys, 0, "cpu")[0])  # the random mode's draw
+    assert torch.equal(nt.magnitudes(nt.sample(keys[3:6], stream=2)), nt.magnitudes(nt.sample(keys, stream=2))[3:6])
+    bound = nt.with_codes(CodeSet(ws, None, None, torch.zeros(12), torch.zeros(12)), ImageSet(images, labels, ["a", "b", "c", "d"]))
+    assert torch.equal(bound(images, bound.identity(12)), images), "zero magnitudes return the images themselves"
+    edited = bound.apply(images, drawn)
+    with torch.no_grad():
+        reference = synthesize(G, nt.directions.apply(ws, nt.magnitudes(drawn)))
+    assert torch.allclose(edited, reference, atol=1e-5), "an image that is its own reconstruction becomes the re-render"
+    assert torch.allclose(bound.apply(images[4:7], {k: v[4:7] for k, v in drawn.items()}), edited[4:7], atol=1e-6)
+    mags = nt.magnitudes(drawn).clone().requires_grad_(True)
+    (bound.edit(images, mags) * torch.rand(images.shape, generator=torch.Generator().manual_seed(0))).sum().backward()
+    assert mags.grad is not None and float(mags.grad.abs().sum()) > 0
+
+
+def test_natural_transform_takes_a_config_or_its_fields(setup):
+    G, directions, *_ = setup
+    a = NaturalTransform(G, directions, "gradient", config=NaturalConfig(k=2, steps=3, strength=0.5))
+    b = NaturalTransform(G, directions, "gradient", k=2, steps=3, strength=0.5)
+    assert (a.k, a.steps, a.strength) == (b.k, b.steps, b.strength) == (2, 3, 0.5)
+    with pytest.raises(InputError, match="steps"):
+        NaturalConfig(steps=0)
+    with pytest.raises(InputError, match="NaturalConfig options"):
+        NaturalTransform(G, directions, stepz=3)
+
+
+def test_transform_search_and_testing_take_a_natural_transform(setup):
+    from attacks import attack_loss, transform_search
+    from robust.testing import RobustnessFailure, assert_invariant
+
+    G, directions, ws, images, labels, clf = setup
+    nt = NaturalTransform(G, directions).with_codes(CodeSet(ws, None, None, torch.zeros(12), torch.zeros(12)),
+                                                    ImageSet(images, labels, ["a", "b", "c", "d"]))
+    first = nt.param_names[0]
+    found = transform_search(clf, images, labels, nt, method="grid", steps=5, params=[first])
+    assert torch.allclose(found.images, nt.apply(images, found.params), atol=1e-5)
+    assert bool((found.params[nt.param_names[1]] == 0).all()) and found.describe(0).startswith("natra:sefa(")
+    climbed = transform_search(clf, images, labels, nt, method="gradient", steps=3, k=1, params=[first])
+    unedited = attack_loss("margin", clf.logits(images), labels)  # the gradient search starts at magnitude 0
+    assert bool((climbed.loss >= unedited - 1e-5).all()) and bool((climbed.loss > unedited + 1e-3).any())
+    try:
+        case = assert_invariant(clf, images, nt, params={first: float(nt.params[0].high)})
+    except RobustnessFailure as failure:
+        assert f"natra:sefa({first}=" in str(failure)
+    else:
+        assert case.metrics["n"] == 12.0

@@ -78,17 +78,17 @@ class _NoisyShift(Transform):
         return (images + shift + 0.01 * noise).clamp(0, 1)
 
 
-class _DuckShift:
-    """Not a Transform subclass: only name, params and apply."""
+class _PlainShift(Transform):
+    """A minimal Transform subclass: name, params and apply."""
 
-    name = "duck_shift"
+    name = "plain_shift"
     params = (Param("amount", -0.3, 0.3, 0.0),)
 
     def apply(self, images: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
         return (images + params["amount"].view(-1, 1, 1, 1)).clamp(0, 1)
 
 
-def test_any_transform_like_object_is_an_extension_point() -> None:
+def test_any_transform_subclass_is_an_extension_point() -> None:
     shrunk = find(rs.transform_params(_NoisyShift()), lambda c: c.values["magnitude"] > 0.1, settings=QUICK)
     assert shrunk.values["seed"] == 0 and shrunk.values["direction"] == -1.0  # free params shrink to low
     assert 0.1 < shrunk.values["magnitude"] <= 0.1 + 0.4 / rs.DEFAULT_RESOLUTION + 1e-9
@@ -97,9 +97,9 @@ def test_any_transform_like_object_is_an_extension_point() -> None:
     images = torch.full((3, 1, 8, 8), 0.5)
     params = seeded.params(3)
     assert params["seed"].tolist() == [11, 12, 13]  # image i gets seed + i
-    duck = find(rs.transform_params(_DuckShift()), lambda c: c.values["amount"] < -0.1, settings=QUICK)
-    assert repr(duck).startswith("transform_case(<") and duck.name == "duck_shift"
-    assert torch.allclose(duck.apply(images), (images + duck.values["amount"]).clamp(0, 1))
+    plain = find(rs.transform_params(_PlainShift()), lambda c: c.values["amount"] < -0.1, settings=QUICK)
+    assert repr(plain).startswith("transform_case(_PlainShift(), amount=") and plain.name == "plain_shift"
+    assert torch.allclose(plain.apply(images), (images + plain.values["amount"]).clamp(0, 1))
 
 
 def test_transforms_draws_registered_names_and_patterns() -> None:
@@ -168,7 +168,7 @@ def test_batches_draw_from_a_fixture_dataset_with_st_data() -> None:
         (lambda: rs.transform_params("brightness", sides="left"), "sides: expected one of both, up, down"),
         (lambda: rs.transform_params("brightness", resolution=0), "resolution: expected a positive whole number"),
         (lambda: rs.transform_params("brightness", fixed={"gamma": 1.0}), "brightness fixed parameters: expected some of delta"),
-        (lambda: rs.transform_params(object()), "transform: expected a registered name or an object with name, params and apply"),
+        (lambda: rs.transform_params(object()), "transform: expected a registered name or a robust.transforms.Transform"),
         (lambda: rs.transform_params("no_such_transform"), "transform: expected one of"),
         (lambda: rs.batches(_data(), min_size=0), "min_size/max_size"),
         (lambda: rs.batches(_data(), min_size=20, max_size=30), "min_size: expected at most the dataset's 12 images"),

@@ -47,7 +47,7 @@ def test_jpeg_at_quality_100_is_close_to_the_identity_and_low_quality_is_worse()
 def test_random_parameters_keep_shape_and_unit_range(name):
     t = get_transform(name)
     x = torch.rand(5, 3, 16, 16, generator=torch.Generator().manual_seed(2))
-    y = t(x, generator=torch.Generator().manual_seed(3))
+    y = t(x, seeds=3)
     assert y.shape == x.shape and y.dtype == x.dtype
     assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
 
@@ -56,7 +56,7 @@ def test_random_parameters_keep_shape_and_unit_range(name):
 def test_parameters_act_per_image(name):
     t = get_transform(name)
     x = smooth_images(3)
-    params = t.sample(3, torch.Generator().manual_seed(4))
+    params = t.sample(torch.arange(3) + 4)
     batched = t(x, params)
     for i in range(3):
         alone = t(x[i : i + 1], {k: v[i : i + 1] for k, v in params.items()})
@@ -68,7 +68,7 @@ def test_gradients_reach_images_and_every_parameter_and_are_finite(name):
     t = get_transform(name)
     assert t.differentiable
     x = smooth_images(4).requires_grad_(True)
-    params = t.sample(4, torch.Generator().manual_seed(5))
+    params = t.sample(torch.arange(4) + 5)
     params = {k: v.clone().requires_grad_(True) for k, v in params.items()}
     out = t.apply(x, params)
     weights = torch.rand(out.shape, generator=torch.Generator().manual_seed(6))
@@ -93,7 +93,7 @@ def test_colour_transforms_leave_grey_images_alone_and_jpeg_accepts_them():
     x = smooth_images(2, channels=1)
     for name in ("hue", "saturation"):
         t = get_transform(name)
-        assert torch.equal(t(x, t.sample(2, torch.Generator().manual_seed(0))), x)
+        assert torch.equal(t(x, t.sample(torch.arange(2))), x)
     jpeg = get_transform("jpeg")
     y = jpeg(x, jpeg.expand({"quality": 30}, 2))
     assert y.shape == x.shape
@@ -171,8 +171,20 @@ def test_severity_scales_every_library_transform_from_identity():
     for name in LIBRARY:
         t = get_transform(name)
         x = smooth_images(2)
-        p5 = t.at_severity(5, 2, torch.Generator().manual_seed(0))
+        p5 = t.at_severity(5, torch.arange(2))
         for p in t.params:
             if p.kind == "magnitude":
                 assert torch.all((p5[p.name] == p.low) | (p5[p.name] == p.high)), (name, p.name)
         assert not torch.allclose(t(x, p5), x, atol=1e-3), name
+
+
+def test_the_maths_is_plain_functions_the_classes_call():
+    import robust.transforms.functional as F
+
+    x = smooth_images(2)
+    zero, one = torch.zeros(2), torch.ones(2)
+    assert torch.allclose(F.rotate(x, zero), x, atol=1e-5) and torch.allclose(F.translate(x, zero, zero), x, atol=1e-5)
+    assert torch.allclose(F.adjust_gamma(x, 2 * one), x**2, atol=1e-5) and torch.equal(F.gaussian_blur(x, zero, 3.0), x)
+    angle = torch.tensor([30.0, -10.0])
+    assert torch.equal(F.rotate(x, angle), get_transform("rotation")(x, {"angle": angle}))
+    assert torch.equal(F.illuminate(x, 0.5 * one, angle), get_transform("illumination")(x, {"strength": 0.5 * one, "angle": angle}))

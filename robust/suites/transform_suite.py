@@ -17,7 +17,7 @@ from robust.errors import InputError
 from robust.registry import Spec
 from robust.results import Curve, Strip, SuiteResult
 from robust.seeding import make_generator
-from robust.transforms import Transform, get_transform, load_builtin_transforms
+from robust.transforms import Params, Transform, get_transform, load_builtin_transforms
 
 
 def transform_names(spec: Spec) -> list[str]:
@@ -31,15 +31,28 @@ def transform_names(spec: Spec) -> list[str]:
     return chosen
 
 
+def _random_params(tf: Transform, n: int, generator: torch.Generator) -> Params:
+    """Uniform parameters for the random case, drawn in order from one batch generator.
+
+    The one random draw of the project not keyed per image: it keeps the suite's ``random_acc``
+    figures (and the demo's report) as they were; ``tf.sample(seeds)`` is the per-image draw.
+    """
+    out: Params = {}
+    for p in tf.params:
+        if p.kind == "seed":
+            out[p.name] = torch.randint(0, 2**62, (n,), generator=generator, device=generator.device, dtype=torch.int64)
+        else:
+            out[p.name] = p.from_unit(torch.rand(n, generator=generator, device=generator.device))
+    return out
+
+
 def _sweep(ctx: AuditContext, tf: Transform, images: torch.Tensor, labels: torch.Tensor,
            steps: int) -> tuple[str, list[float], list[float], list[torch.Tensor], list[str]] | None:
     """Accuracy along the transform's first searchable parameter (None when it has none)."""
     param = next((p for p in tf.params if p.optimisable), None)
     if param is None:
         return None
-    values = torch.linspace(param.low, param.high, steps).tolist()
-    if param.kind == "magnitude" and param.identity not in values:
-        values = sorted(values + [param.identity])
+    values = param.grid(steps)
     accs, frames, captions = [], [], []
     for value in values:
         params = tf.expand({param.name: value}, images.shape[0], images.device, seed=ctx.seed_for(tf.name, "sweep"))
@@ -72,7 +85,7 @@ def transforms_suite(ctx: AuditContext, spec: Spec) -> SuiteResult:
         found = attacks.transform_search(ctx.classifier, images, labels, tf, method=method, steps=steps, k=k, seed=seed)
         worst = found.images.cpu()
         broke = (found.success & found.clean_correct).cpu()
-        random_images = tf(images, generator=make_generator(ctx.seed_for(name, "random"), images.device))
+        random_images = tf(images, _random_params(tf, images.shape[0], make_generator(ctx.seed_for(name, "random"), images.device)))
         random_acc = float((ctx.logits(random_images).argmax(1) == labels).float().mean())
         params: dict[str, torch.Tensor] = {key: value.cpu() for key, value in found.params.items()}
 

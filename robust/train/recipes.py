@@ -486,15 +486,8 @@ class CorruptionTraining(Recipe):
         return [out]
 
 
-def subseeds(seeds: torch.Tensor, stream: int) -> torch.Tensor:
-    """Independent per-image seeds derived from ``seeds`` (one stream per use, e.g. AugMix's two views)."""
-    from robust.noise import hash_uint32
-
-    bits = hash_uint32(seeds, (2,), stream)
-    return (bits[:, 0] << 30) ^ bits[:, 1]
-
-
 _CLASSIC = ("randaugment", "trivialaugment")
+_CLASSIC_STREAM = 0xC1A5
 
 
 @RECIPES.register("classic")
@@ -523,14 +516,8 @@ class ClassicAugmentation(Recipe):
         self.kind = kind
 
     def views(self, batch: Batch, classifier: Classifier) -> list[torch.Tensor]:
-        n = batch.images.shape[0]
-        seeds = subseeds(batch.seeds, 0xC1A5)
-        if self.kind == "randaugment":
-            params = {"magnitude": torch.full((n,), self.transform.magnitude, device=batch.images.device), "seed": seeds}
-        else:
-            from robust.noise import uniform
-
-            params = {"magnitude": uniform(batch.seeds, (1,), stream=0xC1A6)[:, 0].to(batch.images.device), "seed": seeds}
+        # RandAugment keeps its magnitude M, TrivialAugment draws one; both draw each image's operations from its seed.
+        params = self.transform.sample(batch.seeds, device=batch.images.device, stream=_CLASSIC_STREAM)
         with torch.no_grad():
             return [self.transform.apply(batch.images, params)]
 
@@ -560,16 +547,14 @@ class AugMixTraining(Recipe):
         if self.weight < 0:
             raise InputError("recipe augmix option weight", "a non-negative weight of the consistency loss", self.weight)
 
-    def _view(self, images: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
-        params = {"severity": torch.full((images.shape[0],), self.transform.severity, device=images.device), "seed": seeds}
-        with torch.no_grad():
-            return self.transform.apply(images, params)
-
     def views(self, batch: Batch, classifier: Classifier) -> list[torch.Tensor]:
-        first = self._view(batch.images, subseeds(batch.seeds, 0xA0))
-        if not self.jsd:
-            return [first]
-        return [batch.images, first, self._view(batch.images, subseeds(batch.seeds, 0xA1))]
+        from augment.classic import PAIR_STREAMS
+
+        images = batch.images
+        with torch.no_grad():
+            mixed = [self.transform.apply(images, self.transform.sample(batch.seeds, device=images.device, stream=stream))
+                     for stream in PAIR_STREAMS[: 2 if self.jsd else 1]]
+        return [images, *mixed] if self.jsd else mixed
 
     def loss(self, logits: list[torch.Tensor], labels: torch.Tensor, label_smoothing: float) -> torch.Tensor:
         ce = super().loss(logits, labels, label_smoothing)
@@ -636,7 +621,7 @@ class NaTraTraining(Recipe):
         self.seed = 0
 
     def bind(self, ctx: RecipeContext) -> None:
-        from augment.natra import NaturalTransform
+        from augment.natra import NaturalConfig, NaturalTransform
 
         G = bind_generator(ctx, "natra")
         codes = self._codes(G, ctx)
@@ -644,8 +629,8 @@ class NaTraTraining(Recipe):
         expand_res = codes.expand_res if codes.residual is not None else None
         self.codes = codes
         self.seed = ctx.seed
-        self.transform = NaturalTransform(G, directions, self.mode, strength=self.strength, expand_res=expand_res,
-                                          pixel_residual=self.pixel_residual, **self.transform_options)
+        config = NaturalConfig(strength=self.strength, expand_res=expand_res, pixel_residual=self.pixel_residual, **self.transform_options)
+        self.transform = NaturalTransform(G, directions, self.mode, config=config)
 
     def _directions(self, G: Any, seed: int) -> Any:
         from robust.gan.directions import Directions, directions_for, find_directions

@@ -1,14 +1,17 @@
 """Transforms: parametrised, batched, seeded image transformations, one object to sample, search,
-sweep and shrink. :mod:`.base` holds the interface and the registry; :mod:`.photometric` and
-:mod:`.geometric` the core transforms, registered when this package is imported."""
+sweep and shrink. :mod:`.base`: the interface and the registry; :mod:`.search`: the worst-case
+search; :mod:`.functional`: the maths of :mod:`.photometric` and :mod:`.geometric`, the core
+transforms (registered when this package is imported)."""
 from __future__ import annotations
 
 from robust.transforms.base import (
     MAX_SEVERITY,
+    SIDES,
     TRANSFORMS,
     Param,
     Params,
     Transform,
+    check_severity,
     get_transform,
     register_transform,
     severity_from_spec,
@@ -25,5 +28,5 @@ def load_builtin_transforms():
     return TRANSFORMS
 
 
-__all__ = ["MAX_SEVERITY", "TRANSFORMS", "Param", "Params", "Transform", "get_transform", "load_builtin_transforms",
-           "register_transform", "severity_from_spec"]
+__all__ = ["MAX_SEVERITY", "SIDES", "TRANSFORMS", "Param", "Params", "Transform", "check_severity", "get_transform",
+           "load_builtin_transforms", "register_transform", "severity_from_spec"]
