@@ -36,7 +36,8 @@ import torch.nn.functional as F
 from robust import noise
 from robust.errors import GradientUnavailableError, InputError
 from robust.gan.directions import Directions, token_codes
-from robust.gan.inversion import check_expand_res, check_ws, invert_batch, synthesize
+from robust.gan.inversion import invert_batch
+from robust.gan.latent import check_expand_res, check_ws, synthesize
 from robust.gan.networks import Generator
 from robust.models import Classifier
 from robust.seeding import derive_seed

@@ -398,7 +398,7 @@ class LatentSource:
     """
 
     def __init__(self, natural: NaturalTransform, codes: CodeSet | None = None, data: Any = None, seed: int = 0):
-        from robust.gan.inversion import check_ws
+        from robust.gan.latent import check_ws
 
         self.natural = natural
         self.seed = int(check_number(seed, "seed", low=0, integer=True))
@@ -469,7 +469,8 @@ class LatentSource:
         return ws, residual
 
     def _invert(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        from robust.gan.inversion import invert_batch, latent_stats
+        from robust.gan.inversion import invert_batch
+        from robust.gan.latent import latent_stats
         from robust.seeding import derive_seed
 
         nt = self.natural

@@ -8,7 +8,7 @@ from torch import nn
 from augment.natra import NaturalTransform, per_image_loss
 from robust.errors import InputError
 from robust.gan.directions import find_directions
-from robust.gan.inversion import latent_stats, sample_ws, synthesize
+from robust.gan.latent import latent_stats, sample_ws, synthesize
 from robust.models import Classifier
 from robust.seeding import derive_seed
 
