@@ -469,7 +469,8 @@ def sage_search(
             raise InputError("search_groups", "groups of the generator's conditioning (" + ", ".join(names) + ")", g)
     judge = Judge(model, oracles, class_tokens, token_verifier, names, config.oracle_threshold, config.min_confidence,
                   token_scorer)
-    prior = _SpacePrior.fit(generator, config.space, config.alpha, seed=derive_seed(seed, "sage-prior"), truncation_psi=config.truncation_psi)
+    prior = _SpacePrior.fit(generator, config.space, config.alpha, seed=derive_seed(seed, "sage-prior"),
+                            truncation_psi=config.truncation_psi)
     fixed = [generator.conditioning.parse(p) for p in config.prompts] if config.prompts else None
     with ExitStack() as stack:
         net = stack.enter_context(model.eval_mode())

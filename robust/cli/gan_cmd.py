@@ -166,7 +166,8 @@ def _start_processes(gpus: int, threads: int | None, device: str) -> tuple[Any, 
 
 def _trainer(config: Any, data: Any, seed: int, dev: Any, metrics: dict[str, Any], rank: int, world: int, *, resume: str | None,
              overrides: dict[str, Any], new_data: bool, init_path: str | None, init_discriminator: str | None) -> tuple[Any, Path | None]:
-    """A trainer resumed from ``resume`` (a snapshot or a run folder) or a new one (from ``init_path`` when given), and the snapshot resumed."""
+    """A trainer resumed from ``resume`` (a snapshot or a run folder) or a new one (from ``init_path``
+    when given), and the snapshot it resumed."""
     from robust.gan.training import Trainer, latest_snapshot
 
     if resume is None:

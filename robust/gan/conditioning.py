@@ -53,6 +53,11 @@ class Conditioning:
         """Columns ``[start, stop)`` of a group inside ``c``."""
         return self._offsets[self._check_group(group)]
 
+    def _check_complete(self, tokens: Mapping[str, Any]) -> None:
+        missing = [g for g in self.names if g not in tokens]
+        if missing:
+            raise InputError("tokens", "a value for every group (" + ", ".join(self.names) + ")", "missing " + ", ".join(missing))
+
     def _check_group(self, group: str) -> str:
         if group not in self._offsets:
             raise InputError("conditioning group", "one of " + ", ".join(self.names), group)
@@ -110,9 +115,7 @@ class Conditioning:
             if tokens.dim() != 2 or tokens.shape[1] != len(self.groups):
                 raise InputError("tokens", f"token rows of shape [N, {len(self.groups)}] (one column per group)", tuple(tokens.shape))
             tokens = {name: tokens[:, i] for i, name in enumerate(self.names)}
-        missing = [g for g in self.names if g not in tokens]
-        if missing:
-            raise InputError("tokens", "a value for every group (" + ", ".join(self.names) + ")", "missing " + ", ".join(missing))
+        self._check_complete(tokens)
         extra = [g for g in tokens if g not in self._offsets]
         if extra:
             raise InputError("tokens", "only the groups " + ", ".join(self.names), "unknown " + ", ".join(map(str, extra)))
@@ -142,9 +145,7 @@ class Conditioning:
 
     def rows(self, tokens: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """``{group: LongTensor [N]}`` (every group) -> token rows ``[N, groups]`` in group order."""
-        missing = [g for g in self.names if g not in tokens]
-        if missing:
-            raise InputError("tokens", "a value for every group (" + ", ".join(self.names) + ")", "missing " + ", ".join(missing))
+        self._check_complete(tokens)
         return torch.stack([torch.as_tensor(tokens[name]).long() for name in self.names], dim=1)
 
     def token_names(self, row: Sequence[int]) -> dict[str, str]:
@@ -166,7 +167,8 @@ class Conditioning:
         if not isinstance(seeds, torch.Tensor):
             return {name: torch.randint(0, len(names), (int(seeds),), generator=generator) for name, names in chosen}
         if seeds.dim() != 1 or seeds.is_floating_point() or generator is not None:
-            raise InputError("seeds", "a 1-D integer tensor of per-sample seeds (and no generator)", f"{seeds.dtype} of shape {tuple(seeds.shape)}")
+            raise InputError("seeds", "a 1-D integer tensor of per-sample seeds (and no generator)",
+                             f"{seeds.dtype} of shape {tuple(seeds.shape)}")
         u = noise.uniform(seeds, (len(chosen),), stream=stream)
         return {name: (u[:, k] * len(names)).floor().long().clamp_(max=len(names) - 1) for k, (name, names) in enumerate(chosen)}
 
