@@ -62,6 +62,7 @@ class Encoder(nn.Module):
     output predicts one base code and a small per-layer offset for every W+ layer (e4e's "delta"
     form, which keeps predictions close to W); :func:`train_encoder` trains it on the generator's
     own samples, whose codes are known, and optionally on real images.
+
     The prediction is ``mean + std * (base + offset_i)`` for W+ layer ``i``, with ``mean``/``std``
     the generator's W statistics (buffers, so a saved encoder is self-contained).
     """
