@@ -13,7 +13,7 @@ from attacks.base import PerImageOutcome, check_classifier, check_sample_ids
 from attacks.transform_search import classifier_objective
 from robust.errors import GradientUnavailableError, InputError
 from robust.gan.directions import Directions
-from robust.gan.inversion import check_expand_res, check_ws, synthesize
+from robust.gan.latent import check_expand_res, check_ws, synthesize
 from robust.gan.networks import Generator
 from robust.models import Classifier
 from robust.seeding import derive_seed

@@ -1,34 +1,8 @@
 """SAGE: adversarial search of a generator's latent and prompt space for verified, natural failures.
 
-After "Discovering Failure Modes of Text-guided Diffusion Models via Adversarial Search" (SAGE),
-for our StyleGAN2-ADA: a *prompt* is the generator's conditioning (the class token plus any
-attribute tokens, :class:`robust.gan.Conditioning`), a *latent* is ``z``, ``w`` or ``W+``. Search
-chains start from random ``(prompt, z)`` samples and climb the model-under-test's loss for the
-prompt's class by normalised gradient steps on the latent, interleaved with greedy coordinate steps
-on the prompt (candidate token swaps ranked by the gradient of the continuous relaxation of the
-one-hot conditioning, the best one evaluated and kept), while
-
-* an **oracle** ensemble (robust/reference classifiers) must still assign the prompt's class with
-  probability >= ``oracle_threshold`` (a penalty in the objective, a hard check at the end): the
-  surrogate that keeps failures real rather than adversarial noise;
-* an optional **token verifier** must still see the prompt's attribute tokens (an optional
-  differentiable token scorer adds the matching penalty to the objective);
-* the code stays **in distribution**: ``z`` keeps a chi-square norm band and passes a
-  Kolmogorov-Smirnov test of Gaussianity; ``w`` / ``W+`` stay inside the Mahalanobis ball that
-  holds ``1 - alpha`` of the mapping network's outputs for the prompt (:class:`LatentPrior`).
-
-A chain that reaches a verified failure records it and restarts from a fresh sample; a chain that
-finds none within ``steps`` restarts too, and so does one whose further steps have so far found
-failures less cheaply than fresh samples do (``adaptive_restart``). The budget is counted in generator queries (images
-synthesised; a gradient step is one query per chain, every evaluated prompt candidate one more)
-and wall time. ``method="random"`` is the baseline: fresh random samples under the same checks.
-
-Typical use::
-
-    from attacks.sage import SageConfig, sage_search
-    from attacks.sage_modes import failure_modes
-    result = sage_search(G, model, [oracle], SageConfig(budget_queries=2000, space="w"), seed=0)
-    modes = failure_modes(result)
+:func:`sage_search` (the algorithm is in its documentation), :func:`random_search` (the baseline)
+and :func:`failure_regions`; modes, regression cases and the synthetic ground truth live in
+``attacks.sage_modes``, ``attacks.sage_regression`` and ``attacks.sage_synthetic``.
 """
 from __future__ import annotations
 
@@ -45,6 +19,8 @@ import torch.nn.functional as F
 from attacks.base import check_classifier
 from robust import noise
 from robust.errors import GradientUnavailableError, InputError
+from robust.gan.conditioning import Conditioning
+from robust.gan.latent import PROMPT_STREAM, LatentPrior, ZPrior, generator_device, prompt_prior, render_prompts, sample_z
 from robust.models import Classifier, frozen
 from robust.seeding import derive_seed
 from robust.validation import check_choice, check_number
@@ -57,12 +33,6 @@ TokenVerifier = Callable[[torch.Tensor], Mapping[str, torch.Tensor]]
 #: ``images01 -> {group: log-probabilities [N, tokens of the group]}``, differentiable in the images.
 TokenScorer = Callable[[torch.Tensor], Mapping[str, torch.Tensor]]
 
-# Calibration sizes of the W prior: prompts x latents for the class means, and held-out samples.
-_MEAN_SAMPLES = 64
-_FIT_PROMPTS = 32
-_CALIBRATION_PROMPTS = 256
-_CALIBRATION_PER_PROMPT = 8
-_SHRINKAGE = 0.05
 # Codes are pulled this far inside the prior's acceptance region, so that a verified code keeps
 # some margin to the boundary the final check uses.
 _PROJECTION_MARGIN = 0.9
@@ -176,171 +146,39 @@ def class_indices(classifier: Classifier, class_tokens: Sequence[str], name: str
                      ", ".join(names[:10]))
 
 
-# -- the in-distribution prior ---------------------------------------------------------------------
+# -- the in-distribution prior -----------------------------------------------------------------------
 
-def chi2_cdf(x: torch.Tensor, dof: int) -> torch.Tensor:
-    """CDF of the chi-square distribution with ``dof`` degrees of freedom (float64 maths)."""
-    return torch.special.gammainc(torch.tensor(dof / 2.0, dtype=torch.float64), x.double().clamp_min(0) / 2.0)
+@dataclass
+class _SpacePrior:
+    """The in-distribution check of one search space: :class:`ZPrior` for ``z``, the prompt's
+    :class:`LatentPrior` (:func:`robust.gan.latent.prompt_prior`) for ``w`` / ``w+``."""
 
+    space: str
+    alpha: float
+    z: ZPrior | None = None
+    w: LatentPrior | None = None
 
-def chi2_quantile(p: float, dof: int) -> float:
-    """Inverse CDF of the chi-square distribution, by bisection."""
-    lo, hi = 0.0, float(dof) + 40.0 * math.sqrt(2.0 * dof) + 40.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if float(chi2_cdf(torch.tensor(mid), dof)) < p:
-            lo = mid
-        else:
-            hi = mid
-    return 0.5 * (lo + hi)
-
-
-def ks_statistic(z: torch.Tensor) -> torch.Tensor:
-    """Kolmogorov-Smirnov distance between each row's coordinates and the standard normal, ``[N]``."""
-    n = z.shape[1]
-    values = torch.sort(z.double(), dim=1).values
-    cdf = torch.special.ndtr(values)
-    upper = torch.arange(1, n + 1, dtype=torch.float64, device=z.device) / n
-    lower = torch.arange(0, n, dtype=torch.float64, device=z.device) / n
-    return torch.maximum((upper - cdf).abs(), (cdf - lower).abs()).amax(1)
-
-
-class LatentPrior:
-    """Whether codes are typical of the generator's prior, and how to pull them back when not.
-
-    ``z``: the norm's chi-square two-sided test and a Kolmogorov-Smirnov test of the coordinates
-    against N(0, 1), each at level ``alpha``; the score is the larger test statistic over its
-    critical value. ``w`` / ``w+``: the Mahalanobis distance of each layer's w from the mapping's
-    mean for the prompt, under the pooled within-prompt covariance; the critical value is the
-    ``1 - alpha`` quantile over fresh samples, and the score the largest layer's ``d^2`` over it.
-    A score <= 1 is in distribution; fresh samples pass with probability about ``1 - alpha``.
-    """
-
-    def __init__(self, G: Any, space: str, alpha: float = 0.01, *, seed: int = 0, truncation_psi: float = 1.0):
-        self.G = G
-        self.space = check_choice(space, "space", SPACES)
-        self.alpha = float(alpha)
-        self.seed = int(seed)
-        self.truncation_psi = float(truncation_psi)
-        self.device = G.mapping.w_avg.device if hasattr(G.mapping, "w_avg") else torch.device("cpu")
-        d = int(G.z_dim)
-        self.z_dim = d
-        self.norm_critical = float(torch.special.ndtri(torch.tensor(1.0 - self.alpha / 2.0, dtype=torch.float64)))
-        self.ks_critical = math.sqrt(-0.5 * math.log(self.alpha / 2.0)) / math.sqrt(d)
-        band = min(0.25, 5.0 * self.alpha)
-        self.radius_band = (math.sqrt(chi2_quantile(band / 2.0, d)), math.sqrt(chi2_quantile(1.0 - band / 2.0, d)))
-        self._means: dict[tuple[int, ...], torch.Tensor] = {}
-        self.precision: torch.Tensor | None = None
-        self.chol: torch.Tensor | None = None
-        self.threshold = float("nan")
-        if self.space != "z":
-            self._fit()
-
-    # -- W: class means, pooled covariance, calibrated threshold -----------------------------------
-
-    def _reference_z(self, n: int, stream: str) -> torch.Tensor:
-        seeds = torch.tensor([derive_seed(self.seed, "sage-prior", stream, i) for i in range(n)], dtype=torch.int64)
-        return noise.normal(seeds, (self.z_dim,)).to(self.device)
-
-    def _prompt_seeds(self, n: int, stream: str) -> torch.Tensor:
-        return torch.tensor([derive_seed(self.seed, "sage-prior-prompt", stream, i) for i in range(n)], dtype=torch.int64)
-
-    @torch.no_grad()
-    def _map(self, z: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        c = encode_tokens(self.G, tokens)
-        return self.G.mapping(z, c, truncation_psi=self.truncation_psi)[:, 0].float()
-
-    @torch.no_grad()
-    def means(self, tokens: torch.Tensor) -> torch.Tensor:
-        """The mapping's mean w for each row's prompt ``[N, w_dim]`` (cached per distinct prompt)."""
-        keys = [tuple(int(v) for v in row) for row in tokens.tolist()] if tokens.numel() else [() for _ in range(tokens.shape[0])]
-        missing = sorted({k for k in keys if k not in self._means})
-        if missing:
-            ref = self._reference_z(_MEAN_SAMPLES, "means")
-            for start in range(0, len(missing), 64):
-                part = missing[start: start + 64]
-                rows = torch.tensor(part, dtype=torch.long).reshape(len(part), -1)
-                w = self._map(ref.repeat(len(part), 1), rows.repeat_interleave(_MEAN_SAMPLES, 0).to(self.device))
-                for key, mean in zip(part, w.reshape(len(part), _MEAN_SAMPLES, -1).mean(1)):
-                    self._means[key] = mean
-        return torch.stack([self._means[k] for k in keys]).to(self.device)
-
-    def _fit(self) -> None:
-        fit_tokens = random_tokens(self.G, self._prompt_seeds(_FIT_PROMPTS, "fit")).to(self.device)
-        z = self._reference_z(_FIT_PROMPTS * _MEAN_SAMPLES, "fit")
-        rows = fit_tokens.repeat_interleave(_MEAN_SAMPLES, 0)
-        residual = (self._map(z, rows) - self.means(rows)).double()
-        cov = residual.T @ residual / max(1, residual.shape[0] - _FIT_PROMPTS)
-        d = cov.shape[0]
-        ridge = (torch.trace(cov) / d).clamp_min(1e-12) * torch.eye(d, dtype=cov.dtype, device=cov.device)
-        cov = (1.0 - _SHRINKAGE) * cov + _SHRINKAGE * ridge
-        self.chol = torch.linalg.cholesky(cov).float()
-        self.precision = torch.cholesky_inverse(torch.linalg.cholesky(cov)).float()
-        n = _CALIBRATION_PROMPTS * _CALIBRATION_PER_PROMPT
-        cal_tokens = random_tokens(self.G, self._prompt_seeds(_CALIBRATION_PROMPTS, "calibrate")).to(self.device)
-        cal_rows = cal_tokens.repeat_interleave(_CALIBRATION_PER_PROMPT, 0)
-        w = self._map(self._reference_z(n, "calibrate"), cal_rows)
-        d2 = self._d2(w[:, None], cal_rows)[:, 0]
-        self.threshold = float(torch.quantile(d2.double(), 1.0 - self.alpha))
-
-    def _d2(self, ws: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """Mahalanobis ``d^2`` of every layer ``[N, L]`` from the prompt's mean."""
-        diff = ws.float() - self.means(tokens)[:, None]
-        return torch.einsum("nld,de,nle->nl", diff, self.precision, diff)
-
-    # -- scores and projections --------------------------------------------------------------------
+    @classmethod
+    def fit(cls, G: Any, space: str, alpha: float, *, seed: int, truncation_psi: float) -> _SpacePrior:
+        if check_choice(space, "space", SPACES) == "z":
+            return cls(space, float(alpha), z=ZPrior(int(G.z_dim), alpha))
+        return cls(space, float(alpha), w=prompt_prior(G, alpha, seed=seed, truncation_psi=truncation_psi))
 
     def score(self, z: torch.Tensor, ws: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """In-distribution score ``[N]`` (<= 1: in distribution) of the codes that made ``ws``."""
-        with torch.no_grad():
-            if self.space == "z":
-                dof = z.shape[1]
-                cdf = chi2_cdf(z.detach().square().sum(1), dof).clamp(1e-300, 1 - 1e-16)
-                norm_stat = torch.special.ndtri(cdf).abs() / self.norm_critical
-                return torch.maximum(norm_stat, ks_statistic(z.detach()) / self.ks_critical).float()
-            return (self._d2(ws.detach(), tokens).amax(1) / self.threshold).float()
-
-    def project_z(self, z: torch.Tensor) -> torch.Tensor:
-        """Norms pulled into the band holding the central ``1 - 5 alpha`` of the chi-square mass."""
-        norms = z.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        lo, hi = self.radius_band
-        return z * (norms.clamp(lo, hi) / norms)
-
-    def project_w(self, ws: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """Each layer's w moved towards the prompt's mean until ``d^2 <= margin * threshold``."""
-        mean = self.means(tokens)[:, None]
-        d2 = self._d2(ws, tokens)
-        limit = _PROJECTION_MARGIN * self.threshold
-        scale = torch.where(d2 > limit, (limit / d2.clamp_min(1e-12)).sqrt(), torch.ones_like(d2))
-        return mean + (ws - mean) * scale[..., None]
-
-    def whiten_step(self, grad: torch.Tensor) -> torch.Tensor:
-        """A unit ascent step in whitened coordinates, mapped back: ``L u / |u|`` with ``u = L^T g`` (per row)."""
-        u = torch.einsum("dk,nld->nlk", self.chol, grad)
-        u = u / u.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None]
-        return torch.einsum("dk,nlk->nld", self.chol, u)
+        return self.z.score(z) if self.w is None else self.w.score(ws, tokens)
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"space": self.space, "alpha": self.alpha}
-        if self.space == "z":
-            out.update({"test": "chi-square norm + Kolmogorov-Smirnov", "radius_band": list(self.radius_band),
-                        "ks_critical": self.ks_critical})
+        if self.w is None:
+            out.update({"test": "chi-square norm + Kolmogorov-Smirnov", "radius_band": list(self.z.radius_band),
+                        "ks_critical": self.z.ks_critical})
         else:
-            out.update({"test": "Mahalanobis distance to the prompt's mean w", "threshold_d2": self.threshold})
+            out.update({"test": "Mahalanobis distance to the prompt's mean w", "threshold_d2": self.w.radius})
         return out
 
 
-# -- the generator as SAGE drives it ---------------------------------------------------------------
-
-def groups_of(G: Any) -> list[tuple[str, list[str]]]:
-    cond = getattr(G, "conditioning", None)
-    if cond is None or not cond.groups:
-        raise InputError("generator", "a conditional generator whose conditioning has a 'class' group (the prompt)",
-                         "an unconditional generator")
-    if CLASS_GROUP not in cond.names:
-        raise InputError("generator conditioning", "a 'class' token group", ", ".join(cond.names))
-    return [(name, list(tokens)) for name, tokens in cond.groups]
-
+# -- prompts -------------------------------------------------------------------------------------------
 
 def default_search_groups(names: Sequence[str]) -> list[str]:
     """The attribute groups; the class group only when there is nothing else.
@@ -351,42 +189,6 @@ def default_search_groups(names: Sequence[str]) -> list[str]:
     """
     attributes = [g for g in names if g != CLASS_GROUP]
     return attributes or [CLASS_GROUP]
-
-
-def encode_tokens(G: Any, tokens: torch.Tensor) -> torch.Tensor:
-    """Token indices ``[N, groups]`` (in the conditioning's group order) -> one-hot ``c [N, c_dim]``."""
-    cond = G.conditioning
-    return cond.encode({name: tokens[:, i] for i, name in enumerate(cond.names)}).to(tokens.device)
-
-
-def random_tokens(G: Any, seeds: torch.Tensor) -> torch.Tensor:
-    """Uniform token indices ``[N, groups]``, one independent draw per seed."""
-    sizes = torch.tensor([len(tokens) for _, tokens in G.conditioning.groups], dtype=torch.float32)
-    u = noise.uniform(seeds, (len(sizes),), stream=3)
-    return (u * sizes).floor().long().clamp_max((sizes - 1).long())
-
-
-def render(G: Any, tokens: torch.Tensor, z: torch.Tensor, delta: torch.Tensor | None, c: torch.Tensor | None = None, *,
-           truncation_psi: float = 1.0, noise_mode: str = "const") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(images in [0, 1], ws, mapped ws)`` of prompts and codes; ``delta`` ``[N, 1 | num_ws, w_dim]`` is added to the mapping's ws."""
-    if c is None:
-        c = encode_tokens(G, tokens)
-    mapped = G.mapping(z, c, truncation_psi=truncation_psi)
-    ws = mapped if delta is None else mapped + delta
-    images = G.to_unit(G.synthesis(ws, noise_mode=noise_mode))
-    return images, ws, mapped
-
-
-def describe_tokens(groups: Sequence[tuple[str, Sequence[str]]], row: Sequence[int]) -> dict[str, str]:
-    return {name: tokens[int(v)] for (name, tokens), v in zip(groups, row)}
-
-
-def parse_prompt(G: Any, prompt: Mapping[str, Any] | str) -> dict[str, int]:
-    """``{"class": "square", "texture": 1}`` or ``"class=square,texture=stripes"`` -> ``{group: index}``."""
-    cond = G.conditioning
-    if isinstance(prompt, str):
-        return cond.parse(prompt)
-    return {str(g): cond.index(str(g), t if isinstance(t, str) else int(t)) for g, t in prompt.items()}
 
 
 # -- the verdict on one batch ------------------------------------------------------------------------
@@ -617,20 +419,48 @@ def sage_search(
 ) -> SageResult:
     """Search the generator's prompt and latent space for verified failures of ``model``.
 
+    After "Discovering Failure Modes of Text-guided Diffusion Models via Adversarial Search" (SAGE),
+    for our StyleGAN2-ADA: a *prompt* is the generator's conditioning (the class token plus any
+    attribute tokens, :class:`robust.gan.Conditioning`), a *latent* is ``z``, ``w`` or ``W+``. Search
+    chains start from random ``(prompt, z)`` samples and climb the model's loss for the prompt's
+    class by normalised gradient steps on the latent, interleaved with greedy coordinate steps on the
+    prompt (candidate token swaps ranked by the gradient of the continuous relaxation of the one-hot
+    conditioning, the best one evaluated and kept), while
+
+    * an **oracle** ensemble must still assign the prompt's class with probability >=
+      ``oracle_threshold`` (a penalty in the objective, a hard check at the end): the surrogate that
+      keeps failures real rather than adversarial noise;
+    * an optional **token verifier** must still see the prompt's attribute tokens (an optional
+      differentiable token scorer adds the matching penalty to the objective);
+    * the code stays **in distribution**: ``z`` keeps a chi-square norm band and passes a
+      Kolmogorov-Smirnov test of Gaussianity (:class:`robust.gan.latent.ZPrior`); ``w`` / ``W+``
+      stay inside the Mahalanobis ball that holds ``1 - alpha`` of the mapping network's outputs for
+      the prompt (:func:`robust.gan.latent.prompt_prior`).
+
+    A chain that reaches a verified failure records it and restarts from a fresh sample; a chain
+    that finds none within ``steps`` restarts too, and so does one whose further steps have so far
+    found failures less cheaply than fresh samples do (``adaptive_restart``). The budget is counted
+    in generator queries (images synthesised; a gradient step is one query per chain, every
+    evaluated prompt candidate one more) and wall time. ``method="random"`` is the baseline: fresh
+    random samples under the same checks.
+
     ``generator``: a conditional :class:`robust.gan.Generator` with a ``class`` token group.
     ``model``/``oracles``: :class:`Classifier` s whose class names include the class tokens (or
     numbered outputs in token order). ``token_verifier(images) -> {group: token index}`` checks
     attribute tokens; ``token_scorer(images) -> {group: log-probabilities}`` (differentiable) adds
     the penalty that keeps them rendered during the search, as the oracle's does for the class.
     ``overrides`` replace fields of ``config``. Deterministic by ``seed`` (and the configuration)
-    unless ``budget_seconds`` stops it first.
+    unless ``budget_seconds`` stops it first. Typical use::
+
+        result = sage_search(G, model, [oracle], SageConfig(budget_queries=2000, space="w"), seed=0)
+        modes = attacks.sage_modes.failure_modes(result)
     """
     unknown = set(overrides) - SageConfig.field_names()
     if unknown:
         raise InputError("search options", "fields of SageConfig", sorted(unknown))
     config = replace(config or SageConfig(), **overrides) if overrides else (config or SageConfig())
     model, oracles = _check_models(model, oracles, config.method)
-    groups = groups_of(generator)
+    groups = Conditioning.of(generator, CLASS_GROUP).groups
     names = [g for g, _ in groups]
     class_tokens = groups[names.index(CLASS_GROUP)][1]
     search_groups = default_search_groups(names) if config.search_groups is None else list(config.search_groups)
@@ -639,8 +469,9 @@ def sage_search(
             raise InputError("search_groups", "groups of the generator's conditioning (" + ", ".join(names) + ")", g)
     judge = Judge(model, oracles, class_tokens, token_verifier, names, config.oracle_threshold, config.min_confidence,
                   token_scorer)
-    prior = LatentPrior(generator, config.space, config.alpha, seed=derive_seed(seed, "sage-prior"), truncation_psi=config.truncation_psi)
-    fixed = [parse_prompt(generator, p) for p in config.prompts] if config.prompts else None
+    prior = _SpacePrior.fit(generator, config.space, config.alpha, seed=derive_seed(seed, "sage-prior"),
+                            truncation_psi=config.truncation_psi)
+    fixed = [generator.conditioning.parse(p) for p in config.prompts] if config.prompts else None
     with ExitStack() as stack:
         net = stack.enter_context(model.eval_mode())
         stack.enter_context(frozen(net if model.has_gradients else None))
@@ -664,7 +495,7 @@ def random_search(generator: Any, model: Any, oracles: Classifier | Sequence[Cla
 class _Search:
     """One run of :func:`sage_search` (state kept on the object so the loop reads as the algorithm)."""
 
-    def __init__(self, G: Any, judge: Judge, prior: LatentPrior, config: SageConfig, seed: int,
+    def __init__(self, G: Any, judge: Judge, prior: _SpacePrior, config: SageConfig, seed: int,
                  groups: list[tuple[str, list[str]]], search_groups: list[str], fixed: list[dict[str, int]] | None,
                  net: torch.nn.Module | None, oracle_nets: list[torch.nn.Module | None], progress: bool | None):
         self.G, self.judge, self.prior, self.cfg, self.seed = G, judge, prior, config, int(seed)
@@ -674,7 +505,7 @@ class _Search:
         self.fixed = fixed
         self.net, self.oracle_nets = net, oracle_nets
         self.progress = progress
-        self.device = G.mapping.w_avg.device if hasattr(G.mapping, "w_avg") else torch.device("cpu")
+        self.device = generator_device(G)
         self.gradient = config.method == "gradient"
         self.layers = 0 if config.space == "z" else (1 if config.space == "w" else int(G.num_ws))
         self.failures: list[Failure] = []
@@ -701,8 +532,8 @@ class _Search:
         self.next_chain += n
         self.counts["chains"] += n
         seeds = torch.tensor([derive_seed(self.seed, "sage-chain", int(i)) for i in ids], dtype=torch.int64)
-        z = noise.normal(seeds, (int(self.G.z_dim),)).to(self.device)
-        tokens = random_tokens(self.G, seeds)
+        z = sample_z(self.G, seeds)
+        tokens = self.G.conditioning.rows(self.G.conditioning.sample(seeds, stream=PROMPT_STREAM))
         if self.fixed:
             for row, chain in enumerate(ids.tolist()):
                 for group, value in self.fixed[chain % len(self.fixed)].items():
@@ -723,7 +554,7 @@ class _Search:
     def _evaluate(self, tokens: torch.Tensor, z: torch.Tensor, delta: torch.Tensor | None, c: torch.Tensor | None = None,
                   ) -> tuple[torch.Tensor, torch.Tensor, _Verdict]:
         cfg = self.cfg
-        images, ws, _ = render(self.G, tokens, z, delta, c, truncation_psi=cfg.truncation_psi, noise_mode=cfg.noise_mode)
+        images, ws, _ = render_prompts(self.G, tokens, z, delta, c, truncation_psi=cfg.truncation_psi, noise_mode=cfg.noise_mode)
         self.queries += images.shape[0]
         labels = tokens[:, self.judge.class_col]
         logits = self.judge.model_logits(self.net, images)
@@ -779,7 +610,7 @@ class _Search:
             label = int(tokens[r, self.judge.class_col])
             pred = int(v.prediction[r])
             self.failures.append(Failure(
-                tokens=describe_tokens(self.groups, tokens[r].tolist()),
+                tokens=self.G.conditioning.token_names(tokens[r].tolist()),
                 token_ids=[int(t) for t in tokens[r].tolist()],
                 label=label,
                 label_name=self.class_tokens[label],
@@ -822,12 +653,12 @@ class _Search:
         with torch.no_grad():
             if self.layers == 0:
                 step = grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-12)
-                chains.z = self.prior.project_z(chains.z + cfg.step_size * math.sqrt(chains.z.shape[1]) * step)
+                chains.z = self.prior.z.project(chains.z + cfg.step_size * math.sqrt(chains.z.shape[1]) * step)
                 return
             scale = cfg.step_size * math.sqrt(grad.shape[-1] * grad.shape[1])
-            delta = chains.delta + scale * self.prior.whiten_step(grad)
+            delta = chains.delta + scale * self.prior.w.whiten_step(grad)
             mapped_layers = mapped.detach()[:, : self.layers] if self.layers > 1 else mapped.detach()[:, :1]
-            ws = self.prior.project_w(mapped_layers + delta, chains.tokens)
+            ws = self.prior.w.project(mapped_layers + delta, chains.tokens, margin=_PROJECTION_MARGIN)
             chains.delta = ws - mapped_layers
 
     def _prompt_step(self, chains: _Chains, rows: torch.Tensor, grad_c: torch.Tensor, current: torch.Tensor,
@@ -947,7 +778,7 @@ class _Search:
             return self._new_chains(n)
 
         latent = (chains.z if self.layers == 0 else chains.delta).detach().requires_grad_(True)
-        c = encode_tokens(self.G, chains.tokens).detach().requires_grad_(prompt_rows.numel() > 0)
+        c = self.G.conditioning.encode(chains.tokens).detach().requires_grad_(prompt_rows.numel() > 0)
         with torch.enable_grad():
             z = latent if self.layers == 0 else chains.z
             delta = None if self.layers == 0 else latent
@@ -1074,14 +905,15 @@ def failure_regions(
     """
     model, oracles = _check_models(model, oracles, "random")
     cfg = result.config
-    groups = groups_of(generator)
+    groups = Conditioning.of(generator, CLASS_GROUP).groups
     names = [g for g, _ in groups]
     indices = list(range(len(result.failures))) if indices is None else [int(i) for i in indices]
     radii = [float(check_number(r, "radii", low=0)) for r in radii]
     samples = int(check_number(samples, "samples", low=1, integer=True))
     judge = Judge(model, oracles, groups[names.index(CLASS_GROUP)][1], token_verifier, names, cfg.oracle_threshold, cfg.min_confidence)
-    prior = LatentPrior(generator, cfg.space, cfg.alpha, seed=derive_seed(result.seed, "sage-prior"), truncation_psi=cfg.truncation_psi)
-    device = prior.device
+    root = None if cfg.space == "z" else prompt_prior(generator, cfg.alpha, seed=derive_seed(result.seed, "sage-prior"),
+                                                      truncation_psi=cfg.truncation_psi).root
+    device = generator_device(generator)
     # One row per (failure, radius, sample).
     plan = [(i, j, s) for i in indices for j in range(len(radii)) for s in range(samples)]
     hits = torch.zeros(len(indices), len(radii), dtype=torch.float64)
@@ -1103,10 +935,10 @@ def failure_regions(
             delta = torch.stack([f.delta for f in fails]).to(device)
             u = noise.normal(seeds, (delta.shape[-1],)).to(device)
             u = u / u.norm(dim=1, keepdim=True).clamp_min(1e-12)
-            step = (prior.chol @ u.T).T * (r * math.sqrt(delta.shape[-1]))[:, None]
+            step = (root @ u.T).T * (r * math.sqrt(delta.shape[-1]))[:, None]
             delta = delta + step[:, None, :]
         with torch.no_grad():
-            images, _, _ = render(generator, tokens, z, delta, truncation_psi=cfg.truncation_psi, noise_mode=cfg.noise_mode)
+            images, _, _ = render_prompts(generator, tokens, z, delta, truncation_psi=cfg.truncation_psi, noise_mode=cfg.noise_mode)
             verdict = judge.check(images, tokens)
         queries += images.shape[0]
         ok = (verdict["fooled"] & verdict["oracle_ok"] & verdict["tokens_ok"]).float().cpu()

@@ -18,10 +18,13 @@ from typing import Any
 
 import torch
 
-from attacks.sage import CLASS_GROUP, SageResult, class_indices, groups_of, render
+from attacks.sage import CLASS_GROUP, SageResult, class_indices
 from attacks.sage_modes import FailureMode
 from robust.errors import FileFormatError, InputError
-from robust.io import fingerprint_tensors, read_json, write_json, write_text
+from robust.gan.conditioning import Conditioning
+from robust.gan.encoder import generator_fingerprint
+from robust.gan.latent import render_prompts
+from robust.io import read_json, write_json, write_text
 from robust.models import Classifier, load_classifier
 from robust.results import metric_key
 
@@ -31,10 +34,6 @@ MODEL_ENV = "ROBUST_SAGE_MODEL"
 
 class RegressionFailure(AssertionError):
     """A replayed SAGE case still fails: the message lists every image the model gets wrong."""
-
-
-def generator_fingerprint(G: torch.nn.Module) -> str:
-    return fingerprint_tensors(*[t for _, t in sorted(G.state_dict().items())])
 
 
 @dataclass
@@ -99,8 +98,9 @@ class RegressionCase:
         if found != self.generator_fingerprint:
             raise InputError("generator", f"the generator the case was exported with (fingerprint {self.generator_fingerprint})",
                              f"fingerprint {found}")
-        if [(g, list(t)) for g, t in groups_of(generator)] != [(g, list(t)) for g, t in self.groups]:
-            raise InputError("generator conditioning", "the case's token groups", groups_of(generator))
+        groups = Conditioning.of(generator, CLASS_GROUP).groups
+        if [(g, list(t)) for g, t in groups] != [(g, list(t)) for g, t in self.groups]:
+            raise InputError("generator conditioning", "the case's token groups", groups)
         return generator
 
     @torch.no_grad()
@@ -114,7 +114,7 @@ class RegressionCase:
         delta = self.delta.to(device) if self.delta is not None else None
         was = G.training
         G.eval()
-        images, _, _ = render(G, tokens, self.z.to(device), delta, truncation_psi=self.truncation_psi, noise_mode=self.noise_mode)
+        images, _, _ = render_prompts(G, tokens, self.z.to(device), delta, truncation_psi=self.truncation_psi, noise_mode=self.noise_mode)
         G.train(was)
         return images, tokens[:, names.index(CLASS_GROUP)]
 

@@ -19,7 +19,8 @@ from robust.data import ImageSet
 from robust.errors import GradientUnavailableError, InputError
 from robust.gan.codes_cache import CodeSet
 from robust.gan.directions import Directions, token_codes
-from robust.gan.inversion import check_expand_res, check_ws, invert_batch, latent_stats, synthesize
+from robust.gan.inversion import invert_batch
+from robust.gan.latent import check_expand_res, check_ws, latent_stats, synthesize
 from robust.gan.networks import Generator
 from robust.io import fingerprint_tensors
 from robust.models import Classifier

@@ -11,7 +11,6 @@ from robust.gan.directions import (
     DIRECTION_FINDERS,
     Directions,
     HouseholderProjector,
-    RealismCheck,
     class_safe_ranges,
     find_directions,
     householder_directions,
@@ -23,7 +22,7 @@ from robust.gan.directions import (
     train_judge,
     traversal,
 )
-from robust.gan.inversion import latent_stats, sample_ws
+from robust.gan.latent import latent_stats, sample_ws
 
 from gan_helpers import tiny_generator
 
@@ -107,10 +106,10 @@ def test_calibrated_ranges_stop_where_images_stop_looking_real(G, stats):
     spread = stats.spread(found.vectors)
     assert bool((found.ranges[:, 0] <= 0).all() & (found.ranges[:, 1] >= 0).all())
     assert bool((found.ranges.abs().amax(1) <= 4.0 * spread + 1e-5).all())
-    check = RealismCheck.fit(G, stats, n=64)
+    check = stats.with_images(G, n=64)
     ws, _ = sample_ws(G, 16, seed=4)
-    usual = check(G, ws)
-    far = check(G, found.apply(ws, found.along(0, torch.full((16,), 50.0 * float(spread[0])))))
+    usual = check.realistic(G, ws)
+    far = check.realistic(G, found.apply(ws, found.along(0, torch.full((16,), 50.0 * float(spread[0])))))
     assert float(usual.float().mean()) > 0.8 and not bool(far.any())
 
 

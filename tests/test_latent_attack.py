@@ -8,7 +8,7 @@ from torch import nn
 from attacks.latent import direction_attack
 from robust.errors import GradientUnavailableError, InputError
 from robust.gan.directions import find_directions, select_directions
-from robust.gan.inversion import latent_stats, sample_ws, synthesize
+from robust.gan.latent import latent_stats, sample_ws, synthesize
 from robust.models import Classifier
 
 from gan_helpers import tiny_generator

@@ -15,7 +15,7 @@ from robust.data import ImageSet
 from robust.errors import InputError
 from robust.gan.codes_cache import CodeSet
 from robust.gan.directions import Directions, find_directions
-from robust.gan.inversion import latent_stats, sample_ws, synthesize
+from robust.gan.latent import latent_stats, sample_ws, synthesize
 from robust.models import Classifier
 from robust.testing import RobustnessFailure, assert_invariant
 from robust.transforms import Transform

@@ -11,7 +11,7 @@ from robust.gan.codes_cache import CodeSet
 from robust.transforms import Transform
 from robust.errors import InputError
 from robust.gan.directions import find_directions
-from robust.gan.inversion import latent_stats, sample_ws, synthesize
+from robust.gan.latent import latent_stats, sample_ws, synthesize
 from robust.models import Classifier
 from robust.seeding import derive_seed
 

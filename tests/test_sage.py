@@ -16,17 +16,12 @@ import pytest
 import torch
 from torch import nn
 
-from attacks.sage import (
-    LatentPrior,
-    SageConfig,
-    failure_regions,
-    random_search,
-    sage_search,
-)
+from attacks.sage import SageConfig, failure_regions, random_search, sage_search
 from attacks.sage_modes import failure_modes
 from attacks.sage_regression import RegressionCase, RegressionFailure, export_regression
 from robust.errors import InputError
 from robust.gan import Conditioning, Generator, preset, save_generator
+from robust.gan.latent import ZPrior, prompt_prior
 from robust.models import Classifier
 
 CLASSES = ["c0", "c1", "c2", "c3"]
@@ -232,17 +227,15 @@ def test_prior_passes_fresh_samples_and_rejects_atypical_codes(world):
     z = torch.randn(1000, G.z_dim, generator=gen)
     tokens = torch.stack([torch.randint(0, 4, (1000,), generator=gen), torch.randint(0, 4, (1000,), generator=gen)], 1)
     ws = G.mapping(z, G.conditioning.encode({"class": tokens[:, 0], "texture": tokens[:, 1]}))
-    for space in ("z", "w"):
-        prior = LatentPrior(G, space, alpha=0.01, seed=0)
-        passed = float((prior.score(z, ws, tokens) <= 1).float().mean())
+    z_prior, w_prior = ZPrior(G.z_dim, alpha=0.01), prompt_prior(G, alpha=0.01, seed=0)
+    for space, scores in (("z", z_prior.score(z)), ("w", w_prior.score(ws, tokens))):
+        passed = float((scores <= 1).float().mean())
         assert passed >= 0.95, (space, passed)
-    z_prior = LatentPrior(G, "z", alpha=0.01)
     spiky = torch.zeros(4, G.z_dim)
     spiky[:, 0] = math.sqrt(G.z_dim)  # the right norm, but not Gaussian coordinates
-    assert bool((z_prior.score(spiky, ws[:4], tokens[:4]) > 1).all())
-    assert bool((z_prior.score(z[:4] * 3, ws[:4], tokens[:4]) > 1).all())
-    w_prior = LatentPrior(G, "w", alpha=0.01)
-    assert bool((w_prior.score(z[:4], ws[:4] + 20.0, tokens[:4]) > 1).all())
+    assert bool((z_prior.score(spiky) > 1).all())
+    assert bool((z_prior.score(z[:4] * 3) > 1).all())
+    assert bool((w_prior.score(ws[:4] + 20.0, tokens[:4]) > 1).all())
 
 
 def test_failure_regions_measure_how_far_failures_persist(world):

@@ -92,17 +92,59 @@ def train(data_spec: str, n: int | None, condition: str, preset_name: str, overr
 
     Example: robust gan train --data synthetic:generator --condition class,texture,fill,mark --preset synthetic32 --kimg 300 --out runs/demo
     """
-    import torch
+    import os
 
     from robust.data import load_dataset
     from robust.gan.presets import preset
-    from robust.gan.training import Trainer, distributed_env, latest_snapshot, prepare_data
-    from robust.seeding import resolve_device
+    from robust.gan.training import prepare_data
 
     if init_path is not None and resume is not None:
         raise click.BadParameter("--init starts a new run from a generator; --resume continues a run: give one", param_hint="--init")
     if init_discriminator is not None and init_path is None:
         raise click.BadParameter("needs --init (the generator it goes with)", param_hint="--init-discriminator")
+    dev, rank, world = _start_processes(gpus, threads, device)
+    config = preset(preset_name, **_overrides(overrides))
+    groups = [] if condition.strip().lower() in ("", "none") else [g.strip() for g in condition.split(",") if g.strip()]
+    dataset = load_dataset(data_spec, n=n, seed=seed)
+    data = prepare_data(dataset, groups, resolution=config.resolution)
+    metrics = _build_metrics(metric_names, data_spec, dataset, dev, seed, metric_samples) if rank == 0 else {}
+    trainer, resume_path = _trainer(config, data, seed, dev, metrics, rank, world, resume=resume, overrides=_overrides(overrides),
+                                    new_data=new_data, init_path=init_path, init_discriminator=init_discriminator)
+    total = kimg if kimg is not None else trainer.config.kimg
+    command = command_line(world)
+    trainer.runs.append({"command": command, "hardware": hardware(dev), "world_size": world,
+                         "load_average_at_start": round(os.getloadavg()[0], 1),
+                         "from_kimg": trainer.cur_nimg / 1000, "started": time.strftime("%Y-%m-%d %H:%M")})
+    if rank == 0:
+        click.echo(f"{data.name}: {len(data)} images {data.resolution}x{data.resolution}, conditioning {data.conditioning}; "
+                   f"preset {trainer.config.name}; G {sum(p.numel() for p in trainer.G.parameters()):,} params, "
+                   f"D {sum(p.numel() for p in trainer.D.parameters()):,}; {hardware(dev)}; "
+                   f"from kimg {trainer.cur_nimg / 1000:.1f} to {total:g}", err=True)
+    bar = progress(total=round(total * 1000), desc="gan", unit="img", disable=None if show_progress is None else not show_progress)
+    bar.update(trainer.cur_nimg)
+    try:
+        history = trainer.run(total, out_dir=out, snapshot_kimg=snapshot_kimg, on_step=_progress_hook(bar),
+                              max_seconds=minutes * 60 if minutes else None)
+    finally:
+        bar.close()
+    if rank != 0:
+        return
+    final = history[-1] if history else {}
+    click.echo("final: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in final.items()))
+    if export:
+        provenance = {"command": command, "hardware": hardware(dev), "world_size": world,
+                      "data": {"spec": data_spec, "name": data.name, "n": len(data), "fingerprint": data.fingerprint},
+                      "resumed_from": str(resume_path) if resume_path else None, "metrics": {k: v for k, v in final.items()}}
+        _export_trained(trainer, export, provenance)
+
+
+def _start_processes(gpus: int, threads: int | None, device: str) -> tuple[Any, int, int]:
+    """``(device, rank, world size)``: re-launched under torchrun for several GPUs, the process group joined."""
+    import torch
+
+    from robust.gan.training import distributed_env
+    from robust.seeding import resolve_device
+
     rank, world, local_rank = distributed_env()
     if gpus > 1 and world == 1:
         _relaunch_distributed(gpus)
@@ -119,40 +161,34 @@ def train(data_spec: str, n: int | None, condition: str, preset_name: str, overr
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    config = preset(preset_name, **_overrides(overrides))
-    groups = [] if condition.strip().lower() in ("", "none") else [g.strip() for g in condition.split(",") if g.strip()]
-    dataset = load_dataset(data_spec, n=n, seed=seed)
-    data = prepare_data(dataset, groups, resolution=config.resolution)
-    metrics = _build_metrics(metric_names, data_spec, dataset, dev, seed, metric_samples) if rank == 0 else {}
-    resume_path = None
-    if resume is not None:
-        resume_path = Path(resume)
-        if resume_path.is_dir():
-            resume_path = latest_snapshot(resume_path)
-            if resume_path is None:
-                raise click.BadParameter(f"no snapshot-*.safetensors in {resume}", param_hint="--resume")
-        trainer = Trainer.resume(resume_path, data, device=dev, metrics=metrics, rank=rank, world_size=world,
-                                 config_overrides=_overrides(overrides) or None, check_data=not new_data)
-    else:
+    return dev, rank, world
+
+
+def _trainer(config: Any, data: Any, seed: int, dev: Any, metrics: dict[str, Any], rank: int, world: int, *, resume: str | None,
+             overrides: dict[str, Any], new_data: bool, init_path: str | None, init_discriminator: str | None) -> tuple[Any, Path | None]:
+    """A trainer resumed from ``resume`` (a snapshot or a run folder) or a new one (from ``init_path``
+    when given), and the snapshot it resumed."""
+    from robust.gan.training import Trainer, latest_snapshot
+
+    if resume is None:
         trainer = Trainer(config, data, seed=seed, device=dev, metrics=metrics, rank=rank, world_size=world)
         if init_path is not None:
             from robust.gan.checkpoint import DEMO_GENERATOR
 
             trainer.initialise_from(DEMO_GENERATOR if init_path == "demo" else init_path, init_discriminator)
-    total = kimg if kimg is not None else trainer.config.kimg
-    command = command_line(world)
-    import os
+        return trainer, None
+    resume_path = Path(resume)
+    if resume_path.is_dir():
+        resume_path = latest_snapshot(resume_path)
+        if resume_path is None:
+            raise click.BadParameter(f"no snapshot-*.safetensors in {resume}", param_hint="--resume")
+    trainer = Trainer.resume(resume_path, data, device=dev, metrics=metrics, rank=rank, world_size=world,
+                             config_overrides=overrides or None, check_data=not new_data)
+    return trainer, resume_path
 
-    trainer.runs.append({"command": command, "hardware": hardware(dev), "world_size": world,
-                         "load_average_at_start": round(os.getloadavg()[0], 1),
-                         "from_kimg": trainer.cur_nimg / 1000, "started": time.strftime("%Y-%m-%d %H:%M")})
-    if rank == 0:
-        click.echo(f"{data.name}: {len(data)} images {data.resolution}x{data.resolution}, conditioning {data.conditioning}; "
-                   f"preset {trainer.config.name}; G {sum(p.numel() for p in trainer.G.parameters()):,} params, "
-                   f"D {sum(p.numel() for p in trainer.D.parameters()):,}; {hardware(dev)}; "
-                   f"from kimg {trainer.cur_nimg / 1000:.1f} to {total:g}", err=True)
-    bar = progress(total=round(total * 1000), desc="gan", unit="img", disable=None if show_progress is None else not show_progress)
-    bar.update(trainer.cur_nimg)
+
+def _progress_hook(bar: Any) -> Any:
+    """``on_step`` for :meth:`Trainer.run`: advance the bar, and show the losses at most once a second."""
     last = {"t": 0.0}
 
     def on_step(stats: Any) -> None:
@@ -163,27 +199,23 @@ def train(data_spec: str, n: int | None, condition: str, preset_name: str, overr
             s = stats.losses
             bar.set_postfix_str(f"kimg {stats.kimg:.1f} G {s.get('loss_G', 0):.3f} D {s.get('loss_D', 0):.3f} p {stats.p:.3f}")
 
-    try:
-        history = trainer.run(total, out_dir=out, snapshot_kimg=snapshot_kimg, on_step=on_step,
-                              max_seconds=minutes * 60 if minutes else None)
-    finally:
-        bar.close()
-    if rank != 0:
-        return
-    final = history[-1] if history else {}
-    click.echo("final: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in final.items()))
-    if export:
-        from robust.gan.checkpoint import save_generator
+    return on_step
 
-        extra = {
-            "command": command, "runs": trainer.runs, "seed": trainer.seed, "hardware": hardware(dev), "world_size": world,
-            "wall_seconds": round(trainer.wall_seconds, 1), "kimg": trainer.cur_nimg / 1000, "preset": trainer.config.to_dict(),
-            "data": {"spec": data_spec, "name": data.name, "n": len(data), "fingerprint": data.fingerprint},
-            "resumed_from": str(resume_path) if resume_path else None, "metrics": {k: v for k, v in final.items()},
-            "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
-        }
-        paths = save_generator(trainer.G_ema, export, extra)
-        click.echo(f"generator written to {paths[0]}")
+
+def _export_trained(trainer: Any, path: str, provenance: dict[str, Any]) -> None:
+    """Write the final EMA generator to ``path`` with the run's provenance."""
+    import torch
+
+    from robust.gan.checkpoint import save_generator
+
+    extra = {
+        "command": provenance["command"], "runs": trainer.runs, "seed": trainer.seed, "hardware": provenance["hardware"],
+        "world_size": provenance["world_size"], "wall_seconds": round(trainer.wall_seconds, 1), "kimg": trainer.cur_nimg / 1000,
+        "preset": trainer.config.to_dict(), "data": provenance["data"], "resumed_from": provenance["resumed_from"],
+        "metrics": provenance["metrics"], "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
+    }
+    paths = save_generator(trainer.G_ema, path, extra)
+    click.echo(f"generator written to {paths[0]}")
 
 
 def _build_metrics(names: str, data_spec: str, dataset: Any, device: Any, seed: int, n: int) -> dict[str, Any]:

@@ -7,8 +7,9 @@ from robust.gan.conditioning import Conditioning
 from robust.gan.networks import Discriminator, Generator, MappingNetwork, SynthesisNetwork
 from robust.gan.presets import PRESETS, GANConfig, preset
 from robust.gan.training import Trainer, TrainingData, prepare_data
-from robust.gan.inversion import InversionConfig, InversionResult, LatentStats, invert_batch, latent_stats, synthesize
-from robust.gan.encoder import Encoder, load_encoder, save_encoder, train_encoder
+from robust.gan.latent import LatentPrior, latent_stats, prompt_prior, sample_ws, synthesize
+from robust.gan.inversion import InversionConfig, InversionResult, invert_batch
+from robust.gan.encoder import Encoder, EncoderTraining, load_encoder, save_encoder, train_encoder
 from robust.gan.directions import DIRECTION_FINDERS, Directions, calibrate_ranges, find_directions, load_directions, score_directions, select_directions
 from robust.gan.codes_cache import CodeSet, load_codes, load_or_invert
 
@@ -31,8 +32,9 @@ __all__ = [
     "prepare_data",
     "preset",
     "save_generator",
-    "InversionConfig", "InversionResult", "LatentStats", "invert_batch", "latent_stats", "synthesize",
-    "Encoder", "load_encoder", "save_encoder", "train_encoder",
+    "LatentPrior", "latent_stats", "prompt_prior", "sample_ws", "synthesize",
+    "InversionConfig", "InversionResult", "invert_batch",
+    "Encoder", "EncoderTraining", "load_encoder", "save_encoder", "train_encoder",
     "DIRECTION_FINDERS", "Directions", "calibrate_ranges", "find_directions", "load_directions", "score_directions", "select_directions",
     "CodeSet", "load_codes", "load_or_invert",
 ]

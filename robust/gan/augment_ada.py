@@ -76,6 +76,23 @@ def _translate2d(tx: torch.Tensor, ty: torch.Tensor) -> torch.Tensor:
     return m
 
 
+class _Draws:
+    """The random values of one pass, in the order they are drawn, from one ``torch.Generator``."""
+
+    def __init__(self, n: int, generator: torch.Generator | None, device: torch.device):
+        self.n, self.generator, self.device = n, generator, device
+
+    def rand(self, *shape: int) -> torch.Tensor:
+        return torch.rand(shape or (self.n,), generator=self.generator, device=self.device)
+
+    def randn(self, *shape: int) -> torch.Tensor:
+        return torch.randn(shape or (self.n,), generator=self.generator, device=self.device)
+
+    def gate(self, prob: float) -> torch.Tensor:
+        """1 for the images an augmentation applies to (probability ``prob``), else 0."""
+        return (self.rand() < prob).float()
+
+
 class AugmentPipe(torch.nn.Module):
     """``pipe(images [-1, 1], p, generator) -> augmented images`` (same shape; differentiable in the images)."""
 
@@ -88,94 +105,96 @@ class AugmentPipe(torch.nn.Module):
             raise InputError("images", "a tensor [N, C, H, W]", tuple(images.shape))
         if not 0.0 <= p <= 1.0:
             raise InputError("p", "a probability in [0, 1]", p)
-        cfg = self.config
-        n, channels, h, w = images.shape
-        device = images.device
-        on = set(cfg.enabled)
-
-        def rand(*shape: int) -> torch.Tensor:
-            return torch.rand(shape, generator=generator, device=device)
-
-        def randn(*shape: int) -> torch.Tensor:
-            return torch.randn(shape, generator=generator, device=device)
-
-        def gate(prob: float) -> torch.Tensor:
-            return (rand(n) < prob).float()
-
+        on = set(self.config.enabled)
+        draws = _Draws(images.shape[0], generator, images.device)
         x = images
-        # Geometric: one affine map from output to input coordinates (normalised to [-1, 1]).
         if on & set(GROUPS["b"] + GROUPS["g"]):
-            m = torch.eye(3, device=device).repeat(n, 1, 1)
-            if "xflip" in on:
-                flip = torch.floor(rand(n) * 2) * gate(p)
-                m = m @ _scale2d(1 - 2 * flip, torch.ones(n, device=device))
-            if "rotate90" in on:
-                k = torch.floor(rand(n) * 4) * gate(p)
-                m = m @ _rotation(k * (math.pi / 2))
-            if "xint" in on:
-                g = gate(p)
-                tx = torch.round((rand(n) * 2 - 1) * cfg.xint_max * w) * 2 / w * g
-                ty = torch.round((rand(n) * 2 - 1) * cfg.xint_max * h) * 2 / h * g
-                m = m @ _translate2d(tx, ty)
-            if "scale" in on:
-                s = torch.exp2(randn(n) * cfg.scale_std * gate(p))
-                m = m @ _scale2d(s, s)
-            p_rot = 1 - math.sqrt(max(0.0, 1 - p))  # applied twice (before and after aniso) so the total is about p
-            if "rotate" in on:
-                m = m @ _rotation((rand(n) * 2 - 1) * math.pi * cfg.rotate_max * gate(p_rot))
-            if "aniso" in on:
-                s = torch.exp2(randn(n) * cfg.aniso_std * gate(p))
-                m = m @ _scale2d(s, 1 / s)
-            if "rotate" in on:
-                m = m @ _rotation((rand(n) * 2 - 1) * math.pi * cfg.rotate_max * gate(p_rot))
-            if "xfrac" in on:
-                g = gate(p)
-                m = m @ _translate2d(randn(n) * cfg.xfrac_std * 2 * g, randn(n) * cfg.xfrac_std * 2 * g)
-            moved = (m - torch.eye(3, device=device)).abs().amax(dim=(1, 2)) > 0
-            if bool(moved.any()):
-                grid = F.affine_grid(m[:, :2, :].to(x.dtype), list(x.shape), align_corners=False)
-                warped = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-                x = torch.where(moved[:, None, None, None], warped, x)
-
-        # Colour: one 4x4 matrix acting on homogeneous RGB.
+            x = self._geometric(x, p, on, draws)
         if on & set(GROUPS["c"]):
-            c = torch.eye(4, device=device).repeat(n, 1, 1)
-            luma = torch.tensor([1.0, 1.0, 1.0, 0.0], device=device) / math.sqrt(3)
-            vv = torch.outer(luma, luma)
-            if "brightness" in on:
-                b = randn(n) * cfg.brightness_std * gate(p)
-                t = torch.eye(4, device=device).repeat(n, 1, 1)
-                t[:, :3, 3] = b[:, None]
-                c = t @ c
-            if "contrast" in on:
-                s = torch.exp2(randn(n) * cfg.contrast_std * gate(p))
-                t = torch.eye(4, device=device).repeat(n, 1, 1)
-                t[:, 0, 0] = t[:, 1, 1] = t[:, 2, 2] = s
-                c = t @ c
-            if channels == 3:
-                if "lumaflip" in on:
-                    i = torch.floor(rand(n) * 2) * gate(p)
-                    c = (torch.eye(4, device=device) - 2 * vv * i[:, None, None]) @ c
-                if "hue" in on:
-                    theta = (rand(n) * 2 - 1) * math.pi * cfg.hue_max * gate(p)
-                    c = _rotate3d(luma[:3], theta) @ c
-                if "saturation" in on:
-                    s = torch.exp2(randn(n) * cfg.saturation_std * gate(p))
-                    c = (vv + (torch.eye(4, device=device) - vv) * s[:, None, None]) @ c
-            if channels == 3:
-                x = torch.einsum("nij,njhw->nihw", c[:, :3, :3].to(x.dtype), x) + c[:, :3, 3, None, None].to(x.dtype)
-            else:
-                # Grey images: brightness and contrast act on the single channel.
-                x = x * c[:, 0, 0, None, None, None].to(x.dtype) + c[:, 0, 3, None, None, None].to(x.dtype)
+            x = self._colour(x, p, on, draws)
+        return self._pixels(x, p, on, draws)
 
+    def _geometric(self, x: torch.Tensor, p: float, on: set[str], draws: _Draws) -> torch.Tensor:
+        """One affine map from output to input coordinates (normalised to [-1, 1]), applied as one warp."""
+        cfg, rand, randn, gate = self.config, draws.rand, draws.randn, draws.gate
+        n, _, h, w = x.shape
+        device = x.device
+        m = torch.eye(3, device=device).repeat(n, 1, 1)
+        if "xflip" in on:
+            flip = torch.floor(rand() * 2) * gate(p)
+            m = m @ _scale2d(1 - 2 * flip, torch.ones(n, device=device))
+        if "rotate90" in on:
+            k = torch.floor(rand() * 4) * gate(p)
+            m = m @ _rotation(k * (math.pi / 2))
+        if "xint" in on:
+            g = gate(p)
+            tx = torch.round((rand() * 2 - 1) * cfg.xint_max * w) * 2 / w * g
+            ty = torch.round((rand() * 2 - 1) * cfg.xint_max * h) * 2 / h * g
+            m = m @ _translate2d(tx, ty)
+        if "scale" in on:
+            s = torch.exp2(randn() * cfg.scale_std * gate(p))
+            m = m @ _scale2d(s, s)
+        p_rot = 1 - math.sqrt(max(0.0, 1 - p))  # applied twice (before and after aniso) so the total is about p
+        if "rotate" in on:
+            m = m @ _rotation((rand() * 2 - 1) * math.pi * cfg.rotate_max * gate(p_rot))
+        if "aniso" in on:
+            s = torch.exp2(randn() * cfg.aniso_std * gate(p))
+            m = m @ _scale2d(s, 1 / s)
+        if "rotate" in on:
+            m = m @ _rotation((rand() * 2 - 1) * math.pi * cfg.rotate_max * gate(p_rot))
+        if "xfrac" in on:
+            g = gate(p)
+            m = m @ _translate2d(randn() * cfg.xfrac_std * 2 * g, randn() * cfg.xfrac_std * 2 * g)
+        moved = (m - torch.eye(3, device=device)).abs().amax(dim=(1, 2)) > 0
+        if not bool(moved.any()):
+            return x
+        grid = F.affine_grid(m[:, :2, :].to(x.dtype), list(x.shape), align_corners=False)
+        warped = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        return torch.where(moved[:, None, None, None], warped, x)
+
+    def _colour(self, x: torch.Tensor, p: float, on: set[str], draws: _Draws) -> torch.Tensor:
+        """One 4x4 matrix acting on homogeneous RGB (brightness and contrast only on grey images)."""
+        cfg, rand, randn, gate = self.config, draws.rand, draws.randn, draws.gate
+        n, channels = x.shape[:2]
+        device = x.device
+        c = torch.eye(4, device=device).repeat(n, 1, 1)
+        luma = torch.tensor([1.0, 1.0, 1.0, 0.0], device=device) / math.sqrt(3)
+        vv = torch.outer(luma, luma)
+        if "brightness" in on:
+            b = randn() * cfg.brightness_std * gate(p)
+            t = torch.eye(4, device=device).repeat(n, 1, 1)
+            t[:, :3, 3] = b[:, None]
+            c = t @ c
+        if "contrast" in on:
+            s = torch.exp2(randn() * cfg.contrast_std * gate(p))
+            t = torch.eye(4, device=device).repeat(n, 1, 1)
+            t[:, 0, 0] = t[:, 1, 1] = t[:, 2, 2] = s
+            c = t @ c
+        if channels != 3:
+            return x * c[:, 0, 0, None, None, None].to(x.dtype) + c[:, 0, 3, None, None, None].to(x.dtype)
+        if "lumaflip" in on:
+            i = torch.floor(rand() * 2) * gate(p)
+            c = (torch.eye(4, device=device) - 2 * vv * i[:, None, None]) @ c
+        if "hue" in on:
+            theta = (rand() * 2 - 1) * math.pi * cfg.hue_max * gate(p)
+            c = _rotate3d(luma[:3], theta) @ c
+        if "saturation" in on:
+            s = torch.exp2(randn() * cfg.saturation_std * gate(p))
+            c = (vv + (torch.eye(4, device=device) - vv) * s[:, None, None]) @ c
+        return torch.einsum("nij,njhw->nihw", c[:, :3, :3].to(x.dtype), x) + c[:, :3, 3, None, None].to(x.dtype)
+
+    def _pixels(self, x: torch.Tensor, p: float, on: set[str], draws: _Draws) -> torch.Tensor:
+        """Additive Gaussian noise and cutout."""
+        cfg, rand, randn, gate = self.config, draws.rand, draws.randn, draws.gate
+        n, channels, h, w = x.shape
         if "noise" in on:
-            sigma = randn(n).abs() * cfg.noise_std * gate(p)
+            sigma = randn().abs() * cfg.noise_std * gate(p)
             x = x + randn(n, channels, h, w) * sigma[:, None, None, None]
         if "cutout" in on:
             g = gate(p)
-            cx, cy = rand(n), rand(n)
-            ys = (torch.arange(h, device=device, dtype=x.dtype) + 0.5) / h
-            xs = (torch.arange(w, device=device, dtype=x.dtype) + 0.5) / w
+            cx, cy = rand(), rand()
+            ys = (torch.arange(h, device=x.device, dtype=x.dtype) + 0.5) / h
+            xs = (torch.arange(w, device=x.device, dtype=x.dtype) + 0.5) / w
             inside_x = ((xs[None, :] - cx[:, None]).abs() < cfg.cutout_size / 2)
             inside_y = ((ys[None, :] - cy[:, None]).abs() < cfg.cutout_size / 2)
             mask = (inside_y[:, :, None] & inside_x[:, None, :]).to(x.dtype) * g[:, None, None]

@@ -25,7 +25,8 @@ import torch
 from robust.data import ImageSet
 from robust.errors import FileFormatError, InputError
 from robust.gan.encoder import Encoder, encoder_for, generator_fingerprint
-from robust.gan.inversion import InversionConfig, LatentStats, check_expand_res, invert_batch, latent_stats
+from robust.gan.inversion import InversionConfig, invert_batch
+from robust.gan.latent import LatentPrior, latent_stats
 from robust.gan.networks import Discriminator, Generator
 from robust.io import fingerprint_tensors, load_checkpoint, save_checkpoint
 from robust.models import Classifier
@@ -105,12 +106,16 @@ def _module_fingerprint(obj: Any) -> str | None:
     return getattr(obj, "__qualname__", type(obj).__qualname__)
 
 
-def cache_key(G: Generator, data_fingerprint: str, *, encoder: Encoder | None, steps: int, expand_res: int | None,
-              expand_steps: int | None, seed: int, config: InversionConfig, feature_net: Any = None) -> str:
-    """A 16-hex-digit key of everything that determines the codes."""
+def cache_key(G: Generator, data_fingerprint: str, *, encoder: Encoder | None, seed: int, config: InversionConfig,
+              feature_net: Any = None) -> str:
+    """A 16-hex-digit key of everything that determines the codes (``config`` resolved for ``G``).
+
+    The batch size and noise mode have never been part of the key; leaving them out keeps the
+    existing cache entries valid.
+    """
     parts = {"data": data_fingerprint, "generator": generator_fingerprint(G), "encoder": _module_fingerprint(encoder),
-             "steps": steps, "expand_res": expand_res, "expand_steps": expand_steps, "seed": seed, "config": vars(config),
-             "features": _module_fingerprint(feature_net), "format": 1}
+             "steps": config.steps, "expand_res": config.expand_res, "expand_steps": config.expand_steps, "seed": seed,
+             "config": config.optimisation(), "features": _module_fingerprint(feature_net), "format": 1}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -132,33 +137,29 @@ def load_or_invert(
     cache_dir: str | Path | None = None,
     use_cache: bool = True,
     encoder: Any = "auto",
-    steps: int = 30,
-    expand_res: int | None = None,
-    expand_steps: int | None = None,
     seed: int = 0,
-    batch_size: int = 256,
     config: InversionConfig | None = None,
     feature_net: Discriminator | Classifier | Callable[[torch.Tensor], list[torch.Tensor]] | None = None,
-    stats: LatentStats | None = None,
+    stats: LatentPrior | None = None,
     progress: Callable[[int], None] | None = None,
+    **options: Any,
 ) -> CodeSet:
     """Codes of every image of ``data`` (an :class:`robust.data.ImageSet` or images ``[N, C, H, W]``).
 
     Read from the cache when an entry with the same key exists, else inverted with
     :func:`robust.gan.inversion.invert_batch` (``encoder``: an Encoder, a file, ``"auto"`` for the
     shipped demo encoder when it belongs to ``G``, or ``"none"``) and written atomically.
-    ``use_cache=False`` neither reads nor writes.
+    ``use_cache=False`` neither reads nor writes. ``options`` replace fields of ``config``
+    (``steps=``, ``expand_res=``, ``expand_steps=``, ``batch_size=``, ...).
     """
     images = data.images if isinstance(data, ImageSet) else data
     if not isinstance(images, torch.Tensor):
         raise InputError("data", "an ImageSet or an image tensor [N, C, H, W]", type(data).__name__)
     name = data.name if isinstance(data, ImageSet) else "images"
     data_fp = data.fingerprint() if isinstance(data, ImageSet) else fingerprint_tensors(images)
-    expand_res = check_expand_res(G, expand_res)
-    config = config or InversionConfig()
+    config = (config or InversionConfig()).resolve(G, options)
     enc = encoder_for(G, encoder)
-    key = cache_key(G, data_fp, encoder=enc, steps=int(steps), expand_res=expand_res, expand_steps=expand_steps, seed=int(seed),
-                    config=config, feature_net=feature_net)
+    key = cache_key(G, data_fp, encoder=enc, seed=int(seed), config=config, feature_net=feature_net)
     path = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = path / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}-{key}"
     if use_cache and path.with_name(path.name + ".safetensors").is_file():
@@ -166,15 +167,14 @@ def load_or_invert(
         if codes.key == key and len(codes) == images.shape[0]:
             return codes
     c = _class_conditioning(G, data) if isinstance(data, ImageSet) and enc is None else None
-    result = invert_batch(G, images, c, encoder=enc, steps=steps, expand_res=expand_res, expand_steps=expand_steps, seed=seed,
-                          feature_net=feature_net, config=config, stats=stats or latent_stats(G, seed=seed),
-                          batch_size=batch_size, progress=progress)
-    meta = {"data": name, "data_fingerprint": data_fp, "generator_fingerprint": generator_fingerprint(G), "steps": int(steps),
+    result = invert_batch(G, images, c, encoder=enc, seed=seed, feature_net=feature_net, config=config,
+                          stats=stats or latent_stats(G, seed=seed), progress=progress)
+    meta = {"data": name, "data_fingerprint": data_fp, "generator_fingerprint": generator_fingerprint(G), "steps": config.steps,
             "encoder": _module_fingerprint(enc) or "none",
             "seed": int(seed), "seconds_per_image": result.seconds_per_image}
     # The residual is rounded as the cache stores it, so a first run and a cached one use the same codes.
     residual = result.residual.cpu().to(torch.float16).to(torch.float32) if result.residual is not None else None
-    codes = CodeSet(result.ws.cpu(), residual, expand_res,
+    codes = CodeSet(result.ws.cpu(), residual, config.expand_res,
                     result.psnr.cpu(), result.ssim.cpu(), key, meta)
     if use_cache:
         codes.save(path)

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from robust import noise
 from robust.errors import InputError
 
 
@@ -52,6 +53,11 @@ class Conditioning:
         """Columns ``[start, stop)`` of a group inside ``c``."""
         return self._offsets[self._check_group(group)]
 
+    def _check_complete(self, tokens: Mapping[str, Any]) -> None:
+        missing = [g for g in self.names if g not in tokens]
+        if missing:
+            raise InputError("tokens", "a value for every group (" + ", ".join(self.names) + ")", "missing " + ", ".join(missing))
+
     def _check_group(self, group: str) -> str:
         if group not in self._offsets:
             raise InputError("conditioning group", "one of " + ", ".join(self.names), group)
@@ -71,6 +77,16 @@ class Conditioning:
     def classes(cls, names: Sequence[str]) -> Conditioning:
         """One group named ``class`` (an ordinary class-conditional model)."""
         return cls([("class", list(names))])
+
+    @staticmethod
+    def of(G: Any, group: str = "class") -> Conditioning:
+        """The conditioning of generator ``G``, which must have the token group ``group`` (a prompt's class)."""
+        cond = getattr(G, "conditioning", None)
+        if cond is None or not cond.groups:
+            raise InputError("generator", f"a conditional generator whose conditioning has a {group!r} group", "an unconditional generator")
+        if group not in cond.names:
+            raise InputError("generator conditioning", f"a {group!r} token group", ", ".join(cond.names))
+        return cond
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Conditioning) and self.groups == other.groups
@@ -93,11 +109,13 @@ class Conditioning:
             raise InputError(f"token of {group!r}", f"an index in [0, {len(names) - 1}]", value)
         return value
 
-    def encode(self, tokens: Mapping[str, Any], device: torch.device | str | None = None) -> torch.Tensor:
-        """``{group: LongTensor [N]}`` (every group) -> ``c [N, c_dim]`` float32."""
-        missing = [g for g in self.names if g not in tokens]
-        if missing:
-            raise InputError("tokens", "a value for every group (" + ", ".join(self.names) + ")", "missing " + ", ".join(missing))
+    def encode(self, tokens: Mapping[str, Any] | torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
+        """``{group: LongTensor [N]}`` (every group), or token rows ``[N, groups]`` in group order -> ``c [N, c_dim]`` float32."""
+        if isinstance(tokens, torch.Tensor):
+            if tokens.dim() != 2 or tokens.shape[1] != len(self.groups):
+                raise InputError("tokens", f"token rows of shape [N, {len(self.groups)}] (one column per group)", tuple(tokens.shape))
+            tokens = {name: tokens[:, i] for i, name in enumerate(self.names)}
+        self._check_complete(tokens)
         extra = [g for g in tokens if g not in self._offsets]
         if extra:
             raise InputError("tokens", "only the groups " + ", ".join(self.names), "unknown " + ", ".join(map(str, extra)))
@@ -125,14 +143,41 @@ class Conditioning:
             raise InputError("c", f"a tensor of shape [N, {self.c_dim}]", tuple(c.shape) if isinstance(c, torch.Tensor) else type(c).__name__)
         return {name: c[:, a:b].argmax(1) for name, (a, b) in self._offsets.items()}
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """Tokens drawn uniformly and independently per group."""
-        return {name: torch.randint(0, len(names), (n,), generator=generator) for name, names in self.groups}
+    def rows(self, tokens: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """``{group: LongTensor [N]}`` (every group) -> token rows ``[N, groups]`` in group order."""
+        self._check_complete(tokens)
+        return torch.stack([torch.as_tensor(tokens[name]).long() for name in self.names], dim=1)
 
-    def parse(self, text: str) -> dict[str, int]:
-        """``"class=disk,texture=stripes"`` (names or indices) -> ``{group: index}``."""
+    def token_names(self, row: Sequence[int]) -> dict[str, str]:
+        """One token row (indices in group order) -> ``{group: token name}``."""
+        return {name: tokens[int(v)] for (name, tokens), v in zip(self.groups, row)}
+
+    def sample(self, seeds: torch.Tensor | int, generator: torch.Generator | None = None, *, groups: Sequence[str] | None = None,
+               stream: int = 0) -> dict[str, torch.Tensor]:
+        """Tokens drawn uniformly and independently per group (all groups, or ``groups`` in that order): ``{group: LongTensor [N]}``.
+
+        ``seeds``: int64 seeds ``[N]``, one draw per seed from :mod:`robust.noise` on ``stream``
+        (counter-based: a sample's tokens depend only on its seed, never on the batch it is in).
+        This is how tokens are drawn. The bulk path: an int ``n`` and a ``torch.Generator`` draw
+        ``n`` samples from that generator, group after group; it stays for the bulk draws whose
+        existing numbers depend on it (W statistics and samples of :mod:`robust.gan.latent`, sample
+        grids, ``robust gan sample``, the class subspace of directions).
+        """
+        chosen = self.groups if groups is None else [(name, self.tokens(name)) for name in groups]
+        if not isinstance(seeds, torch.Tensor):
+            return {name: torch.randint(0, len(names), (int(seeds),), generator=generator) for name, names in chosen}
+        if seeds.dim() != 1 or seeds.is_floating_point() or generator is not None:
+            raise InputError("seeds", "a 1-D integer tensor of per-sample seeds (and no generator)",
+                             f"{seeds.dtype} of shape {tuple(seeds.shape)}")
+        u = noise.uniform(seeds, (len(chosen),), stream=stream)
+        return {name: (u[:, k] * len(names)).floor().long().clamp_(max=len(names) - 1) for k, (name, names) in enumerate(chosen)}
+
+    def parse(self, prompt: str | Mapping[str, Any]) -> dict[str, int]:
+        """A prompt, ``"class=disk,texture=stripes"`` or ``{"class": "disk", "texture": 1}`` (names or indices) -> ``{group: index}``."""
+        if not isinstance(prompt, str):
+            return {str(g): self.index(str(g), t if isinstance(t, str) else int(t)) for g, t in prompt.items()}
         out: dict[str, int] = {}
-        for part in filter(None, (p.strip() for p in text.split(","))):
+        for part in filter(None, (p.strip() for p in prompt.split(","))):
             if "=" not in part:
                 raise InputError("prompt", "group=token pairs such as class=disk,texture=stripes", part)
             group, token = (s.strip() for s in part.split("=", 1))

@@ -1,29 +1,8 @@
 """Unsupervised latent directions: finders, realistic magnitude ranges, class-independence scores, strips.
 
-Finders are registered by name in :data:`DIRECTION_FINDERS` and return unit directions in W,
-optionally restricted to a range of W+ layers (an edit moves only those layers' codes):
-
-* ``sefa`` (Shen & Zhou 2021, closed-form factorisation): eigenvectors of ``A^T A`` for the
-  concatenated style-affine weights ``A`` of the chosen layers (each output unit's weight vector
-  normalised to unit length), by falling eigenvalue.
-* ``ganspace`` (Harkonen et al. 2020): principal axes of sampled ``w`` (within-class by default,
-  so class changes do not dominate), or principal axes of an intermediate feature map regressed
-  back onto W.
-* ``householder`` (Song et al. 2023): the concatenated affine weights re-parametrised as a
-  low-rank ``U diag(s) V^T`` whose orthonormal factors are products of Householder reflections,
-  briefly fine-tuned (a distillation loss toward the original generator, plus the non-saturating
-  GAN loss when a discriminator is given); the directions are the columns of ``V`` by ``|s|``.
-* ``tokens`` (generators conditioned on attributes besides the class): for each attribute token,
-  the mean code of samples drawn with it minus its group's mean; not unsupervised in the strict
-  sense, it reads the directions off the generator's own conditioning (SAGE's prompt vocabulary).
-
-:func:`calibrate_ranges` finds for each direction the magnitudes at which images stay realistic
-(the code stays inside the W distribution, image statistics stay within those of samples, and the
-discriminator, when given, does not object); :func:`score_directions` measures how well each
-direction preserves the class (a judge classifier's decision along the direction, and the
-direction's alignment with the class-conditioning subspace of W); :func:`select_directions` keeps
-those above the thresholds, with the user's includes and excludes. Magnitudes are in W units
-(the directions are unit vectors).
+Finders are registered by name in :data:`DIRECTION_FINDERS` and return unit directions in W (a
+range of W+ layers may be chosen); magnitudes are in W units. The finders, :func:`calibrate_ranges`,
+:func:`score_directions` and :func:`select_directions` document their methods.
 """
 from __future__ import annotations
 
@@ -41,7 +20,7 @@ from torch import nn
 from robust.errors import FileFormatError, InputError
 from robust.gan.checkpoint import ASSETS
 from robust.gan.encoder import generator_fingerprint
-from robust.gan.inversion import LatentStats, check_ws, latent_stats, sample_ws, synthesize
+from robust.gan.latent import LatentPrior, check_ws, latent_stats, sample_ws, synthesize
 from robust.gan.networks import Discriminator, Generator
 from robust.io import checkpoint_paths, load_checkpoint, save_checkpoint
 from robust.models import Classifier
@@ -294,7 +273,7 @@ def _canonical_signs(vectors: torch.Tensor) -> torch.Tensor:
     return vectors * torch.sign(vectors.gather(1, idx)).clamp_min(0).mul(2).sub(1)
 
 
-def _default_ranges(vectors: torch.Tensor, stats: LatentStats, sigmas: float = 3.0) -> torch.Tensor:
+def _default_ranges(vectors: torch.Tensor, stats: LatentPrior, sigmas: float = 3.0) -> torch.Tensor:
     spread = stats.spread(vectors.to(stats.components.device)).cpu()
     return torch.stack([-sigmas * spread, sigmas * spread], dim=1)
 
@@ -322,7 +301,10 @@ def sefa_from_weights(weights: Sequence[torch.Tensor], k: int, normalize: bool =
 
 @DIRECTION_FINDERS.register("sefa", description="closed-form factorisation of the style-affine weights (SeFa)")
 def sefa_directions(G: Generator, k: int = 16, layers: list[int] | None = None, seed: int = 0, *, normalize: bool = True,
-                    stats: LatentStats | None = None) -> Directions:
+                    stats: LatentPrior | None = None) -> Directions:
+    """SeFa (Shen & Zhou 2021, closed-form factorisation): eigenvectors of ``A^T A`` for the concatenated
+    style-affine weights ``A`` of the chosen layers (each output unit's weight vector normalised to
+    unit length with ``normalize``), by falling eigenvalue."""
     k = min(int(k), G.w_dim)
     vectors, values = sefa_from_weights(_affine_weights(G, layers), k, normalize)
     stats = stats or latent_stats(G, seed=seed)
@@ -332,9 +314,10 @@ def sefa_directions(G: Generator, k: int = 16, layers: list[int] | None = None, 
 
 @DIRECTION_FINDERS.register("ganspace", description="principal axes of sampled w, or of a feature map regressed onto W (GANSpace)")
 def ganspace_directions(G: Generator, k: int = 16, layers: list[int] | None = None, seed: int = 0, *, n: int = 10_000,
-                        center: str = "class", activations: int | None = None, stats: LatentStats | None = None,
+                        center: str = "class", activations: int | None = None, stats: LatentPrior | None = None,
                         batch_size: int = 256) -> Directions:
-    """PCA of ``n`` sampled codes; ``center="class"`` removes each class's mean first (within-class axes).
+    """GANSpace (Harkonen et al. 2020): PCA of ``n`` sampled codes; ``center="class"`` removes each class's
+    mean first (within-class axes, so class changes do not dominate).
 
     With ``activations=res`` the PCA runs on the feature map at that resolution (up to 2000
     samples) and each component is regressed back onto W (least squares of centred w on the
@@ -414,8 +397,9 @@ def token_codes(G: Generator, n: int = 4096, seed: int = 0) -> TokenCodes:
 
 @DIRECTION_FINDERS.register("tokens", description="mean code of each attribute token minus its group's mean (generators conditioned on attributes)")
 def token_directions(G: Generator, k: int = 16, layers: list[int] | None = None, seed: int = 0, *, n: int = 4096,
-                     stats: LatentStats | None = None) -> Directions:
-    """Directions read off the generator's own conditioning: for every token of every attribute group
+                     stats: LatentPrior | None = None) -> Directions:
+    """Directions read off the generator's own conditioning (not unsupervised in the strict sense; SAGE's
+    prompt vocabulary): for every token of every attribute group
     other than ``class`` (the "prompt" vocabulary, e.g. ``texture=stripes``), the mean ``w`` of ``n``
     samples drawn with that token minus the mean over the group's tokens (:func:`token_codes`).
     Following one moves a code toward the token's typical codes. The ``k`` longest are returned, by
@@ -480,8 +464,11 @@ class HouseholderProjector(nn.Module):
 @DIRECTION_FINDERS.register("householder", description="low-rank orthogonal (Householder) re-parametrisation of the style affines, fine-tuned")
 def householder_directions(G: Generator, k: int = 16, layers: list[int] | None = None, seed: int = 0, *, rank: int | None = None,
                            steps: int = 100, batch_size: int = 16, lr: float = 2e-3, discriminator: Discriminator | None = None,
-                           gan_weight: float = 0.1, stats: LatentStats | None = None) -> Directions:
-    """Householder projector over the chosen layers' concatenated affines, fine-tuned for ``steps`` steps.
+                           gan_weight: float = 0.1, stats: LatentPrior | None = None) -> Directions:
+    """Householder directions (Song et al. 2023): the chosen layers' concatenated style affines
+    re-parametrised as a low-rank ``U diag(s) V^T`` whose orthonormal factors are products of
+    Householder reflections (:class:`HouseholderProjector`), fine-tuned for ``steps`` steps; the
+    directions are the columns of ``V`` by ``|s|``.
 
     The fine-tuned copy of ``G`` must keep producing the original's images for the same codes
     (squared pixel error); with a ``discriminator`` its non-saturating GAN loss (weight
@@ -569,7 +556,7 @@ def without_class_subspace(directions: Directions, basis: torch.Tensor, min_norm
 
 def find_directions(G: Generator, method: str = "sefa", k: int = 16, layers: Any = None, seed: int = 0, *,
                     calibrate: bool = True, class_free: bool = False, discriminator: Discriminator | None = None,
-                    stats: LatentStats | None = None, calibrate_kwargs: dict[str, Any] | None = None, **options: Any) -> Directions:
+                    stats: LatentPrior | None = None, calibrate_kwargs: dict[str, Any] | None = None, **options: Any) -> Directions:
     """Directions from a registered finder, with realistic ranges (:func:`calibrate_ranges`) unless ``calibrate=False``.
 
     ``layers``: see :func:`resolve_layers`; ``class_free`` removes from every direction its part in
@@ -598,77 +585,25 @@ def find_directions(G: Generator, method: str = "sefa", k: int = 16, layers: Any
 
 # -- realistic ranges -----------------------------------------------------------------------------
 
-def image_statistics(images01: torch.Tensor) -> torch.Tensor:
-    """Per-image statistics ``[N, 2C + 2]``: channel means and standard deviations, the fraction of
-    saturated pixels, and the mean absolute Laplacian (high-frequency energy)."""
-    x = images01.float()
-    means = x.mean(dim=(2, 3))
-    stds = x.std(dim=(2, 3))
-    saturated = ((x < 0.01) | (x > 0.99)).float().mean(dim=(1, 2, 3))
-    kernel = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], device=x.device)
-    lap = F.conv2d(x.flatten(0, 1)[:, None], kernel[None, None], padding=1).abs().mean(dim=(1, 2, 3)).view(x.shape[0], -1).mean(1)
-    return torch.cat([means, stds, saturated[:, None], lap[:, None]], dim=1)
-
-
-@dataclass
-class RealismCheck:
-    """What a realistic image of the generator looks like: bands of image statistics, the W
-    distribution's radius, and the discriminator's lowest usual logit (when there is one)."""
-
-    stats: LatentStats
-    low: torch.Tensor
-    high: torch.Tensor
-    discriminator: Discriminator | None = None
-    d_floor: float | None = None
-
-    @classmethod
-    @torch.no_grad()
-    def fit(cls, G: Generator, stats: LatentStats, *, discriminator: Discriminator | None = None, n: int = 512, seed: int = 0,
-            quantile: float = 0.005, batch_size: int = 256) -> RealismCheck:
-        ws, c = sample_ws(G, n, seed=derive_seed(seed, "realism"))
-        feats, logits = [], []
-        for i in range(0, n, batch_size):
-            img = G.synthesis(ws[i: i + batch_size], noise_mode="const")
-            feats.append(image_statistics(G.to_unit(img)))
-            if discriminator is not None:
-                logits.append(discriminator(img, c[i: i + batch_size].to(G.device) if c is not None else None).flatten())
-        s = torch.cat(feats)
-        low, high = torch.quantile(s, quantile, dim=0), torch.quantile(s, 1 - quantile, dim=0)
-        # A little slack: the bands are estimated from a finite sample.
-        slack = 0.05 * (high - low) + 1e-4
-        floor = float(torch.quantile(torch.cat(logits), 0.01)) if logits else None
-        return cls(stats, low - slack, high + slack, discriminator, floor)
-
-    @torch.no_grad()
-    def __call__(self, G: Generator, ws: torch.Tensor, c: torch.Tensor | None = None, images: torch.Tensor | None = None) -> torch.Tensor:
-        """``[N]`` bool: the code is inside the W distribution and its image looks like the generator's samples."""
-        ok = (self.stats.whitened_distance(ws) <= self.stats.radius).all(dim=1)
-        raw = G.synthesis(ws, noise_mode="const") if images is None else images * 2 - 1
-        s = image_statistics(G.to_unit(raw))
-        ok &= ((s >= self.low.to(s.device)) & (s <= self.high.to(s.device))).all(dim=1)
-        if self.discriminator is not None and self.d_floor is not None:
-            ok &= self.discriminator(raw, c.to(raw.device) if c is not None else None).flatten() >= self.d_floor
-        return ok
-
-
 @torch.no_grad()
-def calibrate_ranges(G: Generator, directions: Directions, *, stats: LatentStats | None = None, discriminator: Discriminator | None = None,
-                     n: int = 64, max_sigma: float = 4.0, grid: int = 8, min_fraction: float = 0.9, seed: int = 0,
-                     check: RealismCheck | None = None) -> Directions:
+def calibrate_ranges(G: Generator, directions: Directions, *, stats: LatentPrior | None = None, discriminator: Discriminator | None = None,
+                     n: int = 64, max_sigma: float = 4.0, grid: int = 8, min_fraction: float = 0.9, seed: int = 0) -> Directions:
     """Per direction and side, the largest magnitude (on a grid up to ``max_sigma`` standard deviations
     of W along the direction) up to which at least ``min_fraction`` of ``n`` samples stay realistic.
 
-    Realistic (:class:`RealismCheck`): every edited layer's code within the W distribution's radius,
-    image statistics within the band of unedited samples, and the discriminator's logit above its
-    1st percentile on samples when a discriminator is given.
+    Realistic (:meth:`LatentPrior.realistic`): every edited layer's code within the W distribution's
+    radius, image statistics within the band of unedited samples, and the discriminator's logit
+    above its 1st percentile on samples when a discriminator is given. ``stats`` without image
+    bands gets them here (:meth:`LatentPrior.with_images`).
     """
     n = check_number(n, "n", low=1, integer=True)
     grid = check_number(grid, "grid", low=1, integer=True)
     stats = (stats or latent_stats(G, seed=seed)).to(G.device)
-    check = check or RealismCheck.fit(G, stats, discriminator=discriminator, seed=seed)
+    if stats.images is None:
+        stats = stats.with_images(G, discriminator=discriminator, seed=seed)
     ws, c = sample_ws(G, n, seed=derive_seed(seed, "calibrate"))
     spread = stats.spread(directions.vectors.to(G.device)).cpu()
-    base_ok = check(G, ws, c)
+    base_ok = stats.realistic(G, ws, c)
     counted = base_ok if bool(base_ok.any()) else torch.ones_like(base_ok)
     ranges = torch.zeros(len(directions), 2)
     for i in range(len(directions)):
@@ -677,7 +612,7 @@ def calibrate_ranges(G: Generator, directions: Directions, *, stats: LatentStats
             for j in range(1, grid + 1):
                 alpha = side * max_sigma * float(spread[i]) * j / grid
                 mags = directions.along(i, torch.full((n,), alpha, device=G.device))
-                ok = check(G, directions.apply(ws, mags), c)
+                ok = stats.realistic(G, directions.apply(ws, mags), c)
                 # Samples that are unusual before any edit do not count against the direction.
                 if float(ok[counted].float().mean()) < min_fraction:
                     break

@@ -1,18 +1,14 @@
 """An encoder that predicts W+ codes for a whole batch in one pass (the start of batch inversion).
 
-Written from the descriptions of pSp/e4e: a convolutional pyramid down to 4x4 whose flattened
-output predicts one base code and a small per-layer offset for every W+ layer (e4e's "delta"
-form, which keeps predictions close to W). It is trained by :func:`train_encoder` on the
-generator's own samples, whose codes are known (a latent loss in units of the W standard
-deviation plus a pixel loss through the generator), and optionally on real images (pixel loss
-only). Files are safetensors + JSON (format ``robust-gan-encoder``) and record the fingerprint of
-the generator they belong to.
+Files are safetensors + JSON (format ``robust-gan-encoder``) and record the fingerprint of the
+generator they belong to.
 """
 from __future__ import annotations
 
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +18,10 @@ from torch import nn
 
 from robust.errors import FileFormatError, InputError
 from robust.gan.checkpoint import ASSETS
-from robust.gan.inversion import LatentStats, latent_stats, sample_conditioning
+from robust.gan.latent import LatentPrior, latent_stats, sample_conditioning
 from robust.gan.networks import Generator
 from robust.io import checkpoint_paths, fingerprint_tensors, load_checkpoint, save_checkpoint
+from robust.models import eval_mode, frozen
 from robust.seeding import derive_seed, make_generator
 from robust.validation import check_images, check_number
 
@@ -61,6 +58,11 @@ class _Stage(nn.Module):
 class Encoder(nn.Module):
     """Images ``[N, C, R, R]`` in ``[0, 1]`` -> W+ codes ``[N, num_ws, w_dim]`` of one generator.
 
+    Written from the descriptions of pSp/e4e: a convolutional pyramid down to 4x4 whose flattened
+    output predicts one base code and a small per-layer offset for every W+ layer (e4e's "delta"
+    form, which keeps predictions close to W); :func:`train_encoder` trains it on the generator's
+    own samples, whose codes are known, and optionally on real images.
+
     The prediction is ``mean + std * (base + offset_i)`` for W+ layer ``i``, with ``mean``/``std``
     the generator's W statistics (buffers, so a saved encoder is self-contained).
     """
@@ -94,7 +96,7 @@ class Encoder(nn.Module):
                 "channels": self.channels, "channel_max": self.channel_max, "hidden": self.hidden}
 
     @classmethod
-    def for_generator(cls, G: Generator, stats: LatentStats | None = None, **kwargs: Any) -> Encoder:
+    def for_generator(cls, G: Generator, stats: LatentPrior | None = None, **kwargs: Any) -> Encoder:
         """An untrained encoder sized for ``G``, with its W statistics."""
         enc = cls(G.img_resolution, G.img_channels, G.num_ws, G.w_dim, **kwargs)
         stats = stats or latent_stats(G)
@@ -164,22 +166,36 @@ def encoder_for(G: Generator, spec: Any = "auto") -> Encoder | None:
     return load_encoder(text, G, G.device)
 
 
+@dataclass
+class EncoderTraining:
+    """How :func:`train_encoder` trains: ``steps`` Adam steps on batches of ``batch_size`` at learning
+    rate ``lr`` (warm-up over 50 steps, then cosine decay), the loss weights, the share ``mixing`` of
+    samples whose W+ layers come from two codes, and the ``seed`` of every random draw."""
+
+    steps: int = 2000
+    batch_size: int = 32
+    lr: float = 1e-3
+    latent_weight: float = 1.0
+    pixel_weight: float = 10.0
+    prior_weight: float = 0.0
+    mixing: float = 0.5
+    seed: int = 0
+
+    def checked(self) -> EncoderTraining:
+        return replace(self, steps=check_number(self.steps, "steps", low=1, integer=True),
+                       batch_size=check_number(self.batch_size, "batch_size", low=2, integer=True),
+                       prior_weight=check_number(self.prior_weight, "prior_weight", low=0.0))
+
+
 def train_encoder(
     G: Generator,
+    config: EncoderTraining | None = None,
     *,
     real_images: torch.Tensor | None = None,
-    steps: int = 2000,
-    batch_size: int = 32,
-    lr: float = 1e-3,
-    latent_weight: float = 1.0,
-    pixel_weight: float = 10.0,
-    prior_weight: float = 0.0,
-    mixing: float = 0.5,
-    seed: int = 0,
     encoder: Encoder | None = None,
-    stats: LatentStats | None = None,
+    stats: LatentPrior | None = None,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
-    **encoder_kwargs: Any,
+    **options: Any,
 ) -> tuple[Encoder, dict[str, Any]]:
     """Train an encoder for ``G``; returns it (eval mode) and a report.
 
@@ -188,79 +204,85 @@ def train_encoder(
     given, a batch of reals. Loss: ``latent_weight`` x squared code error in W standard deviations
     (samples) + ``pixel_weight`` x squared pixel error of the re-rendered prediction (samples and
     reals) + ``prior_weight`` x the W prior of the codes predicted for reals
-    (:meth:`LatentStats.prior`, the term shifting also minimises; without it the codes of real
+    (:meth:`LatentPrior.penalty`, the term shifting also minimises; without it the codes of real
     images can lie far outside W. On the demo generator it brings them near W at a cost in PSNR,
-    also after shifting: benchmarks/results/natra.md). Adam with a cosine-decayed learning rate;
-    deterministic by ``seed`` on a CPU.
+    also after shifting: benchmarks/results/natra.md). Deterministic by ``seed`` on a CPU.
+
+    ``options``: fields of :class:`EncoderTraining` (``steps=``, ``lr=``, ...) replacing those of
+    ``config``, and the sizes of a fresh :class:`Encoder` (``channels=``, ``channel_max=``,
+    ``hidden=``; a given ``encoder`` is trained as it is).
     """
-    steps = check_number(steps, "steps", low=1, integer=True)
-    batch_size = check_number(batch_size, "batch_size", low=2, integer=True)
-    prior_weight = check_number(prior_weight, "prior_weight", low=0.0)
+    names = {f.name for f in fields(EncoderTraining)}
+    config = replace(config or EncoderTraining(), **{k: v for k, v in options.items() if k in names}).checked()
+    sizes = {k: v for k, v in options.items() if k not in names}
     if real_images is not None:
         real_images = check_images(real_images, "real_images", channels=G.img_channels, size=(G.img_resolution, G.img_resolution))
-    device = G.device
-    stats = (stats or latent_stats(G, seed=derive_seed(seed, "encoder-stats") % (1 << 31))).to(device)
+    stats = (stats or latent_stats(G, seed=derive_seed(config.seed, "encoder-stats") % (1 << 31))).to(G.device)
     if encoder is None:
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(seed, "encoder-init") % (1 << 31))
-            encoder = Encoder.for_generator(G, stats, **encoder_kwargs)
+            torch.manual_seed(derive_seed(config.seed, "encoder-init") % (1 << 31))
+            encoder = Encoder.for_generator(G, stats, **sizes)
     encoder.train().requires_grad_(True)
-    flags = [(p, p.requires_grad) for p in G.parameters()]
-    G.requires_grad_(False)
-    was_training = G.training
-    G.eval()
-    gen = make_generator(derive_seed(seed, "encoder-train"))
-    opt = torch.optim.Adam(encoder.parameters(), lr=lr, betas=(0.9, 0.99))
+    gen = make_generator(derive_seed(config.seed, "encoder-train"))
+    opt = torch.optim.Adam(encoder.parameters(), lr=config.lr, betas=(0.9, 0.99))
     start = time.perf_counter()
     history: list[dict[str, float]] = []
-    try:
-        for step in range(steps):
+    with frozen(G), eval_mode(G):
+        for step in range(config.steps):
             for group in opt.param_groups:
-                group["lr"] = lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * step / steps))
-            with torch.no_grad():
-                z = torch.randn(batch_size, G.z_dim, generator=gen).to(device)
-                c = sample_conditioning(G, batch_size, gen)
-                ws = G.mapping(z, c.to(device) if c is not None else None)
-                z2 = torch.randn(batch_size, G.z_dim, generator=gen).to(device)
-                ws2 = G.mapping(z2, c.to(device) if c is not None else None)
-                cut = torch.randint(1, G.num_ws, (batch_size, 1), generator=gen).to(device)
-                mix = (torch.rand(batch_size, 1, generator=gen) < mixing).to(device)
-                layer = torch.arange(G.num_ws, device=device)[None]
-                ws = torch.where((mix & (layer >= cut))[:, :, None], ws2, ws)
-                fakes = G.to_unit(G.synthesis(ws, noise_mode="const"))
-            pred = encoder(fakes)
-            latent = ((pred - ws) / stats.std).square().mean()
-            recon = G.to_unit(G.synthesis(pred, noise_mode="const"))
-            pixel = (recon - fakes).square().mean()
-            loss = latent_weight * latent + pixel_weight * pixel
-            stats_step = {"latent": float(latent.detach()), "pixel": float(pixel.detach())}
-            if real_images is not None:
-                idx = torch.randint(0, real_images.shape[0], (batch_size,), generator=gen)
-                reals = real_images[idx].to(device, torch.float32)
-                real_codes = encoder(reals)
-                real_pixel = (G.to_unit(G.synthesis(real_codes, noise_mode="const")) - reals).square().mean()
-                loss = loss + pixel_weight * real_pixel
-                stats_step["real_pixel"] = float(real_pixel.detach())
-                if prior_weight > 0:
-                    real_prior = stats.prior(real_codes).mean()
-                    loss = loss + prior_weight * real_prior
-                    stats_step["real_prior"] = float(real_prior.detach())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            history.append(stats_step)
+                group["lr"] = config.lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * step / config.steps))
+            losses = _encoder_step(G, encoder, opt, config, stats, real_images, gen)
+            history.append(losses)
             if on_step is not None:
-                on_step(step, stats_step)
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        G.train(was_training)
+                on_step(step, losses)
     encoder.eval().requires_grad_(False)
-    tail = history[-max(1, steps // 20):]
-    report = {"steps": steps, "batch_size": batch_size, "lr": lr, "prior_weight": prior_weight, "seed": seed,
-              "seconds": round(time.perf_counter() - start, 1),
+    tail = history[-max(1, config.steps // 20):]
+    report = {"steps": config.steps, "batch_size": config.batch_size, "lr": config.lr, "prior_weight": config.prior_weight,
+              "seed": config.seed, "seconds": round(time.perf_counter() - start, 1),
               "real_images": 0 if real_images is None else int(real_images.shape[0])}
     for key in tail[0]:
         report[f"final_{key}"] = sum(h[key] for h in tail) / len(tail)
     return encoder, report
 
+
+@torch.no_grad()
+def _known_samples(G: Generator, n: int, mixing: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` samples in ``[0, 1]`` and their W+ codes; with probability ``mixing`` a code's layers
+    from a random crossover on switch to a second code."""
+    device = G.device
+    z = torch.randn(n, G.z_dim, generator=gen).to(device)
+    c = sample_conditioning(G, n, gen)
+    ws = G.mapping(z, c.to(device) if c is not None else None)
+    z2 = torch.randn(n, G.z_dim, generator=gen).to(device)
+    ws2 = G.mapping(z2, c.to(device) if c is not None else None)
+    cut = torch.randint(1, G.num_ws, (n, 1), generator=gen).to(device)
+    mix = (torch.rand(n, 1, generator=gen) < mixing).to(device)
+    layer = torch.arange(G.num_ws, device=device)[None]
+    ws = torch.where((mix & (layer >= cut))[:, :, None], ws2, ws)
+    return G.to_unit(G.synthesis(ws, noise_mode="const")), ws
+
+
+def _encoder_step(G: Generator, encoder: Encoder, opt: torch.optim.Optimizer, config: EncoderTraining, stats: LatentPrior,
+                  real_images: torch.Tensor | None, gen: torch.Generator) -> dict[str, float]:
+    """One optimiser step on a batch of samples (and reals); the losses it measured."""
+    fakes, ws = _known_samples(G, config.batch_size, config.mixing, gen)
+    pred = encoder(fakes)
+    latent = ((pred - ws) / stats.std).square().mean()
+    pixel = (G.to_unit(G.synthesis(pred, noise_mode="const")) - fakes).square().mean()
+    loss = config.latent_weight * latent + config.pixel_weight * pixel
+    losses = {"latent": float(latent.detach()), "pixel": float(pixel.detach())}
+    if real_images is not None:
+        idx = torch.randint(0, real_images.shape[0], (config.batch_size,), generator=gen)
+        reals = real_images[idx].to(G.device, torch.float32)
+        real_codes = encoder(reals)
+        real_pixel = (G.to_unit(G.synthesis(real_codes, noise_mode="const")) - reals).square().mean()
+        loss = loss + config.pixel_weight * real_pixel
+        losses["real_pixel"] = float(real_pixel.detach())
+        if config.prior_weight > 0:
+            real_prior = stats.penalty(real_codes).mean()
+            loss = loss + config.prior_weight * real_prior
+            losses["real_prior"] = float(real_prior.detach())
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return losses

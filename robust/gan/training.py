@@ -489,6 +489,7 @@ class Trainer:
             first, names = cond.groups[0]
             rows = min(len(names), 16)
             n = rows * cols
+            # The bulk draw of Conditioning.sample (one generator for tokens and z): grids of earlier runs stay comparable.
             tokens = cond.sample(n, gen)
             tokens[first] = torch.arange(rows).repeat_interleave(cols)
             c = cond.encode(tokens).to(self.device)

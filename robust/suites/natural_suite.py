@@ -65,7 +65,7 @@ def _directions(ctx: AuditContext, G: Any, spec: Spec) -> Any:
 
 def _render(G: Any, directions: Any, ws: torch.Tensor, residual: torch.Tensor | None, expand: int | None,
             mags: torch.Tensor) -> torch.Tensor:
-    from robust.gan.inversion import synthesize
+    from robust.gan.latent import synthesize
 
     out = []
     with torch.no_grad():

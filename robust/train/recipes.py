@@ -339,17 +339,12 @@ class GeneratedSamples(Recipe):
         self.G = G
 
     def views(self, batch: Batch, classifier: Classifier) -> list[torch.Tensor]:
-        from robust.noise import normal, uniform
+        from robust.gan.latent import sample_z
 
         G, cond = self.G, self.G.conditioning
-        seeds = batch.seeds
-        tokens: dict[str, torch.Tensor] = {"class": self.classes[batch.labels.cpu()]}
-        others = [(name, len(values)) for name, values in cond.groups if name != "class"]
-        if others:
-            u = uniform(seeds, (len(others),), stream=0x6E4)
-            for k, (name, count) in enumerate(others):
-                tokens[name] = (u[:, k] * count).long().clamp_(max=count - 1)
-        z = normal(seeds, (G.z_dim,), stream=0x6E5).to(G.device)
+        tokens = cond.sample(batch.seeds, groups=[name for name in cond.names if name != "class"], stream=0x6E4)
+        tokens["class"] = self.classes[batch.labels.cpu()]
+        z = sample_z(G, batch.seeds, stream=0x6E5)
         c = cond.encode(tokens).to(G.device)
         with torch.no_grad():
             images = G.to_unit(G(z, c, truncation_psi=self.psi, truncation_center=self.center, noise_mode="const"))
