@@ -12,8 +12,9 @@ Every attack takes a :class:`robust.models.Classifier` (normalisation lives ther
 """
 from __future__ import annotations
 
-from attacks.base import (AMP_DTYPES, ATTACKS, LOSSES, NORMS, Attack, AttackResult, AttackRun, AttackWarning,
-                          attack_loss, format_eps, get_attack, list_attacks, project)
+from attacks.base import AMP_DTYPES, ATTACKS, Attack, AttackResult, AttackRun, AttackWarning, format_eps, get_attack, list_attacks
+from robust.losses import LOSSES, per_image_loss
+from robust.perturbation import NORMS, project
 from attacks.latent import DirectionSearchConfig, LatentAttackResult, direction_attack
 from attacks.pgd import APGD, FGSM, PGD, apgd_checkpoints
 from attacks.sage import SageConfig, SageResult, failure_regions, random_search, sage_search
@@ -24,7 +25,7 @@ from attacks.transform_search import TransformSearchConfig, TransformSearchResul
 __all__ = [
     "AMP_DTYPES", "APGD", "ATTACKS", "Attack", "AttackResult", "AttackRun", "AttackWarning", "FGSM", "LOSSES",
     "NORMS", "PGD", "SageConfig", "SageResult", "Square", "SweepResult", "TransformSearchConfig", "TransformSearchResult", "apgd_checkpoints",
-    "attack_loss", "check_eps_grid", "classifier_objective", "epsilon_sweep", "failure_regions", "format_eps", "get_attack",
+    "per_image_loss", "check_eps_grid", "classifier_objective", "epsilon_sweep", "failure_regions", "format_eps", "get_attack",
     "list_attacks", "project", "random_search", "sage_search", "square_fraction", "transform_search",
     "DirectionSearchConfig", "LatentAttackResult", "direction_attack",
 ]

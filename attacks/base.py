@@ -19,19 +19,18 @@ from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 
 from robust import noise
 from robust.errors import GradientUnavailableError, InputError
+from robust.losses import per_image_loss
 from robust.models import Classifier, frozen
+from robust.perturbation import NORMS
 from robust.registry import Registry, parse_number, parse_spec
 from robust.seeding import derive_seed
 from robust.transforms.search import Worst
 from robust.transforms.search import restarts as search_restarts
 from robust.validation import check_choice, check_labels, check_number
 
-NORMS = ("linf", "l2")
-LOSSES = ("ce", "margin", "dlr")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 ATTACKS: Registry[type["Attack"]] = Registry("attack")
@@ -51,35 +50,6 @@ def format_eps(eps: float) -> str:
 
 # -- losses (per image, to be maximised) ---------------------------------------------------------
 
-def _other_max(logits: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
-    """Largest logit among the classes other than ``cls``."""
-    return logits.scatter(1, cls[:, None], float("-inf")).amax(1)
-
-
-def attack_loss(name: str, logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-image loss an attack maximises: ``ce``, ``margin`` (CW) or ``dlr`` (Croce & Hein 2020).
-
-    Untargeted losses grow as the true class loses; targeted ones grow as ``targets`` wins.
-    ``margin`` is positive exactly when the attack has succeeded (up to ties).
-    """
-    if name == "ce":
-        if targets is None:
-            return F.cross_entropy(logits, labels, reduction="none")
-        return -F.cross_entropy(logits, targets, reduction="none")
-    if name == "margin":
-        if targets is None:
-            return _other_max(logits, labels) - logits.gather(1, labels[:, None]).squeeze(1)
-        return logits.gather(1, targets[:, None]).squeeze(1) - _other_max(logits, targets)
-    if name == "dlr":
-        ranked = logits.sort(dim=1, descending=True).values
-        true = logits.gather(1, labels[:, None]).squeeze(1)
-        if targets is None:
-            return (_other_max(logits, labels) - true) / (ranked[:, 0] - ranked[:, 2] + 1e-12)
-        target = logits.gather(1, targets[:, None]).squeeze(1)
-        return (target - true) / (ranked[:, 0] - 0.5 * (ranked[:, 2] + ranked[:, 3]) + 1e-12)
-    raise InputError("loss", "one of " + ", ".join(LOSSES), name)
-
-
 def hit(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
     """Whether each image is an attack success: misclassified, or classified as its target."""
     pred = logits.argmax(1)
@@ -87,43 +57,6 @@ def hit(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None
 
 
 # -- geometry of the threat models ---------------------------------------------------------------
-
-def _norms(t: torch.Tensor) -> torch.Tensor:
-    return t.flatten(1).norm(dim=1).view(-1, *([1] * (t.dim() - 1)))
-
-
-def project(original: torch.Tensor, adversarial: torch.Tensor, norm: str, eps: float | torch.Tensor) -> torch.Tensor:
-    """Project into the ``eps``-ball around ``original`` and then into ``[0, 1]`` (which keeps it in the ball)."""
-    delta = adversarial - original
-    if norm == "linf":
-        if isinstance(eps, torch.Tensor):
-            eps = eps.view(-1, *([1] * (delta.dim() - 1)))
-            delta = torch.max(torch.min(delta, eps), -eps)
-        else:
-            delta = delta.clamp(-eps, eps)
-    else:
-        eps_t = eps.view(-1, *([1] * (delta.dim() - 1))) if isinstance(eps, torch.Tensor) else eps
-        delta = delta * (eps_t / _norms(delta).clamp_min(1e-12)).clamp(max=1.0)
-    return (original + delta).clamp(0.0, 1.0)
-
-
-def ascent_direction(grad: torch.Tensor, norm: str) -> torch.Tensor:
-    """The steepest-ascent unit step for the norm: the sign for Linf, the normalised gradient for L2."""
-    if norm == "linf":
-        return grad.sign()
-    return grad / _norms(grad).clamp_min(1e-12)
-
-
-def random_start(x: torch.Tensor, seeds: torch.Tensor, norm: str, eps: float, stream: int) -> torch.Tensor:
-    """A seeded random point of the ball (uniform per pixel for Linf; random direction and radius for L2)."""
-    shape = tuple(x.shape[1:])
-    if norm == "linf":
-        u = noise.uniform(seeds, shape, stream=2 * stream + 1).to(x.device, x.dtype)
-        return (x + (2.0 * u - 1.0) * eps).clamp(0.0, 1.0)
-    direction = noise.normal(seeds, shape, stream=2 * stream + 1).to(x.device, x.dtype)
-    radius = noise.uniform(seeds, (1,), stream=2 * stream + 2).to(x.device, x.dtype).view(-1, *([1] * len(shape)))
-    return project(x, x + direction / _norms(direction).clamp_min(1e-12) * radius * eps, norm, eps)
-
 
 # -- the runner: one classifier, in eval mode, for the length of one attack -------------------------
 
@@ -164,7 +97,7 @@ class AttackRun:
             return self.forward(x)
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None, name: str | None = None) -> torch.Tensor:
-        return attack_loss(name or self.loss_name, logits, labels, targets)
+        return per_image_loss(name or self.loss_name, logits, labels, targets)
 
     def gradient(self, x: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None, *,
                  check_zero: bool = False, loss: str | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -330,7 +263,7 @@ class Attack(ABC):
             targets = check_labels(targets, n, clf.num_classes, "targets")
         check_eps(self.eps, self.norm, f"{self.name} eps", dims=images[0].numel())
         seed = check_number(seed, "seed", low=0, integer=True)
-        ids = check_sample_ids(sample_ids, n)
+        ids = noise.check_seeds(sample_ids, n, "sample_ids").cpu()
         self._check_call(clf, targets)
 
         device = clf.device
@@ -397,15 +330,6 @@ def check_classifier(classifier: Any) -> Classifier:
         raise InputError("classifier", "a robust.models.Classifier (wrap a model with robust.models.load_classifier)",
                          type(classifier).__name__)
     return classifier
-
-
-def check_sample_ids(sample_ids: Any, n: int) -> torch.Tensor:
-    if sample_ids is None:
-        return torch.arange(n, dtype=torch.int64)
-    ids = torch.as_tensor(sample_ids)
-    if ids.shape != (n,) or ids.is_floating_point() or ids.dtype == torch.bool:
-        raise InputError("sample_ids", f"{n} integer ids (one per image)", f"{ids.dtype} of shape {tuple(ids.shape)}")
-    return ids.to(torch.int64).cpu()
 
 
 def preflight(run: AttackRun, probe: torch.Tensor, probe_logits: torch.Tensor) -> None:
@@ -493,7 +417,6 @@ def select(tensors: dict[str, torch.Tensor | None], keep: torch.Tensor) -> dict[
 
 
 __all__ = [
-    "ATTACKS", "AMP_DTYPES", "Attack", "AttackResult", "AttackRun", "AttackWarning", "LOSSES", "NORMS",
-    "ascent_direction", "attack_loss", "best_of_restarts", "check_eps", "format_eps", "get_attack", "hit", "list_attacks",
-    "project", "random_start", "select",
+    "ATTACKS", "AMP_DTYPES", "Attack", "AttackResult", "AttackRun", "AttackWarning",
+    "per_image_loss", "best_of_restarts", "check_eps", "format_eps", "get_attack", "hit", "list_attacks", "select",
 ]

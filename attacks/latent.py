@@ -9,8 +9,9 @@ from typing import Any
 
 import torch
 
-from attacks.base import PerImageOutcome, check_classifier, check_sample_ids
+from attacks.base import PerImageOutcome, check_classifier
 from attacks.transform_search import classifier_objective
+from robust import noise
 from robust.errors import GradientUnavailableError, InputError
 from robust.gan.directions import Directions
 from robust.gan.latent import check_expand_res, check_ws, synthesize
@@ -121,7 +122,7 @@ def direction_attack(classifier: Classifier, G: Generator, ws: torch.Tensor, lab
     n = ws.shape[0]
     labels = check_labels(labels, n, clf.num_classes)
     seed = check_number(config.seed, "seed", low=0, integer=True)
-    ids = check_sample_ids(sample_ids, n)
+    ids = noise.check_seeds(sample_ids, n, "sample_ids").cpu()
     if residual is not None:
         expand_res = check_expand_res(G, expand_res)
         if expand_res is None or residual.shape[0] != n:

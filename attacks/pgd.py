@@ -18,7 +18,8 @@ from typing import ClassVar
 
 import torch
 
-from attacks.base import ATTACKS, Attack, AttackRun, ascent_direction, best_of_restarts, hit, project, random_start, select
+from attacks.base import ATTACKS, Attack, AttackRun, best_of_restarts, hit, select
+from robust.perturbation import ascent_direction, project, random_start
 from robust.errors import InputError
 from robust.validation import check_choice, check_number
 

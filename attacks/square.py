@@ -18,8 +18,9 @@ from typing import ClassVar
 
 import torch
 
-from attacks.base import ATTACKS, Attack, AttackRun, hit, project, select
+from attacks.base import ATTACKS, Attack, AttackRun, hit, select
 from robust import noise
+from robust.perturbation import project
 from robust.validation import check_choice, check_number
 
 SCHEDULE_MARKS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)

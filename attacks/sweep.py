@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from attacks.base import Attack, check_classifier, check_eps, check_sample_ids, format_eps, get_attack
+from attacks.base import Attack, check_classifier, check_eps, format_eps, get_attack
+from robust import noise
 from robust.errors import InputError
 from robust.models import Classifier
 from robust.results import Curve
@@ -99,7 +100,7 @@ def epsilon_sweep(classifier: Classifier, images: torch.Tensor, labels: Any, att
     images = clf.check_input(images)
     n = images.shape[0]
     labels = check_labels(labels, n, clf.num_classes)
-    ids = check_sample_ids(sample_ids, n)
+    ids = noise.check_seeds(sample_ids, n, "sample_ids").cpu()
     grid = check_eps_grid(eps_grid, base.norm, dims=images[0].numel())
     min_eps = torch.full((n,), math.inf)
     adversarial = images.detach().clone()

@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 
-from attacks.base import AttackRun, PerImageOutcome, attack_loss, check_classifier, check_sample_ids, hit
+from attacks.base import AttackRun, PerImageOutcome, per_image_loss, check_classifier, hit
+from robust import noise
 from robust.errors import GradientUnavailableError, InputError
 from robust.models import Classifier, frozen
 from robust.seeding import derive_seed
@@ -33,7 +34,7 @@ def classifier_objective(classifier: Classifier, labels: torch.Tensor, *, target
 
         def objective(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             logits = run.forward(images)
-            return attack_loss(loss, logits, labels, targets), hit(logits.detach(), labels, targets), logits.detach().argmax(1)
+            return per_image_loss(loss, logits, labels, targets), hit(logits.detach(), labels, targets), logits.detach().argmax(1)
 
         yield objective
 
@@ -145,7 +146,7 @@ def transform_search(classifier: Classifier, images: torch.Tensor, labels: Any, 
     if targets is not None:
         targets = check_labels(targets, n, clf.num_classes, "targets")
     seed = check_number(config.seed, "seed", low=0, integer=True)
-    ids = check_sample_ids(sample_ids, n)
+    ids = noise.check_seeds(sample_ids, n, "sample_ids").cpu()
     search = _search_bounds(tf, config.params, config.bounds)
     device = clf.device
     x_all = images.detach().to(device, torch.float32)

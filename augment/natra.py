@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from robust import noise
 from robust.data import ImageSet
@@ -23,6 +22,7 @@ from robust.gan.inversion import invert_batch
 from robust.gan.latent import check_expand_res, check_ws, latent_stats, synthesize
 from robust.gan.networks import Generator
 from robust.io import fingerprint_tensors
+from robust.losses import per_image_loss
 from robust.models import Classifier
 from robust.seeding import derive_seed
 from robust.transforms import Param, Params, Transform
@@ -41,14 +41,6 @@ class NaturalTransformResult:
     images: torch.Tensor
     magnitudes: torch.Tensor
     loss: torch.Tensor | None = None
-
-
-def per_image_loss(name: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """``ce`` (cross-entropy) or ``margin`` (best other logit minus the true one), per image."""
-    if name == "ce":
-        return F.cross_entropy(logits, labels, reduction="none")
-    true = logits.gather(1, labels[:, None]).squeeze(1)
-    return logits.scatter(1, labels[:, None], float("-inf")).amax(1) - true
 
 
 @dataclass(frozen=True)

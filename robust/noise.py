@@ -43,7 +43,12 @@ def subseeds(seeds: torch.Tensor, stream: int, count: int | None = None) -> torc
 
 
 def check_seeds(seeds: Any, n: int | None = None, name: str = "seeds") -> torch.Tensor:
-    """Per-image integer seeds as an int64 tensor ``[N]`` (``n`` of them when given), else :class:`InputError`."""
+    """Per-image integer seeds as an int64 tensor ``[N]`` (``n`` of them when given), else :class:`InputError`.
+
+    ``None`` with ``n`` given means the images' positions ``0..n-1``.
+    """
+    if seeds is None and n is not None:
+        return torch.arange(n, dtype=torch.int64)
     t = torch.as_tensor(seeds) if not isinstance(seeds, torch.Tensor) else seeds
     if t.dim() != 1 or t.is_floating_point() or t.is_complex() or t.dtype == torch.bool or (n is not None and t.shape[0] != n):
         count = "one integer per image" if n is None else f"{n} integers (one per image)"

@@ -184,7 +184,7 @@ def test_natural_transform_takes_a_config_or_its_fields(setup):
 
 
 def test_transform_search_and_testing_take_a_natural_transform(setup):
-    from attacks import attack_loss, transform_search
+    from attacks import per_image_loss, transform_search
     from robust.testing import RobustnessFailure, assert_invariant
 
     G, directions, ws, images, labels, clf = setup
@@ -195,7 +195,7 @@ def test_transform_search_and_testing_take_a_natural_transform(setup):
     assert torch.allclose(found.images, nt.apply(images, found.params), atol=1e-5)
     assert bool((found.params[nt.param_names[1]] == 0).all()) and found.describe(0).startswith("natra:sefa(")
     climbed = transform_search(clf, images, labels, nt, method="gradient", steps=3, k=1, params=[first])
-    unedited = attack_loss("margin", clf.logits(images), labels)  # the gradient search starts at magnitude 0
+    unedited = per_image_loss("margin", clf.logits(images), labels)  # the gradient search starts at magnitude 0
     assert bool((climbed.loss >= unedited - 1e-5).all()) and bool((climbed.loss > unedited + 1e-3).any())
     try:
         case = assert_invariant(clf, images, nt, params={first: float(nt.params[0].high)})

@@ -37,6 +37,7 @@ from robust.io import (
     save_checkpoint,
     write_bytes,
 )
+from robust.perturbation import ascent_direction, project_delta
 from robust.seeding import derive_seed, make_generator
 from robust.validation import check_number
 
@@ -187,9 +188,6 @@ def l2_pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: fl
     Madry et al. (2018): normalised-gradient steps of ``2.5 eps / steps`` projected back on the
     ball, starting at the clean images; the parameters' gradients are left untouched.
     """
-    def norms(t: torch.Tensor) -> torch.Tensor:
-        return t.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (t.ndim - 1)))
-
     step = 2.5 * eps / steps
     delta = torch.zeros_like(images)
     for _ in range(steps):
@@ -197,8 +195,7 @@ def l2_pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: fl
         with torch.enable_grad():
             loss = F.cross_entropy(model(images + delta), labels)
             (g,) = torch.autograd.grad(loss, [delta])
-        delta = delta.detach() + step * g / norms(g)
-        delta = delta * (eps / norms(delta)).clamp(max=1.0)
+        delta = project_delta(delta.detach() + step * ascent_direction(g, "l2"), "l2", eps)
     return (images + delta).detach()
 
 

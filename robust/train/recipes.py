@@ -394,7 +394,7 @@ class PGDTraining(Recipe):
         return F.kl_div(F.log_softmax(logits, 1), clean_probs, reduction="none").sum(1)
 
     def perturb(self, batch: Batch, classifier: Classifier) -> torch.Tensor:
-        from attacks.base import ascent_direction, project, random_start
+        from robust.perturbation import ascent_direction, project, random_start
         from robust import noise
 
         x = batch.images
