@@ -102,11 +102,11 @@ def check_choice(value: Any, name: str, choices: Sequence[Any]) -> Any:
     return value
 
 
-def with_options(config: Any, options: Mapping[str, Any]) -> Any:
+def with_options(config: Any, options: Mapping[str, Any], argument: str | None = None) -> Any:
     """The dataclass ``config`` with ``options`` (some of its field names) replacing its values, checked again
-    by its ``__post_init__``; unknown names raise :class:`InputError` listing the valid ones."""
+    by its ``__post_init__``; unknown names raise :class:`InputError` (naming ``argument``) listing the valid ones."""
     fields = list(config.__dataclass_fields__)
     unknown = sorted(set(options) - set(fields))
     if unknown:
-        raise InputError(f"{type(config).__name__} options", "some of " + ", ".join(fields), unknown)
+        raise InputError(argument or f"{type(config).__name__} options", "some of " + ", ".join(fields), unknown)
     return dataclasses.replace(config, **options) if options else config

@@ -6,11 +6,11 @@ published StyleGAN2-ADA configurations (32x32 and 256x256).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from robust.errors import InputError
 from robust.registry import Registry
+from robust.validation import with_options
 
 
 @dataclass(frozen=True)
@@ -66,11 +66,7 @@ class GANConfig:
 
     def with_overrides(self, **overrides: Any) -> GANConfig:
         """A copy with some fields changed (unknown names raise :class:`InputError`)."""
-        names = {f.name for f in fields(self)}
-        unknown = sorted(set(overrides) - names)
-        if unknown:
-            raise InputError("config overrides", "fields of GANConfig (" + ", ".join(sorted(names)) + ")", unknown)
-        return replace(self, **overrides)
+        return with_options(self, overrides, "config overrides")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
