@@ -1,27 +1,9 @@
-"""pytest plugin (registered through the ``pytest11`` entry point ``robust``).
+"""pytest plugin (entry point ``pytest11`` ``robust``): fixtures, options and the ``robust`` marker.
 
-It adds robustness fixtures, options and a marker; see :mod:`robust.strategies` and
-:mod:`robust.testing` for what tests call.
-
-Options (all optional; the plugin adds nothing to a run that uses none of them):
-
-* ``--robust-model=SPEC``: a robust checkpoint, an ``.onnx`` file, ``timm:<name>`` or an
-  architecture name, served by the ``robust_model`` fixture (a :class:`robust.models.Classifier`).
-* ``--robust-data=SPEC``: an image folder, ``.npz``/``.pt`` file, ``synthetic:<split>`` or
-  ``digits[:test]``, served by ``robust_data`` (an ImageSet; ``--robust-max-samples`` keeps a
-  seeded, class-balanced subset).
-* ``--robust-generator=PATH|demo``: served by ``robust_generator`` (``robust.gan``).
-* ``--robust-device=auto|cpu|cuda|cuda:N|mps``: where ``robust_model`` runs (``robust_device``).
-* ``--robust-report=DIR``: after the session, an audit report of every robustness assertion and
-  every ``robust`` test (``reports.write_reports``: json, html, md, junit) and the failing images
-  under ``DIR/failures``.
-* ``--robust-profile=ci|nightly``: load the hypothesis profile ``robust-ci`` or ``robust-nightly``
-  (``--hypothesis-profile=robust-ci`` works too).
-* ``--robust-seed=N``: the seed of ``robust_seed`` and of the ``--robust-data`` subset.
-
-Fixtures whose option is missing skip the test; override them in ``conftest.py`` to supply a model
-or data in code. Tests using a ``robust_*`` fixture get the ``robust`` marker (``-m robust`` /
-``-m "not robust"``). Importing this module imports neither torch nor hypothesis.
+Options (``--robust-model``, ``--robust-data``, ``--robust-generator``, ``--robust-device``,
+``--robust-report``, ``--robust-profile``, ``--robust-seed``) are described in ``pytest --help``
+and README's pytest section; a fixture whose option is missing skips its test. Importing this module
+imports neither torch nor hypothesis.
 """
 from __future__ import annotations
 
