@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from robust import __version__
-from robust.data import ImageSet, load_dataset
+from robust.data import ImageSet, load_dataset, split_options
 from robust.errors import InputError, RobustError
 from robust.io import check_writable
 from robust.models import Classifier, load_classifier
@@ -127,7 +127,7 @@ class AuditContext:
         """At most ``n`` images of the evaluation data (seeded, class-balanced)."""
         return self.data.take(n, self.seed)
 
-    def progress_bar(self, iterable: Any = None, total: int | None = None, desc: str = "", unit: str = "it") -> Any:
+    def progress_bar(self, iterable: Any = None, total: int | None = None, desc: str = "", unit: str = "") -> Any:
         """Progress of a suite's loop (:func:`robust.progress.progress`): a bar on a terminal, lines in logs,
         nothing when ``progress`` is False."""
         return progress(iterable, total=total, desc=desc, unit=unit, enabled=self.progress)
@@ -588,11 +588,13 @@ def load_config(path: str | Path) -> dict[str, Any]:
     base = path.parent
     for key in ("model", "data", "generator"):
         if key in config and not Path(config[key]).is_absolute():
-            local = base / config[key]
+            # A data spec may end in options (``shapes/val,size=48``): the path is what comes before them.
+            source, options = split_options(config[key]) if key == "data" else (config[key], "")
+            local = base / source
             # A checkpoint is often named by its prefix (``runs/x/best`` for best.safetensors + best.json).
             siblings = (local, local.with_name(local.name + ".json"), local.with_name(local.name + ".safetensors"))
             if any(p.exists() for p in siblings):
-                config[key] = str(local)
+                config[key] = str(local) + options
     if "out" in config and not Path(config["out"]).is_absolute():
         config["out"] = str(base / config["out"])
     if "weights" in options and not Path(options["weights"]).is_absolute():

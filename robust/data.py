@@ -133,7 +133,7 @@ class FolderScan:
         return min(self.sizes.most_common(1)[0][0])
 
     def size_hint(self) -> str:
-        return f"add ,size=N to the data spec to resize them (aspect ratio kept, centre crop), e.g. '{self.root},size={self.suggested_size()}'"
+        return f"add ,size=N to the data spec to resize them, keeping the aspect ratio by a centre crop: '{self.root},size={self.suggested_size()}'"
 
 
 def scan_image_folder(path: str | Path) -> FolderScan:
@@ -233,9 +233,9 @@ def load_npz(path: str | Path) -> ImageSet:
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         reason = "it holds Python objects, which robust never unpickles" if "allow_pickle" in str(exc) else str(exc)
         raise FileFormatError(path, "a NumPy .npz archive of numeric arrays", f"unreadable ({reason})") from None
-    for key, array in (("images", images), ("labels", labels)):
+    for array, wanted in ((images, "numeric images (uint8 0-255 or float 0-1)"), (labels, "integer labels (names go in class_names)")):
         if array.dtype.kind not in "buif":
-            raise FileFormatError(path, f"numeric {key} (uint8 0-255 or float 0-1 images, integer labels)", f"{key} of {array.dtype} values")
+            raise FileFormatError(path, wanted, f"{wanted.split()[1]} of {array.dtype} values")
     data_set = from_arrays(images, labels, names, path.stem)
     data_set.factors = factors
     return data_set
@@ -324,6 +324,12 @@ def parse_size(value: Any, argument: str = "size") -> tuple[int, int]:
     return (hw[0], hw[-1])
 
 
+def split_options(text: str) -> tuple[str, str]:
+    """``"shapes/train,size=48"`` -> ``("shapes/train", ",size=48")``: a spec's source and its trailing options."""
+    match = _TRAILING_OPTIONS.match(text)
+    return (match.group("source"), match.group("options")) if match else (text, "")
+
+
 def parse_data_spec(text: str) -> DataSpec:
     """Split a data spec into its source and options: ``shapes/train,size=48`` -> (``shapes/train``, ``{size: 48}``).
 
@@ -335,8 +341,8 @@ def parse_data_spec(text: str) -> DataSpec:
     text = str(text).strip()
     if Path(text).exists():
         return DataSpec(text)
-    match = _TRAILING_OPTIONS.match(text)
-    source, options = (match.group("source"), parse_options(match.group("options"), "data")) if match else (text, {})
+    source, options_text = split_options(text)
+    options = parse_options(options_text, "data")
     if Path(source).exists():
         unknown = sorted(set(options) - set(PATH_OPTIONS))
         if unknown:

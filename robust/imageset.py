@@ -79,6 +79,10 @@ class ImageSet:
         shown = ", ".join(self.class_names[:6]) + (", ..." if self.num_classes > 6 else "")
         return f"ImageSet({self.name!r}, {len(self)} images {self.channels}x{self.size[0]}x{self.size[1]}, {self.num_classes} classes: {shown})"
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        # Hypothesis (and IPython) print dataclasses field by field, tensors included, unless told otherwise.
+        printer.text(repr(self))
+
     @property
     def num_classes(self) -> int:
         return len(self.class_names)

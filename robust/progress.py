@@ -4,8 +4,8 @@ On a terminal (stderr is a TTY): a tqdm bar that advances with every update. Any
 ``nohup``, a pipe): plain lines on stderr at a bounded rate, each with done/total, the percentage,
 the time so far and an estimate of the time left; a line is written when ``interval`` seconds
 (``ROBUST_PROGRESS_INTERVAL``, default 10) have passed since the last one, or when another tenth of
-the work is done (at most one such line every ``interval / 10`` seconds). ``enabled=False`` (the
-commands' ``--quiet``) writes nothing at all.
+the work is done (at most one such line every ``interval / 10`` seconds), and a closing line when
+the work took that long. ``enabled=False`` (the commands' ``--quiet``) writes nothing at all.
 """
 from __future__ import annotations
 
@@ -95,6 +95,8 @@ class LogProgress:
 
     def update(self, n: float = 1) -> None:
         self.n += n
+        if self.total and self.n >= self.total:
+            return  # the closing line says it
         now, tenth = self.clock(), self._tenth()
         since = now - self.last
         if since >= self.interval or (tenth > self.tenth and since >= self.interval / 10):
@@ -105,7 +107,7 @@ class LogProgress:
         """``"train erm: 340/1000 steps (34%), loss 0.41, 1m05s so far, about 2m06s left"``."""
         now = self.clock() if now is None else now
         elapsed = now - self.started
-        done = f"{self.n:g}/{self.total:g} {self.unit}" if self.total else f"{self.n:g} {self.unit}"
+        done = (f"{self.n:g}/{self.total:g} {self.unit}" if self.total else f"{self.n:g} {self.unit}").rstrip()
         parts = [f"{self.desc}: {done}" if self.desc else done]
         if self.total:
             parts[0] += f" ({100 * self.n / self.total:.0f}%)"
@@ -125,16 +127,17 @@ class LogProgress:
         self.lines += 1
 
     def close(self) -> None:
-        """The closing line (``done``), when the work was long enough to have written any."""
+        """The closing line (``done``), when the work took ``interval`` or more, or wrote lines before."""
         if self.closed:
             return
         self.closed = True
-        if self.lines:
-            took = format_duration(self.clock() - self.started)
+        now = self.clock()
+        if self.lines or now - self.started >= self.interval:
+            took = format_duration(now - self.started)
             if self.total and self.n < self.total:
-                text = f"stopped at {self.n:g}/{self.total:g} {self.unit} after {took}"
+                text = f"stopped at {self.n:g}/{self.total:g} {self.unit}".rstrip() + f" after {took}"
             else:
-                text = f"{self.n:g} {self.unit} done in {took}"
+                text = f"{self.n:g} {self.unit}".rstrip() + f" done in {took}"
             stream = self.stream if self.stream is not None else sys.stderr
             stream.write((f"{self.desc}: " if self.desc else "") + text + (f", {self.postfix}" if self.postfix else "") + "\n")
             stream.flush()

@@ -1,11 +1,15 @@
 """``robust train``: train or harden a classifier with recipes, evaluate every epoch, resume, run under torchrun."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import click
 
 from robust.cli.common import device_option, quiet_option, seed_option, threads_option
+
+
+_EVAL_NAME = re.compile(r"^([A-Za-z_][\w\-]*)=")
 
 
 def _list_recipes(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
@@ -94,7 +98,8 @@ def train(model: str, data_spec: str, n: int | None, eval_specs: tuple[str, ...]
         train_data = load_dataset(data_spec, n=n, seed=seed)
         eval_sets = {}
         for spec in eval_specs:
-            name, _, source = spec.partition("=") if "=" in spec.split(":", 1)[0] else ("", "", spec)
+            named = _EVAL_NAME.match(spec)  # NAME=DATA; a data spec's own options (shapes/val,size=32) are not a name
+            name, source = (named.group(1), spec[named.end():]) if named else ("", spec)
             data = load_dataset(source, n=eval_n, seed=seed)
             eval_sets[name or eval_set_name(data.name)] = data
         generator = None
