@@ -36,6 +36,9 @@ DIGITS_OPTIONS = ("size", "rgb")
 BUILTIN_NAMES = ("synthetic", "digits")
 # Trailing ``,key=value`` parts of a spec (a path may itself hold commas, never one followed by key=).
 _TRAILING_OPTIONS = re.compile(r"^(?P<source>.+?)(?P<options>(?:,[A-Za-z_]\w*=[^,]*)*)$")
+# Photos from phones store their rotation in EXIF; orientations 5-8 turn the picture by 90 degrees.
+_EXIF_ORIENTATION = 0x0112
+_EXIF_TURNED = (5, 6, 7, 8)
 _NPZ_MAGIC = b"PK"
 _NPY_MAGIC = b"\x93NUMPY"
 
@@ -152,6 +155,8 @@ def scan_image_folder(path: str | Path) -> FolderScan:
             try:
                 with Image.open(file) as im:
                     width, height = im.size
+                    if im.getexif().get(_EXIF_ORIENTATION, 1) in _EXIF_TURNED:
+                        width, height = height, width
                     scan.modes[im.mode] += 1
             except (UnidentifiedImageError, OSError) as exc:
                 raise FileFormatError(file, "a readable image", f"unreadable ({exc})") from None
@@ -163,12 +168,12 @@ def scan_image_folder(path: str | Path) -> FolderScan:
 
 
 def _read_image(file: Path, mode: str) -> torch.Tensor:
-    """One image file as uint8 ``[C, H, W]`` in ``mode`` (``RGB`` or ``L``)."""
-    from PIL import Image, UnidentifiedImageError
+    """One image file as uint8 ``[C, H, W]`` in ``mode`` (``RGB`` or ``L``), upright as viewers show it (EXIF orientation)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(file) as im:
-            array = np.asarray(im.convert(mode))
+            array = np.asarray(ImageOps.exif_transpose(im).convert(mode))
     except (UnidentifiedImageError, OSError) as exc:
         raise FileFormatError(file, "a readable image", f"unreadable ({exc})") from None
     tensor = torch.from_numpy(array.copy())

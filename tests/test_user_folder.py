@@ -114,6 +114,17 @@ def test_every_kind_of_data_spec_takes_a_size(shapes: Path, tmp_path: Path):
     one_error_line(run("data", "info", "digits,size=abc"), "size")
 
 
+def test_photos_turned_by_their_exif_orientation_load_upright(tmp_path: Path):
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+    photo = Image.new("RGB", (20, 10), (255, 0, 0))  # stored 20 wide, 10 high, shown turned by 90 degrees
+    exif = photo.getexif()
+    exif[0x0112] = 6
+    photo.save(tmp_path / "a" / "0.jpg", exif=exif.tobytes())
+    Image.new("RGB", (10, 20)).save(tmp_path / "b" / "0.png")
+    assert load_dataset(tmp_path).images.shape == (2, 3, 20, 10)
+
+
 def test_resizing_keeps_the_aspect_ratio_by_a_centre_crop():
     from robust.imageset import fit_images
 
