@@ -163,6 +163,20 @@ def test_progress_lines_off_a_terminal_are_rate_limited_and_say_done_of_total():
     assert stream.getvalue() == ""
 
 
+def test_progress_is_a_bar_on_a_terminal_and_nothing_when_disabled(monkeypatch: pytest.MonkeyPatch):
+    import sys
+
+    from robust.progress import LogProgress, NoProgress, progress
+
+    assert type(progress(total=3)) is LogProgress  # pytest's stderr is no terminal
+    assert type(progress(total=3, enabled=False)) is NoProgress
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    bar = progress(range(4), desc="suite", enabled=None)
+    assert type(bar).__module__.startswith("tqdm")
+    assert list(bar) == [0, 1, 2, 3] and bar.n == 4  # advanced with every item
+    assert type(progress(total=3, enabled=False)) is NoProgress
+
+
 def test_train_and_audit_write_progress_lines_in_logs_and_nothing_when_quiet(shapes: Path, model16: str, tmp_path: Path):
     env = {"ROBUST_PROGRESS_INTERVAL": "0"}
     data = f"{shapes},size=16"

@@ -659,7 +659,8 @@ def harden(
     (see :mod:`robust.train.recipes`). ``config`` (or keyword ``overrides`` of its fields) sets the
     budget and optimiser. ``out`` receives ``log.jsonl``, ``best``/``last`` checkpoints,
     ``config.json`` and the resumable state; ``resume=True`` continues the run saved there.
-    ``generator`` is the image generator recipes such as ``natra`` need. ``on_step(step, loss)`` is
+    ``generator`` is the image generator recipes such as ``natra`` need. ``progress=False`` hides the
+    progress report (:mod:`robust.progress`: a bar on a terminal, lines in logs). ``on_step(step, loss)`` is
     called after every optimiser step with the shard's mean loss as a 0-d tensor (on the device:
     reading it synchronises).
 
