@@ -720,13 +720,12 @@ class _Search:
 
     def run(self) -> SageResult:
         cfg = self.cfg
-        from tqdm.auto import tqdm
+        from robust.progress import progress
 
         self.start = time.monotonic()
         stopped = "queries"
         chains = self._new_chains(min(cfg.batch_size, cfg.budget_queries))
-        bar = tqdm(total=cfg.budget_queries, desc=f"sage {cfg.method}", unit="query", leave=False, dynamic_ncols=True,
-                   disable=self.progress is False or None)
+        bar = progress(total=cfg.budget_queries, desc=f"sage {cfg.method}", unit="queries", enabled=self.progress)
         try:
             while True:
                 if cfg.max_failures is not None and len(self.failures) >= cfg.max_failures:

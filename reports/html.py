@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from robust.io import png_bytes, write_text
+from robust.registry import format_number
 from robust.results import AuditResult, CaseResult, SuiteResult
 
 from reports.images import data_uri
@@ -33,7 +34,7 @@ _KNOWN_DETAILS = ("tables", "confusion", "notes", "traceback", "plot_cases", "cu
 
 
 def fmt(value: Any) -> str:
-    """Numbers as 4 significant digits, ``n/a`` for missing or NaN, anything else as text."""
+    """Numbers as 4 significant digits (round-off below 1e-6 as 0), ``n/a`` for missing or NaN, anything else as text."""
     if value is None:
         return "n/a"
     if isinstance(value, bool):
@@ -43,7 +44,7 @@ def fmt(value: Any) -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return "n/a"
-        return f"{value:.4g}"
+        return format_number(value)
     return str(value)
 
 

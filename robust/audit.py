@@ -26,9 +26,11 @@ import torch
 import torch.nn.functional as F
 
 from robust import __version__
-from robust.data import ImageSet, load_dataset
+from robust.data import ImageSet, load_dataset, split_options
 from robust.errors import InputError, RobustError
+from robust.io import check_writable
 from robust.models import Classifier, load_classifier
+from robust.progress import progress
 from robust.provenance import command_line, processor
 from robust.registry import Registry, Spec, parse_spec
 from robust.results import AuditResult, CaseResult, FailureExample, SuiteResult, metric_key
@@ -118,20 +120,17 @@ class AuditContext:
 
     def sample_count(self, spec: Spec, default: int) -> int:
         """Images a suite should use: its ``n=`` option, else the audit's ``max_samples``, else ``default``."""
-        n = spec.options.get("n", self.max_samples if self.max_samples is not None else default)
-        if not isinstance(n, int) or n < 1:
-            raise InputError(f"{spec.name} option n", "a positive whole number of images", n)
-        return n
+        check_count(spec)
+        return int(spec.options.get("n", self.max_samples if self.max_samples is not None else default))
 
     def subset(self, n: int) -> ImageSet:
         """At most ``n`` images of the evaluation data (seeded, class-balanced)."""
         return self.data.take(n, self.seed)
 
-    def progress_bar(self, iterable: Any = None, total: int | None = None, desc: str = "") -> Any:
-        from tqdm.auto import tqdm
-
-        return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True,
-                    disable=self.progress is False or None)
+    def progress_bar(self, iterable: Any = None, total: int | None = None, desc: str = "", unit: str = "") -> Any:
+        """Progress of a suite's loop (:func:`robust.progress.progress`): a bar on a terminal, lines in logs,
+        nothing when ``progress`` is False."""
+        return progress(iterable, total=total, desc=desc, unit=unit, enabled=self.progress)
 
     def autocast(self) -> Any:
         """bf16 autocast on the model's device when ``amp`` is set (a no-op otherwise)."""
@@ -289,10 +288,41 @@ class PlannedSuite:
     key: str
 
 
+def check_count(spec: Spec) -> None:
+    """A suite's ``n=`` option, when given, must be a positive whole number of images."""
+    n = spec.options.get("n")
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+        raise InputError(f"{spec.name} option n", "a positive whole number of images", n)
+
+
+def check_suite(spec: Spec, argument: str | None = None) -> None:
+    """Parse ``spec`` as its suite will, without running anything: the name, ``n=`` and the suite's own
+    ``check`` (registered as ``SUITES.register(name, check=fn)``: it reads the spec through the same
+    functions the suite uses, such as :func:`attacks.get_attack`).
+
+    Raises :class:`InputError` naming ``argument`` (default ``suite '<spec>'``) and what in it is wrong.
+    """
+    load_suites()
+    argument = argument or f"suite {str(spec)!r}"
+    SUITES.get(spec.name)
+    check = SUITES.meta(spec.name).get("check")
+    try:
+        check_count(spec)
+        if check is not None:
+            check(spec)
+    except InputError as exc:
+        raise InputError(f"{argument}: {exc.name}", exc.expected, exc.got) from None
+    except RobustError:
+        raise
+    except (TypeError, ValueError) as exc:  # a plain int()/float() of an option: still the user's spec at fault
+        raise InputError(argument, f"options the {spec.name} suite accepts", str(exc)) from None
+
+
 def plan_suites(suites: Iterable[str | Spec]) -> list[PlannedSuite]:
-    """Parse suite specs, check their names are registered and their result names unique.
+    """Parse and check suite specs (:func:`check_suite`) and that their result names are unique.
 
     ``name=`` in a spec renames its result (``pgd:l2@0.5,name=pgd_l2``) so one suite can run twice.
+    Every spec is checked before any suite runs, so a typo in the last one costs no time.
     """
     load_suites()
     planned: list[PlannedSuite] = []
@@ -307,7 +337,9 @@ def plan_suites(suites: Iterable[str | Spec]) -> list[PlannedSuite]:
         if name in seen:
             raise InputError("suites", "distinct result names (add name=... to one of the specs)", f"{name!r} twice")
         seen.add(name)
-        planned.append(PlannedSuite(name, Spec(spec.name, spec.target, spec.at, options), str(spec)))
+        suite_spec = Spec(spec.name, spec.target, spec.at, options)
+        check_suite(suite_spec, f"suite {str(spec)!r}")
+        planned.append(PlannedSuite(name, suite_spec, str(spec)))
     if not planned:
         raise InputError("suites", "at least one suite (" + ", ".join(SUITES.names()) + ")", "none")
     return planned
@@ -381,7 +413,7 @@ class AuditConfig:
     ``time_budget``: seconds, after which the remaining suites are skipped. ``model_options`` go to
     :func:`robust.models.load_classifier` (num_classes, input_size, weights, mean, std).
     ``command``: the command recorded (default: this process's). ``progress``: None shows progress
-    bars on a terminal, False never.
+    bars on a terminal and progress lines in logs (:mod:`robust.progress`), False neither.
     """
 
     suites: Iterable[str | Spec] | None = None
@@ -472,14 +504,15 @@ def run_audit(model: Any, data: Any, config: AuditConfig | None = None, *, gener
     clock = time.monotonic()
     dev = resolve_device(config.device)
     planned, gates = _plan(config, generator)
+    out_dir = check_writable(config.out, "out") if config.out is not None else None
     ctx = _context(model, data, generator, config, dev, clock)
     result = _new_result(ctx, model, generator, config, planned, gates, started)
-    out_dir = Path(config.out) if config.out is not None else None
     done = _previous(out_dir, result) if config.resume and out_dir else {}
     if done:
         result.environment["resumed"] = sorted(k for k in done if k in {p.key for p in planned})
 
-    for planned_suite in ctx.progress_bar(planned, desc="audit"):
+    # Off a terminal the caller's on_suite reports each suite; a bar is for terminals only.
+    for planned_suite in progress(planned, desc="audit", unit="suite", enabled=config.progress, lines=False):
         if planned_suite.key in done:
             suite = done[planned_suite.key]
             suite.name = planned_suite.name
@@ -555,11 +588,13 @@ def load_config(path: str | Path) -> dict[str, Any]:
     base = path.parent
     for key in ("model", "data", "generator"):
         if key in config and not Path(config[key]).is_absolute():
-            local = base / config[key]
+            # A data spec may end in options (``shapes/val,size=48``): the path is what comes before them.
+            source, options = split_options(config[key]) if key == "data" else (config[key], "")
+            local = base / source
             # A checkpoint is often named by its prefix (``runs/x/best`` for best.safetensors + best.json).
             siblings = (local, local.with_name(local.name + ".json"), local.with_name(local.name + ".safetensors"))
             if any(p.exists() for p in siblings):
-                config[key] = str(local)
+                config[key] = str(local) + options
     if "out" in config and not Path(config["out"]).is_absolute():
         config["out"] = str(base / config["out"])
     if "weights" in options and not Path(options["weights"]).is_absolute():

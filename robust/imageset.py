@@ -1,4 +1,5 @@
-"""The in-memory dataset currency: :class:`ImageSet` (float32 images in ``[0, 1]``, labels, class names).
+"""The in-memory dataset currency: :class:`ImageSet` (float32 images in ``[0, 1]``, labels, class names),
+and :func:`fit_images`, the one way robust resizes images (keeping their aspect ratio).
 
 Loaders for every source live in :mod:`robust.data`, which re-exports the class.
 """
@@ -19,11 +20,37 @@ from robust.seeding import derive_seed, make_generator
 from robust.validation import check_images, check_labels
 
 
-@dataclass
+def fit_images(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Images ``[N, C, H, W]`` (float, ``[0, 1]``) resized to ``size`` ``(height, width)`` keeping their aspect ratio.
+
+    Each image is scaled (bilinear, antialiased) until it covers ``size``, then its centre is cut
+    out: nothing is stretched and nothing is padded; an image of another aspect ratio loses the
+    edges of its longer side (the convention of torchvision's ``Resize`` + ``CenterCrop``).
+    """
+    height, width = images.shape[-2:]
+    target_h, target_w = size
+    scale = max(target_h / height, target_w / width)
+    scaled = (max(target_h, round(height * scale)), max(target_w, round(width * scale)))
+    if scaled != (height, width):
+        images = F.interpolate(images, size=scaled, mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+    top, left = (scaled[0] - target_h) // 2, (scaled[1] - target_w) // 2
+    return images[..., top : top + target_h, left : left + target_w].contiguous()
+
+
+def resize_note(size: tuple[int, int], resized: int, cropped: int, total: int) -> str:
+    """What :func:`fit_images` did, in words (recorded as an :class:`ImageSet`'s ``preprocessing``)."""
+    if not resized:
+        return ""
+    text = f"{resized} of {total} images resized to {size[0]}x{size[1]} keeping their aspect ratio"
+    return text + (f" ({cropped} centre-cropped to that shape)" if cropped else "")
+
+
+@dataclass(repr=False)
 class ImageSet:
     """Images ``[N, C, H, W]`` (float32, ``[0, 1]``, CPU), labels ``[N]`` and class names.
 
     ``factors`` holds per-image ground truth when the source knows it (the synthetic benchmark).
+    ``preprocessing`` says what was done to the images when they were loaded (resizing), or is empty.
     Indexing with an int, slice, list or tensor returns a new :class:`ImageSet`.
     """
 
@@ -32,6 +59,7 @@ class ImageSet:
     class_names: list[str]
     factors: dict[str, torch.Tensor] = field(default_factory=dict)
     name: str = "data"
+    preprocessing: str = ""
 
     def __post_init__(self) -> None:
         self.images = check_images(self.images, f"{self.name} images")
@@ -45,6 +73,15 @@ class ImageSet:
 
     def __len__(self) -> int:
         return self.images.shape[0]
+
+    def __repr__(self) -> str:
+        # Short on purpose: pytest and hypothesis print this for every failing test that received one.
+        shown = ", ".join(self.class_names[:6]) + (", ..." if self.num_classes > 6 else "")
+        return f"ImageSet({self.name!r}, {len(self)} images {self.channels}x{self.size[0]}x{self.size[1]}, {self.num_classes} classes: {shown})"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        # Hypothesis (and IPython) print dataclasses field by field, tensors included, unless told otherwise.
+        printer.text(repr(self))
 
     @property
     def num_classes(self) -> int:
@@ -69,6 +106,7 @@ class ImageSet:
             self.class_names,
             {k: v[index] for k, v in self.factors.items()},
             self.name,
+            self.preprocessing,
         )
 
     def take(self, n: int | None, seed: int = 0) -> ImageSet:
@@ -106,15 +144,20 @@ class ImageSet:
             "image_shape": [self.channels, *self.size],
             "fingerprint": self.fingerprint(),
             "factors": sorted(self.factors),
+            **({"preprocessing": self.preprocessing} if self.preprocessing else {}),
         }
 
     def resized(self, size: int | tuple[int, int]) -> ImageSet:
-        """A copy with images resized (bilinear, antialiased) to ``size``."""
-        hw = (size, size) if isinstance(size, int) else tuple(size)
-        if tuple(hw) == self.size:
+        """A copy with images resized to ``size`` keeping their aspect ratio (:func:`fit_images`), which
+        ``preprocessing`` then records."""
+        hw = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+        if hw == self.size:
             return self
-        images = F.interpolate(self.images, size=hw, mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
-        return ImageSet(images, self.labels, self.class_names, self.factors, self.name)
+        height, width = self.size
+        cropped = len(self) if height * hw[1] != width * hw[0] else 0
+        note = resize_note(hw, len(self), cropped, len(self))
+        return ImageSet(fit_images(self.images, hw), self.labels, self.class_names, self.factors, self.name,
+                        "; ".join(filter(None, (self.preprocessing, note))))
 
     def with_channels(self, channels: int) -> ImageSet:
         """Greyscale <-> RGB conversion to ``channels`` (1 or 3)."""
@@ -129,7 +172,7 @@ class ImageSet:
             images = self.images[:, :3].contiguous()
         else:
             raise InputError("channels", "1 or 3", channels)
-        return ImageSet(images, self.labels, self.class_names, self.factors, self.name)
+        return ImageSet(images, self.labels, self.class_names, self.factors, self.name, self.preprocessing)
 
     def save_npz(self, path: str | Path) -> Path:
         """Write ``images`` (uint8 NCHW), ``labels``, ``class_names`` and factors to a ``.npz`` atomically."""

@@ -44,6 +44,26 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def check_writable(folder: PathLike, argument: str) -> Path:
+    """``folder``, created if missing, once a file could be made in it; else :class:`InputError` naming ``argument``.
+
+    Commands call this before their work starts, so a folder they cannot write fails in one line
+    instead of after the work (when the first result is saved).
+    """
+    from robust.errors import InputError
+
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".robust-write-check.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise InputError(argument, "a folder robust can create and write", f"{str(path)!r} ({reason})") from None
+    return path
+
+
 def write_text(path: PathLike, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robust.errors import FileFormatError, GradientUnavailableError, InputError
-from robust.io import fingerprint_tensors, load_checkpoint, save_checkpoint
+from robust.io import checkpoint_paths, fingerprint_tensors, load_checkpoint, save_checkpoint
 from robust.registry import Registry
 from robust.validation import check_images, check_labels
 
@@ -291,12 +291,18 @@ class Classifier:
         return float((self.predict(images, batch_size).cpu() == labels.cpu()).float().mean())
 
     def check_compatible(self, data: Any, name: str = "data") -> None:
-        """Raise :class:`InputError` if a dataset's classes or image shape do not fit this model."""
+        """Raise :class:`InputError` if a dataset's classes or image shape do not fit this model.
+
+        Images of another size are refused even when the network would run on them (global
+        pooling): a model is measured at the size it was made for. The message says how to resize.
+        """
         if data.num_classes != self.num_classes:
             raise InputError(f"{name} classes", f"{self.num_classes} classes (the model's outputs)", f"{data.num_classes} classes")
         shape = (data.channels, *data.size)
-        if shape[0] != self.input_size[0] or (self.fixed_size and shape[1:] != self.input_size[1:]):
-            raise InputError(f"{name} images", "shape {}x{}x{} (the model's input)".format(*self.input_size), "{}x{}x{}".format(*shape))
+        if shape != self.input_size:
+            _, height, width = self.input_size
+            hint = f"; add ,size={height if height == width else f'{height}x{width}'} to the data spec to resize" if shape[1:] != self.input_size[1:] else ""
+            raise InputError(f"{name} images", "shape {}x{}x{} (the model's input{})".format(*self.input_size, hint), "{}x{}x{}".format(*shape))
 
     @property
     def fixed_size(self) -> bool:
@@ -512,12 +518,42 @@ def load_checkpoint_classifier(path: str | Path, device: torch.device | str | No
         network = create_network(config["arch"], int(config["num_classes"]), int(config["input_size"][0]), **config.get("arch_kwargs", {}))
     except KeyError as exc:
         raise FileFormatError(path, "a classifier config with arch, num_classes and input_size", f"missing {exc}") from None
+    _check_shapes(network, tensors, config, path)
     missing, unexpected = network.load_state_dict(tensors, strict=False)
     if missing or unexpected:
         raise FileFormatError(path, f"weights for {config['arch']}", f"missing {missing[:5]}, unexpected {unexpected[:5]}")
     return Classifier(network, input_size=config["input_size"], num_classes=config["num_classes"], mean=config["mean"],
                       std=config["std"], class_names=config.get("class_names"), name=config.get("name") or Path(path).stem,
                       arch=config["arch"], arch_kwargs=config.get("arch_kwargs", {}), device=device)
+
+
+def _check_shapes(network: nn.Module, tensors: dict[str, torch.Tensor], config: dict[str, Any], path: str | Path) -> None:
+    """A checkpoint's config (``num_classes``, ``input_size``) must build the network its weights belong to.
+
+    The error names the config's value and the one the weights imply: the output layer is the last
+    mismatching tensor whose first dimension is ``num_classes``, the input layer the first whose
+    second dimension is the channel count.
+    """
+    expected = network.state_dict()
+    wrong = [(key, tuple(tensors[key].shape), tuple(expected[key].shape)) for key in expected
+             if key in tensors and tensors[key].shape != expected[key].shape]
+    if not wrong:
+        return
+    classes, channels = int(config["num_classes"]), int(config["input_size"][0])
+    found = []
+    inputs = next(((k, got) for k, got, want in wrong if len(want) > 1 and want[1] == channels and got[1] != channels), None)
+    if inputs is not None:
+        found.append(f"input_size {list(config['input_size'])} has {channels} channels, the weights take {inputs[1][1]} "
+                     f"({inputs[0]} is {'x'.join(map(str, inputs[1]))})")
+    heads = [(k, got) for k, got, want in reversed(wrong) if want[0] == classes and got[0] != classes]
+    outputs = next((h for h in heads if len(h[1]) > 1), heads[0] if heads else None)  # a weight names the layer better than a bias
+    if outputs is not None:
+        found.append(f"num_classes is {classes}, the weights have {outputs[1][0]} ({outputs[0]} is {'x'.join(map(str, outputs[1]))})")
+    if not found:
+        key, got, want = wrong[0]
+        found.append(f"{key} is {'x'.join(map(str, got))} in the weights, {'x'.join(map(str, want))} for the config")
+    _, config_path = checkpoint_paths(path)
+    raise FileFormatError(config_path, "num_classes and input_size that match the weights", "; ".join(found))
 
 
 def _load_state(path: Path) -> dict[str, torch.Tensor]:

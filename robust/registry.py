@@ -101,6 +101,22 @@ def parse_number(text: str, name: str = "value") -> float:
         raise InputError(name, "a number such as 0.5 or 8/255", text) from None
 
 
+#: Below this fraction of a value's scale a number is float round-off and reads as 0 (``delta=-1.49e-08``).
+ZERO_FRACTION = 1e-6
+
+
+def format_number(value: float, digits: int = 4, scale: float = 1.0) -> str:
+    """A number for a label or a caption: ``digits`` significant digits, and ``0`` for anything smaller
+    than :data:`ZERO_FRACTION` of ``scale`` (the size of the range it comes from), so round-off
+    never reads as a value. The inverse of :func:`parse_number` for the numbers robust writes."""
+    number = float(value)
+    if number != number or number in (float("inf"), float("-inf")):
+        return str(number)
+    if abs(number) < ZERO_FRACTION * abs(scale):
+        number = 0.0
+    return f"{number + 0.0:.{digits}g}"
+
+
 def _parse_value(text: str) -> Any:
     low = text.lower()
     if low in ("true", "false"):
@@ -115,15 +131,20 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+def parse_options(text: str, name: str = "spec") -> dict[str, Any]:
+    """``",steps=10,loss=dlr"`` -> ``{"steps": 10, "loss": "dlr"}`` (numbers and true/false converted)."""
+    options: dict[str, Any] = {}
+    for part in filter(None, text.split(",")):
+        if "=" not in part:
+            raise InputError(name, "options written key=value", part)
+        key, value = part.split("=", 1)
+        options[key.strip()] = _parse_value(value.strip())
+    return options
+
+
 def parse_spec(text: str, name: str = "spec") -> Spec:
     """Parse a spec string; raises :class:`InputError` naming ``name`` when it is malformed."""
     match = _SPEC_RE.match(text.strip())
     if not match:
         raise InputError(name, "name[:target][@value][,key=value...] such as pgd:linf@8/255", text)
-    options: dict[str, Any] = {}
-    for part in filter(None, match.group("opts").split(",")):
-        if "=" not in part:
-            raise InputError(name, "options written key=value", part)
-        key, value = part.split("=", 1)
-        options[key.strip()] = _parse_value(value.strip())
-    return Spec(match.group("name"), match.group("target"), match.group("at"), options)
+    return Spec(match.group("name"), match.group("target"), match.group("at"), parse_options(match.group("opts"), name))

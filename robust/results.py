@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from robust.errors import InputError
+from robust.registry import format_number
 
 STATUSES = ("ok", "error", "skipped")
 _KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
@@ -173,7 +174,7 @@ class GateResult:
     message: str = ""
 
     def __str__(self) -> str:
-        shown = "missing" if self.value is None else f"{self.value:.4g}"
+        shown = "missing" if self.value is None else format_number(self.value)
         return f"{self.expression} (value {shown}){': ' + self.message if self.message else ''}"
 
 

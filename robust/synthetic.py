@@ -23,6 +23,7 @@ from robust.errors import InputError
 from robust.imageset import ImageSet
 from robust.registry import Spec, parse_spec
 from robust.seeding import derive_seed, make_generator
+from robust.validation import check_number
 
 CLASS_NAMES: tuple[str, ...] = (
     "disk", "ring", "triangle", "square", "cross", "star", "crescent", "bar", "corner", "half_disk",
@@ -427,14 +428,16 @@ def parse_synthetic(spec: str | Spec, *, size: int = 32, seed: int = 0) -> Synth
     if spec.name != "synthetic":
         raise InputError("data", "a synthetic[:<split>] spec", str(spec))
     opts = dict(spec.options)
-    correlated = opts.pop("correlated", None)
+    unknown = sorted(set(opts) - {"size", "strength", "correlated", "seed", "n"})
+    if unknown:
+        raise InputError("synthetic options", "size, strength, correlated, seed or n", unknown)
+    correlated = opts.get("correlated")
     bench = SyntheticBenchmark(
-        size=int(opts.pop("size", size)),
+        size=check_number(opts.get("size", size), "synthetic option size", integer=True),
         correlated=tuple(str(correlated).split("+")) if correlated else DEFAULT_CORRELATED,
-        strength=float(opts.pop("strength", DEFAULT_STRENGTH)),
-        seed=int(opts.pop("seed", seed)),
+        strength=check_number(opts.get("strength", DEFAULT_STRENGTH), "synthetic option strength"),
+        seed=check_number(opts.get("seed", seed), "synthetic option seed", integer=True),
     )
-    count = opts.pop("n", None)
-    if opts:
-        raise InputError("synthetic options", "size, strength, correlated, seed or n", sorted(opts))
-    return SyntheticSource(bench, spec.target or "test_shift", int(count) if count is not None else None)
+    count = opts.get("n")
+    count = check_number(count, "synthetic option n", low=1, integer=True) if count is not None else None
+    return SyntheticSource(bench, spec.target or "test_shift", count)

@@ -57,6 +57,8 @@ def check_images(
 def check_labels(labels: Any, n: int | None = None, num_classes: int | None = None, name: str = "labels") -> torch.Tensor:
     """Check integer labels ``[N]`` in ``[0, num_classes)``; returns them as an int64 tensor."""
     if isinstance(labels, np.ndarray):
+        if labels.dtype.kind not in "buif":
+            raise InputError(name, "integer class indices (class names go in class_names)", f"an array of {labels.dtype} values")
         labels = torch.from_numpy(labels)
     elif isinstance(labels, (list, tuple)):
         labels = torch.as_tensor(labels)

@@ -88,13 +88,21 @@ def test_same_seed_gives_the_same_report(model_path: str, tmp_path: Path) -> Non
     assert images and all((tmp_path / "a" / p).read_bytes() == (tmp_path / "b" / p).read_bytes() for p in images)
 
 
-def test_an_erroring_suite_is_reported_and_the_others_run(model_path: str, tmp_path: Path) -> None:
-    result = run_audit(model_path, DATA, AuditConfig(["clean", "transforms:no_such_transform", "shift,n=12,sweep=none"], out=tmp_path,
+def test_an_erroring_suite_is_reported_and_the_others_run(model_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import attacks
+
+    def exploding_search(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the search exploded")
+
+    # A spec error is refused before any suite runs (test_suite_specs_are_checked_before_any_suite_runs);
+    # a suite that fails while running is reported, and the others still run.
+    monkeypatch.setattr(attacks, "transform_search", exploding_search)
+    result = run_audit(model_path, DATA, AuditConfig(["clean", "transforms:rotation", "shift,n=12,sweep=none"], out=tmp_path,
                                                      max_samples=12, progress=False, gates=["transforms.mean_worst_acc>=0"]))
     status = {s.name: s.status for s in result.suites}
     assert status == {"clean": "ok", "transforms": "error", "shift": "ok"}
     broken = result.suite("transforms")
-    assert "no_such_transform" in broken.error and "Traceback" in broken.details["traceback"]
+    assert "the search exploded" in broken.error and "Traceback" in broken.details["traceback"]
     assert not result.gates[0].passed and "errored" in result.gates[0].message
     assert exit_code(result) == 1 and exit_code(result.__class__(suites=result.suites)) == 3
     assert exit_code(result.__class__(suites=result.suites), allow_errors=True) == 0
@@ -180,7 +188,9 @@ def _audit(args: list[str]):
     return CliRunner().invoke(cli, ["audit", "-q", *args])
 
 
-def test_cli_exit_codes_follow_gates_and_errors(model_path: str, tmp_path: Path) -> None:
+def test_cli_exit_codes_follow_gates_and_errors(model_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import attacks
+
     base = ["-m", model_path, "-d", DATA, "-n", "12", "-s", "clean", "--format", "json,junit"]
     ok = _audit([*base, "--gate", "clean.acc>=0", "-o", str(tmp_path / "ok")])
     assert ok.exit_code == 0, ok.output
@@ -192,9 +202,16 @@ def test_cli_exit_codes_follow_gates_and_errors(model_path: str, tmp_path: Path)
     assert bad_gate.exit_code == 2 and "gate" in bad_gate.output
     unknown = _audit([*base, "--gate", "pgd.acc>=0", "-o", str(tmp_path / "bad")])
     assert unknown.exit_code == 2 and "pgd" in unknown.output
-    errored = _audit([*base, "-s", "transforms:nope", "-o", str(tmp_path / "err")])
+    refused = _audit([*base, "-s", "transforms:nope", "-o", str(tmp_path / "err")])
+    assert refused.exit_code == 2 and "transforms:nope" in refused.output and not (tmp_path / "err" / "report.json").exists()
+
+    def exploding_search(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the search exploded")
+
+    monkeypatch.setattr(attacks, "transform_search", exploding_search)
+    errored = _audit([*base, "-s", "transforms:rotation", "-o", str(tmp_path / "err")])
     assert errored.exit_code == 3 and "transforms" in errored.output
-    allowed = _audit([*base, "-s", "transforms:nope", "--allow-errors", "-o", str(tmp_path / "err")])
+    allowed = _audit([*base, "-s", "transforms:rotation", "--allow-errors", "-o", str(tmp_path / "err")])
     assert allowed.exit_code == 0
     missing = CliRunner().invoke(cli, ["audit", "-d", DATA])
     assert missing.exit_code == 2 and "--model" in missing.output

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from robust.cli.common import device_option, progress, seed_option
+from robust.cli.common import device_option, progress, quiet_option, seed_option, threads_option
 
 
 @click.command()
@@ -23,10 +23,12 @@ from robust.cli.common import device_option, progress, seed_option
 @click.option("--batch-size", type=click.IntRange(1), default=None, help="Images per model call (default: the model's).")
 @click.option("--max-failures", type=click.IntRange(0), default=64, show_default=True, help="Failures shown in failures.png.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for attack.json, failures.safetensors/.json and failures.png.")
+@quiet_option
+@threads_option
 @seed_option
 @device_option
 def attack(model_spec: str, weights: str | None, data_spec: str, attack_spec: str, eps_grid: str | None, max_samples: int | None,
-           batch_size: int | None, max_failures: int, out: str, seed: int, device: str) -> None:
+           batch_size: int | None, max_failures: int, out: str, quiet: bool, threads: int | None, seed: int, device: str) -> None:
     """Attack a classifier and write robust accuracy, the failing adversarial images and a gallery of them.
 
     \b
@@ -37,26 +39,33 @@ def attack(model_spec: str, weights: str | None, data_spec: str, attack_spec: st
 
     from attacks import epsilon_sweep, format_eps, get_attack
     from robust.data import load_dataset
-    from robust.io import save_checkpoint, write_json
+    from robust.errors import InputError
+    from robust.io import check_writable, save_checkpoint, write_json
     from robust.models import load_classifier
     from robust.registry import parse_number
     from robust.seeding import resolve_device
 
+    # The attack, the budgets and the output folder are checked before anything is loaded.
+    spec = get_attack(attack_spec, **({"batch_size": batch_size} if batch_size else {}))
+    grid = [parse_number(text, "--eps-grid") for text in eps_grid.split(",") if text.strip()] if eps_grid else None
+    for eps in grid or []:
+        try:
+            if eps != 0:  # 0 is the clean point of a sweep; any other budget must suit the attack
+                spec.with_eps(eps)
+        except InputError as exc:
+            raise InputError("--eps-grid", exc.expected, exc.got) from None
+    out_dir = check_writable(out, "--out")
     dev = resolve_device(device)
     data = load_dataset(data_spec, n=max_samples, seed=seed)
     clf = load_classifier(model_spec, data=data, weights=weights, device=dev)
     clf.check_compatible(data)
-    overrides = {"batch_size": batch_size} if batch_size else {}
-    spec = get_attack(attack_spec, **overrides)
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    bars = False if quiet else None
     start = time.time()
     report: dict = {"model": clf.describe(), "data": {"name": data.name, "n": len(data), "fingerprint": data.fingerprint()},
                     "attack": spec.spec, "seed": seed}
-    if eps_grid:
-        grid = [parse_number(text, "eps-grid") for text in eps_grid.split(",") if text.strip()]
+    if grid:
         sweep = epsilon_sweep(clf, data.images, data.labels, spec, grid, seed=seed,
-                              progress=lambda it: progress(it, total=len(it), desc="eps", unit="eps"))
+                              progress=lambda it: progress(it, total=len(it), desc="eps", unit="eps", enabled=bars))
         report["sweep"] = sweep.summary()
         adversarial, predictions, broken = sweep.adversarial, sweep.predictions, sweep.failures()
         min_eps = sweep.min_eps
@@ -65,7 +74,7 @@ def attack(model_spec: str, weights: str | None, data_spec: str, attack_spec: st
     else:
         size = batch_size or clf.batch_size
         parts = []
-        for first in progress(range(0, len(data), size), total=-(-len(data) // size), desc=spec.name, unit="batch"):
+        for first in progress(range(0, len(data), size), desc=spec.name, unit="batches", enabled=bars):
             ids = torch.arange(first, min(first + size, len(data)))
             parts.append(spec(clf, data.images[ids], data.labels[ids], seed=seed, sample_ids=ids))
         adversarial = torch.cat([p.adversarial.cpu() for p in parts])

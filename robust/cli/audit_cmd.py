@@ -12,7 +12,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from robust.cli.common import device_option, seed_option
+from robust.cli.common import announce_suite, device_option, quiet_option, seed_option, threads_option
 
 
 def _floats(text: str | None, name: str) -> list[float] | None:
@@ -66,8 +66,8 @@ def suites_help() -> str:
 @click.option("--mean", default=None, help="Per-channel mean the model expects, e.g. 0.485,0.456,0.406.")
 @click.option("--std", default=None, help="Per-channel std the model expects.")
 @click.option("--list-suites", is_flag=True, help="List the registered suites and exit.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-@click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads (default: torch's choice).")
+@quiet_option
+@threads_option
 @seed_option
 @device_option
 @click.pass_context
@@ -93,10 +93,6 @@ def audit(ctx: click.Context, model: str | None, data: str | None, generator: st
     from reports import ALL_FORMATS, FORMATS, format_summary
     from robust.audit import AuditConfig, exit_code, load_config, run_audit
 
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
     settings: dict[str, Any] = load_config(config_path) if config_path else {}
     cli_values = {"model": model, "data": data, "generator": generator, "suites": list(suites), "gates": list(gates), "out": out,
                   "seed": seed, "max_samples": max_samples, "time_budget": time_budget, "device": device, "failures": failures,
@@ -122,10 +118,6 @@ def audit(ctx: click.Context, model: str | None, data: str | None, generator: st
 
     color = sys.stdout.isatty()
 
-    def announce(suite: Any) -> None:
-        if not quiet:
-            click.echo(f"  {suite.name}: {suite.status} ({suite.duration_s:.1f}s)" + (f" {suite.error}" if suite.error else ""), err=True)
-
     try:
         config = AuditConfig(
             settings.get("suites") or None, gates=settings.get("gates", []), out=settings["out"], seed=int(settings["seed"]),
@@ -133,7 +125,7 @@ def audit(ctx: click.Context, model: str | None, data: str | None, generator: st
             time_budget=settings.get("time_budget"), formats=chosen_formats or list(ALL_FORMATS),
             failures_per_case=int(settings["failures"]), model_options=options, progress=False if quiet else None,
         )
-        result = run_audit(settings["model"], settings["data"], config, generator=settings.get("generator"), on_suite=announce)
+        result = run_audit(settings["model"], settings["data"], config, generator=settings.get("generator"), on_suite=None if quiet else announce_suite)
     except KeyboardInterrupt:
         click.echo(f"interrupted: finished suites are saved in {settings['out']}/report.json; rerun with --resume", err=True)
         ctx.exit(130)

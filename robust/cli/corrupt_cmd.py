@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from robust.cli.common import device_option, progress, seed_option
+from robust.cli.common import device_option, progress, quiet_option, seed_option, threads_option, with_split
 
 def parse_corruptions(text: str) -> list[str]:
     """``--corruptions``: corruptions or sets (all, benchmark, heldout) joined by ``+`` (or, as before, commas)."""
@@ -38,10 +38,12 @@ def _plus_joined(text: str) -> str:
 @click.option("--format", "fmt", type=click.Choice(["npz", "folder"]), default="npz", show_default=True,
               help="npz: <corruption>/<severity>.npz; folder: <corruption>/<severity>/<class>/<index>.png.")
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
+@quiet_option
+@threads_option
 @seed_option
 @device_option
 def corrupt(data: str, out_dir: str, split: str | None, corruption_spec: str, severity_spec: str, count: int | None,
-            fmt: str, batch_size: int, seed: int, device: str) -> None:
+            fmt: str, batch_size: int, quiet: bool, threads: int | None, seed: int, device: str) -> None:
     """Write corrupted copies of DATA for every corruption x severity, plus a manifest.json.
 
     Image i of the dataset always gets the noise seed derived from (--seed, corruption, i), so the
@@ -54,20 +56,19 @@ def corrupt(data: str, out_dir: str, split: str | None, corruption_spec: str, se
 
     from augment.corruptions import fine_factor, get_corruption, image_seeds, spatial_scale
     from robust.data import ImageSet, load_dataset
-    from robust.io import write_json, write_png
+    from robust.io import check_writable, write_json, write_png
     from robust.seeding import resolve_device
 
     names = parse_corruptions(corruption_spec)
     severities = parse_severities(severity_spec)
+    out = check_writable(out_dir, "--out")
     dev = resolve_device(device)
-    spec = f"{data}:{split}" if split and data in ("synthetic", "digits") else data
-    dataset = load_dataset(spec, n=count, seed=seed)
-    out = Path(out_dir)
+    dataset = load_dataset(with_split(data, split), n=count, seed=seed)
     n = len(dataset)
     h, w = dataset.size
     files: dict[str, dict[str, str]] = {}
     steps = len(names) * len(severities) * ((n + batch_size - 1) // batch_size)
-    bar = progress(total=steps, desc="corrupt", unit="batch")
+    bar = progress(total=steps, desc="corrupt", unit="batches", enabled=False if quiet else None)
     try:
         for name in names:
             transform = get_corruption(name)

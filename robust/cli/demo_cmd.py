@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from robust.cli.common import device_option, seed_option
+from robust.cli.common import announce_suite, device_option, quiet_option, seed_option, threads_option
 
 
 @dataclass(frozen=True)
@@ -87,12 +87,13 @@ def generator_suites(wanted: tuple[str, ...]) -> tuple[str | None, list[str]]:
 @click.option("--epochs", type=click.IntRange(1, 100), default=None, help="Training epochs (default 2, also with --quick).")
 @click.option("--quick", is_flag=True, help="A seconds-long run at 16x16 with a few images per suite (for smoke tests).")
 @click.option("--no-generator", is_flag=True, help="Leave out the generator suites even when the demo generator is installed.")
-@click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads (default: torch's choice).")
+@quiet_option
+@threads_option
 @seed_option
 @device_option
 @click.pass_context
 def demo(ctx: click.Context, out: str, classifier_path: str | None, epochs: int | None, quick: bool, no_generator: bool,
-         threads: int | None, seed: int, device: str) -> None:
+         quiet: bool, threads: int | None, seed: int, device: str) -> None:
     """Train a small classifier on the shortcut split of the synthetic benchmark and audit it.
 
     Finishes in a few minutes on 2 CPU cores (faster on a GPU); the report shows where the
@@ -102,19 +103,17 @@ def demo(ctx: click.Context, out: str, classifier_path: str | None, epochs: int 
     """
     from reports import format_summary
     from robust.audit import AuditConfig, exit_code, run_audit
+    from robust.io import check_writable
     from robust.models import build_classifier, load_classifier, save_classifier
     from robust.seeding import resolve_device
     from robust.synthetic import SyntheticBenchmark
     from robust.train import fit
 
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
     plan = QUICK if quick else FULL
+    out_dir = check_writable(out, "--out")
     dev = resolve_device(device)
     bench = SyntheticBenchmark(size=plan.size, seed=seed)
-    out_dir = Path(out)
+    shown = False if quiet else None
     start = time.time()
     if classifier_path is None:
         train = bench.split("train", plan.train_samples)
@@ -122,7 +121,7 @@ def demo(ctx: click.Context, out: str, classifier_path: str | None, epochs: int 
                    f"{', '.join(bench.correlated)} follow the class with probability {bench.strength:g}) on {dev}")
         clf = build_classifier("smallcnn", len(train.class_names), (3, plan.size, plan.size), class_names=train.class_names,
                                device=dev, width=plan.width, seed=seed)
-        history = fit(clf, train, epochs=epochs or plan.epochs, batch_size=plan.batch_size, seed=seed)
+        history = fit(clf, train, epochs=epochs or plan.epochs, batch_size=plan.batch_size, seed=seed, progress=shown)
         save_classifier(clf, out_dir / "classifier", extra={"demo": True, "seed": seed, "history": history})
         click.echo(f"trained in {time.time() - start:.0f}s (training accuracy {history[-1]['acc']:.3f}); "
                    f"saved {out_dir / 'classifier.safetensors'}")
@@ -133,9 +132,10 @@ def demo(ctx: click.Context, out: str, classifier_path: str | None, epochs: int 
     # Generator suites go before the transform search so the time budget reaches them first.
     suites = [*plan.suites[:-1], *extra, plan.suites[-1]]
     click.echo(f"auditing: {', '.join(s.split(',')[0] for s in suites)}")
-    config = AuditConfig(suites, gates=GATES, out=out_dir, seed=seed, max_samples=plan.samples, device=dev, time_budget=plan.time_budget)
+    config = AuditConfig(suites, gates=GATES, out=out_dir, seed=seed, max_samples=plan.samples, device=dev, time_budget=plan.time_budget,
+                         progress=shown)
     result = run_audit(clf, f"synthetic:test_iid,size={plan.size}", config, generator=generator,
-                       on_suite=lambda s: click.echo(f"  {s.name}: {s.status} ({s.duration_s:.1f}s)" + (f" {s.error}" if s.error else ""), err=True))
+                       on_suite=None if quiet else announce_suite)
     click.echo(format_summary(result, out_dir, color=sys.stdout.isatty()))
     shift = next((s for s in result.suites if s.name == "shift" and s.status == "ok"), None)
     if shift is not None:

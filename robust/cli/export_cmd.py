@@ -21,10 +21,14 @@ def export(model: str, onnx_path: str, data_spec: str | None, n: int, tolerance:
 
     Example: robust export runs/natra/best --onnx natra.onnx --data synthetic:test_shift
     """
+    from pathlib import Path
+
     import torch
 
+    from robust.io import check_writable
     from robust.models import export_onnx, load_classifier
 
+    check_writable(Path(onnx_path).parent, "--onnx")
     clf = load_classifier(model, device="cpu")
     probe = torch.rand(16, *clf.input_size, generator=torch.Generator().manual_seed(0))
     if data_spec is not None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from robust.cli.common import device_option, progress, seed_option
+from robust.cli.common import device_option, progress, seed_option, threads_option
 from robust.provenance import command_line, hardware
 
 
@@ -78,9 +78,10 @@ def _relaunch_distributed(gpus: int) -> None:
               help="Metrics at each snapshot: synthetic, fd, none, or auto (synthetic on the synthetic benchmark).")
 @click.option("--metric-samples", type=click.IntRange(100), default=2000, show_default=True, help="Samples per snapshot metric.")
 @click.option("--export", type=click.Path(dir_okay=False), default=None, help="Also write the final EMA generator here (with a provenance JSON).")
-@click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
+@threads_option
 @click.option("--gpus", type=click.IntRange(1), default=1, show_default=True, help="More than 1: re-run under torchrun (one process per GPU).")
-@click.option("--progress/--no-progress", "show_progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+@click.option("--progress/--no-progress", "show_progress", default=None,
+              help="Progress (default on: a bar on a terminal, lines in logs).")
 @seed_option
 @device_option
 def train(data_spec: str, n: int | None, condition: str, preset_name: str, overrides: tuple[str, ...], kimg: float | None,
@@ -120,7 +121,7 @@ def train(data_spec: str, n: int | None, condition: str, preset_name: str, overr
                    f"preset {trainer.config.name}; G {sum(p.numel() for p in trainer.G.parameters()):,} params, "
                    f"D {sum(p.numel() for p in trainer.D.parameters()):,}; {hardware(dev)}; "
                    f"from kimg {trainer.cur_nimg / 1000:.1f} to {total:g}", err=True)
-    bar = progress(total=round(total * 1000), desc="gan", unit="img", disable=None if show_progress is None else not show_progress)
+    bar = progress(total=round(total * 1000), desc="gan", unit="img", enabled=show_progress)
     bar.update(trainer.cur_nimg)
     try:
         history = trainer.run(total, out_dir=out, snapshot_kimg=snapshot_kimg, on_step=_progress_hook(bar),
@@ -235,7 +236,7 @@ def _build_metrics(names: str, data_spec: str, dataset: Any, device: Any, seed: 
 @click.option("--width", type=click.IntRange(4), default=16, show_default=True, help="SmallCNN width.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Prefix for <out>.safetensors/.json (oracle) and <out>_factors.* (regressor); default: the package assets.")
-@click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
+@threads_option
 @click.option("--seed", type=int, default=1, show_default=True, help="Benchmark seed of the training renders (not the generator's data).")
 @device_option
 def oracle(n: int, epochs: int, width: int, out: str | None, threads: int | None, seed: int, device: str) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from robust.cli.common import device_option, progress, seed_option
+from robust.cli.common import device_option, progress, seed_option, threads_option
 from robust.provenance import command_line, hardware
 
 
@@ -95,7 +95,7 @@ def _feature_net(spec: str, G: Any, device: Any) -> Any:
 @click.option("--cache/--no-cache", default=True, show_default=True, help="Reuse and write cached codes.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also write the codes to <out>.safetensors/.json.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the summary as JSON.")
-@click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
+@threads_option
 @seed_option
 @device_option
 def invert(generator_spec: str, data_spec: str, n: int, encoder_spec: str, steps: int, expand_res: int | None, features_spec: str,
@@ -160,7 +160,7 @@ def invert(generator_spec: str, data_spec: str, n: int, encoder_spec: str, steps
 @click.option("--factors/--no-factors", default=False, show_default=True,
               help="Report each direction's effect on the synthetic benchmark's ground-truth factors (32x32 synthetic generators).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the direction table as JSON.")
-@click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
+@threads_option
 @seed_option
 @device_option
 def directions(generator_spec: str, method: str, k: int, layers: str, class_free: bool, judge_spec: str, discriminator_path: str | None, score_n: int,
@@ -236,7 +236,7 @@ def directions(generator_spec: str, method: str, k: int, layers: str, class_free
 @click.option("--channel-max", type=click.IntRange(4), default=128, show_default=True, help="Widest stage of a fresh encoder.")
 @click.option("--hidden", type=click.IntRange(8), default=256, show_default=True, help="Width of a fresh encoder's code layer.")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Write <out>.safetensors and <out>.json (with provenance).")
-@click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
+@threads_option
 @seed_option
 @device_option
 def train_encoder(generator_spec: str, data_spec: str | None, n: int, steps: int, batch_size: int, lr: float, prior_weight: float,

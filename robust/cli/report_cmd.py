@@ -52,12 +52,16 @@ def render(path: str, out: str | None, formats: str) -> None:
 
     Example: robust report render robust-audit --format html
     """
-    from reports import load_report, write_reports
+    from reports import FORMATS, load_report, write_reports
     from reports.json_report import report_path
+    from robust.io import check_writable
 
+    chosen = [f.strip() for f in formats.split(",") if f.strip()]
+    for name in chosen:
+        FORMATS.get(name)
+    target = check_writable(out or report_path(path).parent, "--out" if out else "report folder")
     result = load_report(path)
-    target = out or str(report_path(path).parent)
-    written = write_reports(result, target, [f.strip() for f in formats.split(",") if f.strip()])
+    written = write_reports(result, target, chosen)
     for name, file in written.items():
         click.echo(f"{name}: {file}")
 

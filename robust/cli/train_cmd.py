@@ -1,9 +1,15 @@
 """``robust train``: train or harden a classifier with recipes, evaluate every epoch, resume, run under torchrun."""
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import click
 
-from robust.cli.common import device_option, seed_option
+from robust.cli.common import device_option, quiet_option, seed_option, threads_option
+
+
+_EVAL_NAME = re.compile(r"^([A-Za-z_][\w\-]*)=")
 
 
 def _list_recipes(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
@@ -51,13 +57,15 @@ def _list_recipes(ctx: click.Context, _param: click.Parameter, value: bool) -> N
               help="Generator checkpoint for the natra and generated recipes (default: the shipped demo generator).")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Run folder: log.jsonl, best/last checkpoints, state.")
 @click.option("--resume", is_flag=True, help="Continue the run saved in --out (same arguments) where it stopped.")
+@quiet_option
+@threads_option
 @seed_option
 @device_option
 def train(model: str, data_spec: str, n: int | None, eval_specs: tuple[str, ...], eval_n: int | None, suites: tuple[str, ...],
           recipe: str, epochs: int, batch_size: int, optimizer: str, lr: float | None, weight_decay: float | None, schedule: str,
           warmup_steps: int | None, label_smoothing: float, ema_decay: float | None, grad_clip: float | None, amp: bool | None,
           channels_last: bool | None, sync_bn: bool, select: str | None, checkpoint_every: int | None, generator_path: str | None,
-          out: str, resume: bool, seed: int, device: str) -> None:
+          out: str, resume: bool, quiet: bool, threads: int | None, seed: int, device: str) -> None:
     """Train or harden a classifier; evaluate every epoch; keep best/last checkpoints and a resumable state.
 
     \b
@@ -69,12 +77,18 @@ def train(model: str, data_spec: str, n: int | None, eval_specs: tuple[str, ...]
       torchrun --nproc_per_node 2 -m robust.cli train --data synthetic:train --out runs/ddp
     """
     from robust.data import load_dataset
+    from robust.io import check_writable
     from robust.train import TrainConfig, harden
     from robust.train.distributed import setup_from_env, teardown
+    from robust.train.evaluation import resolve_suite
     from robust.train.loop import eval_set_name
     from robust.train.recipes import parse_recipes
 
-    parse_recipes(recipe)  # an unknown recipe or configuration fails before any data is loaded
+    # Every spec is checked, and the run folder made, before any data is loaded.
+    parse_recipes(recipe)
+    for text in suites:
+        resolve_suite(text)
+    check_writable(out, "--out")
     config = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, weight_decay=weight_decay, schedule=schedule,
                          warmup_steps=warmup_steps, label_smoothing=label_smoothing, ema_decay=ema_decay, grad_clip=grad_clip, amp=amp,
                          channels_last=channels_last, sync_bn=sync_bn, eval_suites=suites, select=select,
@@ -84,7 +98,8 @@ def train(model: str, data_spec: str, n: int | None, eval_specs: tuple[str, ...]
         train_data = load_dataset(data_spec, n=n, seed=seed)
         eval_sets = {}
         for spec in eval_specs:
-            name, _, source = spec.partition("=") if "=" in spec.split(":", 1)[0] else ("", "", spec)
+            named = _EVAL_NAME.match(spec)  # NAME=DATA; a data spec's own options (shapes/val,size=32) are not a name
+            name, source = (named.group(1), spec[named.end():]) if named else ("", spec)
             data = load_dataset(source, n=eval_n, seed=seed)
             eval_sets[name or eval_set_name(data.name)] = data
         generator = None
@@ -93,13 +108,14 @@ def train(model: str, data_spec: str, n: int | None, eval_specs: tuple[str, ...]
 
             generator = load(generator_path) if generator_path else load_demo()
         result = harden(model, train_data, recipe, eval_sets=eval_sets, config=config, out=out, resume=resume, generator=generator,
-                        device=device)
+                        device=device, progress=False if quiet else None)
         if world.is_main:
             click.echo(f"trained {result.recipe} for {result.steps} steps in {result.seconds:.0f}s on {device} x{world.size}")
             for key, value in result.metrics.items():
                 click.echo(f"  {key:<32} {value:.4f}")
             if result.best:
                 click.echo(f"best {result.best['metric']} = {result.best['value']:.4f} at epoch {result.best['epoch']}")
-            click.echo(f"run folder: {out} (best.safetensors, last.safetensors, log.jsonl)")
+            written = [name for name in ("best.safetensors", "last.safetensors", "log.jsonl") if (Path(out) / name).is_file()]
+            click.echo(f"run folder: {out} ({', '.join(written)})")
     finally:
         teardown()

@@ -45,15 +45,22 @@ def _grid(spec: Spec, eps: float) -> list[float]:
     return sorted(set(values) | {eps})
 
 
-def attack_suite(ctx: AuditContext, spec: Spec) -> SuiteResult:
+def parse_attack_suite(spec: Spec) -> tuple[Any, list[float]]:
+    """The attack and the budgets a suite spec asks for (also the suites' check before an audit runs)."""
     import attacks
 
     attack_spec = Spec(spec.name, spec.target, spec.at, {k: v for k, v in spec.options.items() if k not in SUITE_OPTIONS})
     attack = attacks.get_attack(str(attack_spec))
+    return attack, _grid(spec, float(attack.eps))
+
+
+def attack_suite(ctx: AuditContext, spec: Spec) -> SuiteResult:
+    import attacks
+
+    attack, grid = parse_attack_suite(spec)
     if attack.needs_gradients and not ctx.classifier.has_gradients:
         raise SuiteSkipped(f"{spec.name} needs gradients and {ctx.classifier.name} has none (ONNX): use square")
     eps = float(attack.eps)
-    grid = _grid(spec, eps)
     data = ctx.subset(ctx.sample_count(spec, 500))
     images, labels = data.images, data.labels
     seed = ctx.seed_for("attack")
@@ -133,4 +140,5 @@ def _counted(ctx: AuditContext, attack: Any, grid: list[float], data: ImageSet, 
 
 
 for _name in ATTACK_SUITES:
-    SUITES.register(_name, description=f"{_name} pixel attack: robust accuracy over an epsilon grid, adversarial galleries")(attack_suite)
+    SUITES.register(_name, description=f"{_name} pixel attack: robust accuracy over an epsilon grid, adversarial galleries",
+                    check=parse_attack_suite)(attack_suite)

@@ -22,9 +22,10 @@ import torch
 
 from robust.audit import SUITES, AuditContext, SuiteSkipped
 from robust.errors import InputError
-from robust.registry import Spec
+from robust.registry import Spec, format_number
 from robust.results import CaseResult, Curve, Strip, SuiteResult
 from robust.synthetic import FACTOR_NAMES, NUM_CLASSES, SHIFT_PREFIX, SyntheticBenchmark, factor, parse_synthetic
+from robust.validation import check_number
 
 ECE_BINS = 15
 CONFUSION_MAX_CLASSES = 50
@@ -50,7 +51,14 @@ def calibration(confidence: torch.Tensor, correct: torch.Tensor, bins: int = ECE
     return ece, xs, ys
 
 
-@SUITES.register("clean", description="accuracy, per-class accuracy, confusion matrix, calibration and the most confident mistakes")
+def check_clean_suite(spec: Spec) -> None:
+    unknown = sorted(set(spec.options) - {"n"})
+    if unknown:
+        raise InputError("clean suite options", "n", unknown)
+
+
+@SUITES.register("clean", description="accuracy, per-class accuracy, confusion matrix, calibration and the most confident mistakes",
+                 check=check_clean_suite)
 def clean_suite(ctx: AuditContext, spec: Spec) -> SuiteResult:
     data = ctx.subset(ctx.sample_count(spec, len(ctx.data)))
     if ctx.metrics_only:  # accuracy and mean cross-entropy, counted over the shards
@@ -136,7 +144,7 @@ def shortcut_classes(name: str, values: torch.Tensor) -> torch.Tensor:
 
 def _value_text(name: str, value: torch.Tensor) -> str:
     f = factor(name)
-    return f.categories[int(value)] if f.is_categorical else f"{float(value):.3g}"
+    return f.categories[int(value)] if f.is_categorical else format_number(float(value), 3, f.high - f.low)
 
 
 def follow_rates(name: str, values: torch.Tensor, labels: torch.Tensor, predictions: torch.Tensor) -> tuple[float, float, int]:
@@ -242,18 +250,29 @@ def _factor_sweeps(ctx: AuditContext, bench: SyntheticBenchmark, swept: tuple[st
     return out
 
 
-@SUITES.register("shift", description="synthetic benchmark: accuracy under distribution shift, shortcut following, factor sweeps")
+SHIFT_OPTIONS = ("n", "factors", "sweep", "sweep_n", "steps")
+
+
+def shift_options(spec: Spec, n: int, correlated: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...], int, int]:
+    """The shifted factors, swept factors, images per sweep and sweep steps of a ``shift`` spec (also its check)."""
+    unknown = sorted(set(spec.options) - set(SHIFT_OPTIONS))
+    if unknown:
+        raise InputError("shift suite options", "some of " + ", ".join(SHIFT_OPTIONS), unknown)
+    shifted = _factor_list(spec.options.get("factors"), correlated, "factors")
+    swept = _factor_list(spec.options.get("sweep"), FACTOR_NAMES, "sweep")
+    sweep_n = check_number(spec.options.get("sweep_n", min(n, 200)), "shift option sweep_n", low=1, integer=True)
+    steps = check_number(spec.options.get("steps", 8), "shift option steps", low=2, integer=True)
+    return shifted, swept, sweep_n, steps
+
+
+@SUITES.register("shift", description="synthetic benchmark: accuracy under distribution shift, shortcut following, factor sweeps",
+                 check=lambda spec: shift_options(spec, 1000, ()))
 def shift_suite(ctx: AuditContext, spec: Spec) -> SuiteResult:
     bench = synthetic_benchmark(ctx)
     if (3, bench.size, bench.size) != (ctx.data.channels, *ctx.data.size):
         raise InputError("shift data", f"3x{bench.size}x{bench.size} images (the benchmark's)", f"{ctx.data.channels}x{ctx.data.size[0]}x{ctx.data.size[1]}")
     n = ctx.sample_count(spec, 1000)
-    shifted = _factor_list(spec.options.get("factors"), bench.correlated, "factors")
-    swept = _factor_list(spec.options.get("sweep"), FACTOR_NAMES, "sweep")
-    sweep_n = int(spec.options.get("sweep_n", min(n, 200)))
-    steps = int(spec.options.get("steps", 8))
-    if sweep_n < 1 or steps < 2:
-        raise InputError("shift options sweep_n/steps", "sweep_n >= 1 and steps >= 2", (sweep_n, steps))
+    shifted, swept, sweep_n, steps = shift_options(spec, n, bench.correlated)
 
     cases, metrics, follow_rows = _split_cases(ctx, bench, ["test_iid", "test_shift"] + [SHIFT_PREFIX + f for f in shifted], n)
     sweeps = _factor_sweeps(ctx, bench, swept, sweep_n, steps)

@@ -14,11 +14,14 @@ import torch
 
 from robust.audit import SUITES, AuditContext
 from robust.data import ImageSet
+from robust.errors import InputError
 from robust.registry import Spec
 from robust.results import CaseResult, Curve, Strip, SuiteResult
+from robust.validation import check_number
 
 # Images corrupted per call (bounds memory on large images).
 CHUNK = 256
+SUITE_OPTIONS = ("names", "severities", "n", "failures")
 DEFAULT_SEVERITIES = (1.0, 2.0, 3.0, 4.0, 5.0)
 
 
@@ -64,17 +67,26 @@ def _metrics(table: dict[str, list[float]], clean_acc: float) -> tuple[dict[str,
     return metrics, worst
 
 
-@SUITES.register("corruptions", description="accuracy under ImageNet-C style corruptions at severities 1-5")
-def corruptions_suite(ctx: AuditContext, spec: Spec) -> SuiteResult:
+def parse_corruptions_suite(spec: Spec) -> tuple[list[str], list[float], int]:
+    """The corruptions, severities and failures per corruption a suite spec asks for (also its check)."""
     from augment.corruptions import parse_corruption_set
 
+    unknown = sorted(set(spec.options) - set(SUITE_OPTIONS))
+    if unknown:
+        raise InputError("corruptions suite options", "some of " + ", ".join(SUITE_OPTIONS), unknown)
     names, levels = parse_corruption_set(spec, "corruptions suite")
-    levels = levels or list(DEFAULT_SEVERITIES)
+    failures = check_number(spec.options.get("failures", 3), "corruptions suite option failures", low=0, integer=True)
+    return names, levels or list(DEFAULT_SEVERITIES), failures
+
+
+@SUITES.register("corruptions", description="accuracy under ImageNet-C style corruptions at severities 1-5", check=parse_corruptions_suite)
+def corruptions_suite(ctx: AuditContext, spec: Spec) -> SuiteResult:
+    names, levels, failures = parse_corruptions_suite(spec)
     data = ctx.subset(ctx.sample_count(spec, 500))
     seed = ctx.seed_for("corruptions")
     if ctx.metrics_only:
         return _counted(ctx, data, names, levels, seed)
-    return _with_images(ctx, data, names, levels, seed, int(spec.options.get("failures", 3)))
+    return _with_images(ctx, data, names, levels, seed, failures)
 
 
 def _counted(ctx: AuditContext, data: ImageSet, names: list[str], levels: list[float], seed: int) -> SuiteResult:

@@ -22,14 +22,21 @@ from robust.results import SuiteResult
 SUITE_OPTIONS = ("n",)
 
 
+def natra_recipe(spec: Spec) -> Any:
+    """The (unbound) ``natra`` recipe a suite spec describes; building it checks the spec (the suite's check)."""
+    from robust.train.recipes import NaTraTraining
+
+    return NaTraTraining(Spec("natra", spec.target, spec.at, {k: v for k, v in spec.options.items() if k not in SUITE_OPTIONS}))
+
+
 def _bound(ctx: AuditContext, spec: Spec, data: ImageSet) -> Any:
     """The recipe bound to ``data`` (its codes inverted), made once per context and suite."""
-    from robust.train.recipes import NaTraTraining, RecipeContext
+    from robust.train.recipes import RecipeContext
 
     key = f"natra-suite/{ctx.suite_key or spec}"
     recipe = ctx.cache.get(key)
     if recipe is None:
-        recipe = NaTraTraining(Spec("natra", spec.target, spec.at, {k: v for k, v in spec.options.items() if k not in SUITE_OPTIONS}))
+        recipe = natra_recipe(spec)
         recipe.bind(RecipeContext(ctx.classifier, data, ctx.classifier.device, ctx.seed_for("natra"), ctx.generator))
         ctx.cache[key] = recipe
     return recipe
@@ -50,7 +57,7 @@ def _moved(ctx: AuditContext, recipe: Any, part: ImageSet, indices: torch.Tensor
     return torch.cat(out)
 
 
-@SUITES.register("natra", description="accuracy under the natra recipe's natural transformations (needs a generator)")
+@SUITES.register("natra", description="accuracy under the natra recipe's natural transformations (needs a generator)", check=natra_recipe)
 def natra_suite(ctx: AuditContext, spec: Spec) -> SuiteResult:
     if ctx.generator is None:
         raise SuiteSkipped("natra needs a generator (--generator, or harden(generator=...))")

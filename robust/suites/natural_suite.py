@@ -76,7 +76,19 @@ def _render(G: Any, directions: Any, ws: torch.Tensor, residual: torch.Tensor | 
     return torch.cat(out)
 
 
-@SUITES.register("natural", description="accuracy along the generator's class-independent latent directions (sweeps and worst case)")
+NATURAL_OPTIONS = ("n", "directions", "method", "k", "class_free", "judge", "min_preservation", "max_directions", "fractions",
+                   "attack", "steps", "invert_steps", "expand")
+
+
+def check_natural_suite(spec: Spec) -> None:
+    unknown = sorted(set(spec.options) - set(NATURAL_OPTIONS))
+    if unknown:
+        raise InputError("natural suite options", "some of " + ", ".join(NATURAL_OPTIONS), unknown)
+    _fractions(spec)
+
+
+@SUITES.register("natural", description="accuracy along the generator's class-independent latent directions (sweeps and worst case)",
+                 check=check_natural_suite)
 def natural_suite(ctx: AuditContext, spec: Spec) -> SuiteResult:
     """Sweep each kept direction across its realistic range (a curve and an image strip) and search each
     image's worst magnitude along it.

@@ -32,6 +32,7 @@ from robust.errors import InputError
 from robust.models import Classifier, load_classifier
 from robust.registry import Spec
 from robust.results import CaseResult, Curve, FailureExample, SuiteResult
+from robust.validation import check_choice
 
 DEFAULT_QUERIES = 1000
 DEFAULT_REGIONS = 8
@@ -293,13 +294,21 @@ def search_method(option: Any, classifier: Classifier) -> str:
     return method
 
 
-@SUITES.register("sage", description="SAGE search of the generator's prompt and latent space: verified natural failures, modes, regions")
-def sage_suite(ctx: AuditContext, spec: Spec) -> SuiteResult:
-    if ctx.generator is None:
-        raise SuiteSkipped("sage needs a generator (--generator demo or a checkpoint)")
+def check_sage_suite(spec: Spec) -> None:
+    """The options a ``sage`` spec may take, its method and search settings (those that need no generator)."""
     unknown = sorted(set(spec.options) - _KNOWN)
     if unknown:
         raise InputError("sage options", ", ".join(sorted(_KNOWN)), unknown)
+    check_choice(str(spec.options.get("method", "auto")), "sage method", _METHODS)
+    config_from_spec(Spec(spec.name, spec.target, spec.at, {k: v for k, v in spec.options.items() if k != "prompt"}))
+
+
+@SUITES.register("sage", description="SAGE search of the generator's prompt and latent space: verified natural failures, modes, regions",
+                 check=check_sage_suite)
+def sage_suite(ctx: AuditContext, spec: Spec) -> SuiteResult:
+    if ctx.generator is None:
+        raise SuiteSkipped("sage needs a generator (--generator demo or a checkpoint)")
+    check_sage_suite(spec)
     method = search_method(spec.options.get("method"), ctx.classifier)
     G = ctx.generator
     if getattr(G, "conditioning", None) is None:

@@ -14,9 +14,10 @@ import torch
 
 from robust.audit import SUITES, AuditContext
 from robust.errors import InputError
-from robust.registry import Spec
+from robust.registry import Spec, format_number
 from robust.results import Curve, Strip, SuiteResult
 from robust.seeding import make_generator
+from robust.validation import check_number
 from robust.transforms import Params, Transform, get_transform, load_builtin_transforms
 
 
@@ -60,11 +61,27 @@ def _sweep(ctx: AuditContext, tf: Transform, images: torch.Tensor, labels: torch
         predictions = ctx.logits(out).argmax(1)
         accs.append(float((predictions == labels).float().mean()))
         frames.append(out[0])
-        captions.append(f"{param.name}={value:.3g}: {ctx.class_names[int(predictions[0])]}")
+        captions.append(f"{param.name}={format_number(value, 3, param.high - param.low)}: {ctx.class_names[int(predictions[0])]}")
     return param.name, values, accs, frames, captions
 
 
-@SUITES.register("transforms", description="worst-case and random parameters of the core transforms, with parameter sweeps")
+SUITE_OPTIONS = ("names", "method", "steps", "k", "n", "sweep_steps")
+
+
+def check_transforms_suite(spec: Spec) -> None:
+    """The spec's transforms, search settings (as :func:`attacks.transform_search` checks them) and options."""
+    from attacks.transform_search import TransformSearchConfig
+
+    unknown = sorted(set(spec.options) - set(SUITE_OPTIONS))
+    if unknown:
+        raise InputError("transforms suite options", "some of " + ", ".join(SUITE_OPTIONS), unknown)
+    transform_names(spec)
+    TransformSearchConfig(method=str(spec.options.get("method", "grid")), steps=spec.options.get("steps"), k=spec.options.get("k"))
+    check_number(spec.options.get("sweep_steps", 7), "transforms option sweep_steps", low=2, integer=True)
+
+
+@SUITES.register("transforms", description="worst-case and random parameters of the core transforms, with parameter sweeps",
+                 check=check_transforms_suite)
 def transforms_suite(ctx: AuditContext, spec: Spec) -> SuiteResult:
     import attacks
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from robust.audit import SUITES, AuditContext, PlannedSuite, load_suites, plan_suites
+from robust.audit import RUNNER_OPTIONS, SUITES, AuditContext, PlannedSuite, check_suite, load_suites, plan_suites
 from robust.data import ImageSet
 from robust.errors import InputError
 from robust.models import Classifier
@@ -27,7 +27,8 @@ SET_OPTION = "on"
 def resolve_suite(text: str, sets: Sequence[str] | None = None) -> tuple[Spec, str | None]:
     """An evaluation suite spec -> (the audit suite's spec, the set named by ``on=`` or None).
 
-    Unknown suite names fail with the list of valid ones; so does an ``on`` outside ``sets`` (when given).
+    Unknown suite names fail with the list of valid ones; so does an ``on`` outside ``sets`` (when given);
+    the rest of the spec is checked as the audit checks it (:func:`robust.audit.check_suite`).
     """
     load_suites()
     spec = parse_spec(text, "evaluation suite")
@@ -37,7 +38,10 @@ def resolve_suite(text: str, sets: Sequence[str] | None = None) -> tuple[Spec, s
     target = options.pop(SET_OPTION, None)
     if target is not None and sets is not None and str(target) not in sets:
         raise InputError(f"evaluation suite {text} on", "one of the evaluation sets " + ", ".join(sets), target)
-    return Spec(spec.name, spec.target, spec.at, options), None if target is None else str(target)
+    suite_spec = Spec(spec.name, spec.target, spec.at, options)
+    check_suite(Spec(spec.name, spec.target, spec.at, {k: v for k, v in options.items() if k not in RUNNER_OPTIONS}),
+                f"evaluation suite {text!r}")
+    return suite_spec, None if target is None else str(target)
 
 
 def plan(suites: Sequence[str], sets: Sequence[str]) -> list[tuple[str, PlannedSuite]]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
@@ -24,6 +23,7 @@ from robust.data import ImageSet
 from robust.errors import InputError
 from robust.io import save_checkpoint, write_json, write_text
 from robust.models import Classifier, frozen, load_classifier
+from robust.progress import progress
 from robust.seeding import derive_seed, make_generator, resolve_device
 from robust.train.distributed import ShardedBatches, World, all_reduce_sum, barrier, current_world
 from robust.train.evaluation import evaluate, resolve_suite
@@ -316,28 +316,30 @@ class Tally:
 
 
 class Progress:
-    """Every report of how a run goes, in one place: the step bar (on a terminal) and the caller's ``on_step``."""
+    """Every report of how a run goes, in one place: progress over the run's steps (:func:`robust.progress.progress`:
+    a bar on a terminal, lines with done/total and the time left in logs, nothing with ``progress=False``)
+    and the caller's ``on_step``."""
 
     def __init__(self, run: Run, total: int, initial: int):
-        wanted = run.options.progress
-        disable = (not run.world.is_main) or (wanted is False) or (wanted is None and not sys.stderr.isatty())
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(total=total, initial=initial, desc=f"train {run.mix}", unit="step", disable=disable, leave=False,
-                        dynamic_ncols=True)
+        enabled = False if not run.world.is_main or run.options.progress is False else None
+        self.bar = progress(total=total, initial=initial, desc=f"train {run.mix}", unit="steps", enabled=enabled)
         self.on_step = run.options.on_step
+        self.epochs = run.cfg.epochs
+        self.evaluated: dict[str, str] = {}
 
     def step(self, state: TrainState, loss: torch.Tensor, tally: Tally, end_of_epoch: bool) -> None:
-        self.bar.update(1)
         if self.on_step is not None:
             self.on_step(state.step, loss)
-        if state.step % 25 == 0 or end_of_epoch:
+        if state.step % 25 == 0 or end_of_epoch:  # reading the sums waits for the device: not every step
             s = tally.sums.tolist()
-            self.bar.set_postfix(epoch=tally.epoch + 1, loss=f"{s[0] / max(s[2], 1):.3f}", acc=f"{s[1] / max(s[2], 1):.3f}")
+            self.bar.set_postfix(epoch=f"{tally.epoch + 1}/{self.epochs}", loss=f"{s[0] / max(s[2], 1):.3f}",
+                                 acc=f"{s[1] / max(s[2], 1):.3f}", **self.evaluated)
+        self.bar.update(1)
 
     def epoch(self, record: dict[str, Any], metrics: dict[str, float], select: str | None) -> None:
         if metrics and select in metrics:
-            self.bar.set_postfix(epoch=record["epoch"], loss=f"{record['train_loss']:.3f}", **{select: f"{metrics[select]:.3f}"})
+            self.evaluated = {select: f"{metrics[select]:.3f}"}
+            self.bar.set_postfix(epoch=f"{record['epoch']}/{self.epochs}", loss=f"{record['train_loss']:.3f}", **self.evaluated)
 
     def close(self) -> None:
         self.bar.close()
@@ -357,6 +359,10 @@ def _resolve(model: Any, data: ImageSet, recipe: Any, eval_sets: Any, cfg: Train
     """Check every input and bind the recipes, so that bad configurations fail before any step."""
     if not isinstance(data, ImageSet):
         raise InputError("data", "a robust.data.ImageSet (load one with robust.data.load_dataset)", type(data).__name__)
+    present = sorted({data.class_names[int(c)] for c in data.labels.unique()})
+    if len(present) < 2:
+        raise InputError("training data", "images of at least 2 classes (one sub-folder of images per class)",
+                         f"{len(data)} images of {len(present)} class ({', '.join(present)}) in {data.name}")
     world = current_world()
     dev = resolve_device(options.device if options.device is not None else "auto")
     mix = parse_recipes(recipe)
@@ -653,7 +659,8 @@ def harden(
     (see :mod:`robust.train.recipes`). ``config`` (or keyword ``overrides`` of its fields) sets the
     budget and optimiser. ``out`` receives ``log.jsonl``, ``best``/``last`` checkpoints,
     ``config.json`` and the resumable state; ``resume=True`` continues the run saved there.
-    ``generator`` is the image generator recipes such as ``natra`` need. ``on_step(step, loss)`` is
+    ``generator`` is the image generator recipes such as ``natra`` need. ``progress=False`` hides the
+    progress report (:mod:`robust.progress`: a bar on a terminal, lines in logs). ``on_step(step, loss)`` is
     called after every optimiser step with the shard's mean loss as a 0-d tensor (on the device:
     reading it synchronises).
 

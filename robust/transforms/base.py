@@ -14,7 +14,7 @@ import torch
 
 from robust.errors import InputError
 from robust.noise import check_seeds, subseeds, uniform
-from robust.registry import Registry, parse_number, parse_spec
+from robust.registry import Registry, format_number, parse_number, parse_spec
 from robust.validation import check_images, check_number
 
 Params = dict[str, torch.Tensor]
@@ -246,11 +246,11 @@ class Transform(ABC):
                 raise InputError(f"{self.name} params[{p.name!r}]", f"a tensor of shape [{n}]", getattr(value, "shape", type(value).__name__))
 
     def describe(self, params: Mapping[str, torch.Tensor], index: int = 0) -> str:
-        """``"brightness(delta=0.312)"`` for one image of the batch."""
+        """``"brightness(delta=0.312)"`` for one image of the batch (4 significant digits; round-off reads as 0)."""
         parts = []
         for p in self.params:
             v = params[p.name][index]
-            parts.append(f"{p.name}={int(v)}" if p.kind == "seed" else f"{p.name}={float(v):.4g}")
+            parts.append(f"{p.name}={int(v)}" if p.kind == "seed" else f"{p.name}={format_number(float(v), 4, p.high - p.low)}")
         return f"{self.name}({', '.join(parts)})"
 
     # -- application ------------------------------------------------------------------------
