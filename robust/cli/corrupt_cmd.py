@@ -1,7 +1,6 @@
 """``robust corrupt``: write corrupted copies of a dataset (frozen ImageNet-C style test sets)."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import click
 
