@@ -155,3 +155,16 @@ def test_expand_broadcasts_one_setting_and_keeps_per_image_tensors():
         t.expand({"level": torch.zeros(2)}, 3)
     with pytest.raises(InputError, match="level"):
         t.expand({"level": float("nan")}, 3)
+
+
+def test_grid_holds_the_identity_once_and_no_near_identity_point():
+    from robust.transforms import get_transform
+
+    for name in ("brightness", "contrast", "rotation", "hue"):
+        for p in get_transform(name).params:
+            if p.kind != "magnitude":
+                continue
+            for steps in (2, 5, 6, 7):
+                values = p.grid(steps)
+                assert values == sorted(set(values)) and values.count(p.identity) == 1
+                assert not any(0 < abs(v - p.identity) < 1e-6 for v in values), (name, steps, values)

@@ -112,9 +112,11 @@ class Param:
 
     def grid(self, steps: int) -> list[float]:
         """``steps`` evenly spaced values from ``low`` to ``high``, plus the identity for magnitudes (sorted)."""
-        values = torch.linspace(self.low, self.high, steps).tolist()
-        if self.kind == "magnitude" and self.identity not in values:
-            values = sorted(values + [self.identity])
+        values = torch.linspace(self.low, self.high, steps, dtype=torch.float64).tolist()
+        if self.kind == "magnitude":
+            # A point within rounding of the identity is the identity (no second, near-zero grid point).
+            tol = 1e-9 * max(1.0, self.high - self.low)
+            values = sorted({self.identity if abs(v - self.identity) <= tol else v for v in values} | {self.identity})
         return values
 
 
