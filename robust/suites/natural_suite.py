@@ -235,7 +235,7 @@ def _donors(ctx: AuditContext, spec: Spec, model: Any, data: Any, codes: Any) ->
     source = spec.options.get("donors")
     if source is None:
         return DonorBank.from_codes(codes, data)
-    donors = load_dataset(str(source), seed=ctx.seed)
+    donors = load_dataset(str(source), seed=ctx.seed, size=tuple(data.size))
     if (donors.channels, *donors.size) != (data.channels, *data.size) or list(donors.class_names) != list(data.class_names):
         raise InputError("natural option donors", "images of the audited data's shape and classes", donors.name)
     return DonorBank.from_codes(load_or_encode(model, donors), donors)
