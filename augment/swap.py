@@ -264,7 +264,7 @@ class AppearanceSwap(Transform):
         hits = torch.tensor([i for i, r in enumerate(rows) if r is not None], dtype=torch.long)
         index = torch.tensor([r for r in rows if r is not None], dtype=torch.long)
         labels = torch.full((len(images),), -1, dtype=torch.int64)
-        if len(hits) == len(images):
+        if self._codes is not None and len(hits) == len(images):
             structure, appearance = self._codes.batch(index, self.model.device)
         else:
             with torch.no_grad():
