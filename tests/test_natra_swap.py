@@ -213,15 +213,25 @@ def test_the_natra_recipe_trains_with_a_swap_model_of_the_training_set(setup, tm
     (drawn,) = random.views(batch, clf)
     worse = per_image_loss("ce", clf.logits(moved), batch.labels) >= per_image_loss("ce", clf.logits(drawn), batch.labels) - 1e-4
     assert bool(worse.all())
-    # A model file named in the spec; options of the other model kind fail before training.
+    # A model file named in the spec.
     save_swap_model(model, tmp_path / "swap", half=False)
     result = harden(build_classifier("smallcnn", 10, (3, 16, 16), width=4), data, f"natra:random@0.8,model={tmp_path / 'swap'}",
                     epochs=1, batch_size=20, progress=False, device="cpu", seed=1)
     assert result.steps == 2
+
+
+def test_the_natra_recipe_refuses_what_does_not_fit_its_model_before_training(setup):
+    from robust.train import harden
+    from robust.train.recipes import NaTraTraining, RecipeContext
+
+    model, data, *_ = setup
+    clf = pixel_classifier()
     with pytest.raises(InputError, match="options for a structure/appearance model.*invert_steps"):
         harden(clf, data, "natra,invert_steps=3", generator=model, epochs=1, progress=False)
     with pytest.raises(InputError, match="options for a StyleGAN2 generator.*mix"):
         harden(clf, data, "natra,mix=true", generator=tiny_generator(classes=10), epochs=1, progress=False)
+    with pytest.raises(InputError, match="option directions: expected pca, sefa"):
+        harden(clf, data, "natra,directions=householder", generator=model, epochs=1, progress=False)
     with pytest.raises(InputError, match="natra recipe data"):
         NaTraTraining("natra").bind(RecipeContext(clf, SyntheticBenchmark(size=32, seed=0).split("train", 8), torch.device("cpu"),
                                                   generator=model))

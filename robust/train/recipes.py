@@ -676,6 +676,9 @@ class NaTraTraining(Recipe):
         if (c.img_channels, c.resolution, c.resolution) != (ctx.data.channels, *ctx.data.size):
             raise InputError("natra recipe data", f"images of the model's shape {c.img_channels}x{c.resolution}x{c.resolution}",
                              "{}x{}x{}".format(ctx.data.channels, *ctx.data.size))
+        if isinstance(self.direction_spec, str) and self.direction_spec in ("ganspace", "householder", "tokens"):
+            raise InputError("recipe natra option directions", "pca, sefa, none or a directions file (structure/appearance model)",
+                             self.direction_spec)
         model = model.to(ctx.device).eval().requires_grad_(False)
         codes = self.codes
         if not isinstance(codes, SwapCodes):
