@@ -233,7 +233,7 @@ class AuditContext:
 # -- loading the inputs ---------------------------------------------------------------------------
 
 def resolve_generator(generator: Any, device: torch.device) -> Any:
-    """``None``; ``"demo"`` (the shipped demo generator); a generator checkpoint path; or a generator module."""
+    """``None``; ``"demo"``/``"demo-swap"`` (the shipped models); a model file (a generator or a structure/appearance model); or a module."""
     if generator is None:
         return None
     if isinstance(generator, torch.nn.Module):
@@ -242,7 +242,7 @@ def resolve_generator(generator: Any, device: torch.device) -> Any:
         gan = importlib.import_module("robust.gan")
     except ImportError as exc:
         raise InputError("generator", "robust.gan (the generator package) to be installed", f"an import error ({exc})") from None
-    return gan.load_demo(device=device) if str(generator) == "demo" else gan.load(generator, device=device)
+    return gan.load_model(generator, device)
 
 
 def _fingerprint_module(module: Any) -> str | None:

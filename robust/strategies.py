@@ -21,7 +21,7 @@ from robust.validation import check_number
 
 if TYPE_CHECKING:
     from augment.natra import NaturalTransform
-    from robust.gan.codes_cache import CodeSet
+    from augment.swap import AppearanceSwap
 
 DEFAULT_RESOLUTION = 1000
 SIDES = ("both", "up", "down")
@@ -307,52 +307,70 @@ def samples(data: Any) -> st.SearchStrategy[Batch]:
 
 # -- latent directions ----------------------------------------------------------------------------
 
-def _natural_transform(source: Any, generator: Any) -> NaturalTransform:
+def _natural_transform(source: Any, generator: Any) -> NaturalTransform | AppearanceSwap:
     try:
         from augment.natra import NaturalTransform
+        from augment.swap import AppearanceSwap
     except ModuleNotFoundError:
         raise InputError("source", "the augment package (robust's NaturalTransform) installed", type(source).__name__) from None
     from robust.gan.directions import Directions
+    from robust.gan.swapping import SwapAutoencoder
 
-    if isinstance(source, NaturalTransform):
-        if generator is not None and generator is not source.G:
-            raise InputError("generator", "None with a NaturalTransform (it brings its own generator)", type(generator).__name__)
+    if isinstance(source, (NaturalTransform, AppearanceSwap)):
+        own = source.G if isinstance(source, NaturalTransform) else source.model
+        if generator is not None and generator is not own:
+            raise InputError("generator", f"None with a {type(source).__name__} (it brings its own model)", type(generator).__name__)
         return source
     if isinstance(source, Directions):
         if generator is None:
             raise InputError("generator", "the generator the directions belong to (generator=...)", None)
+        if isinstance(generator, SwapAutoencoder):
+            return AppearanceSwap(generator, None, directions=source)
         return NaturalTransform(generator, source)
-    raise InputError("source", "a NaturalTransform, or Directions with generator=...", type(source).__name__)
+    raise InputError("source", "a NaturalTransform, or Directions with generator=... (a generator or a swap model's appearance "
+                     "directions), or an AppearanceSwap", type(source).__name__)
 
 
 class LatentSource:
-    """A NaturalTransform's kept directions, bound to the W+ codes of the images its cases edit.
+    """A natural transform's moves, bound to the codes of the images its cases edit.
 
-    ``codes``/``data``/``seed``: where the codes come from (:meth:`augment.natra.NaturalTransform.with_codes`:
-    cached codes of ``data``'s images, else each image inverted on its own on first sight, seeded
-    by ``seed``), so a printed case renders the same images again.
+    The moves are the kept directions of a NaturalTransform (W+ codes), or the swap (``"swap"``: the
+    strength toward a donor, with the donor's seed) and the appearance directions of an
+    AppearanceSwap. ``codes``/``data``/``seed``: where the codes come from (the transform's
+    ``with_codes``: cached codes of ``data``'s images, else each image inverted on its own on first
+    sight, seeded by ``seed``, or encoded), so a printed case renders the same images again.
     """
 
-    def __init__(self, natural: NaturalTransform, codes: CodeSet | None = None, data: Any = None, seed: int = 0):
-        self.natural = natural.with_codes(codes, _as_imageset(data) if data is not None else None, seed)
-        bounds = natural.bounds("cpu")
+    def __init__(self, natural: NaturalTransform | AppearanceSwap, codes: Any = None, data: Any = None, seed: int = 0):
+        from augment.swap import AppearanceSwap
+
+        data = _as_imageset(data) if data is not None else None
+        self.swaps = isinstance(natural, AppearanceSwap)
+        self.natural = natural.with_codes(codes, data) if self.swaps else natural.with_codes(codes, data, seed)
+        self._params = [p for p in natural.params if p.kind == "magnitude"]
         scale = 10**_DIGITS
         # Rounded inward, so drawn magnitudes (rounded to _DIGITS for printing) stay inside the range.
-        self.lows = [math.ceil(float(v) * scale) / scale + 0.0 for v in bounds[0]]
-        self.highs = [math.floor(float(v) * scale) / scale + 0.0 for v in bounds[1]]
+        self.lows = [math.ceil(p.low * scale) / scale + 0.0 for p in self._params]
+        self.highs = [math.floor(p.high * scale) / scale + 0.0 for p in self._params]
         self._directions: dict[int, LatentDirection] = {}
 
     @property
     def names(self) -> list[str]:
-        return list(self.natural.directions.names)
+        return ["swap" if p.name == "strength" and self.swaps else p.name for p in self._params]
+
+    def param_name(self, index: int) -> str:
+        """The transform parameter move ``index`` sets (``strength`` for the swap)."""
+        return self._params[index].name
 
     @property
     def label(self) -> str:
-        """``<sefa directions>``: how printed cases name their source."""
+        """``<sefa directions>`` or ``<swap:appearance_pca>``: how printed cases name their source."""
+        if self.swaps:
+            return f"<{self.natural.name}>"
         return f"<{self.natural.directions.method or 'latent'} directions>"
 
     def index(self, direction: int | str) -> int:
-        """A kept direction's position, from its position or its name."""
+        """A move's position, from its position or its name."""
         names = self.names
         if isinstance(direction, str):
             if direction not in names:
@@ -367,7 +385,7 @@ class LatentSource:
             raise InputError("direction", expected, direction)
         return i
 
-    def direction(self, index: int) -> LatentDirection:
+    def direction(self, index: int | str) -> LatentDirection:
         i = self.index(index)
         if i not in self._directions:
             self._directions[i] = LatentDirection(self, i)
@@ -375,12 +393,13 @@ class LatentSource:
 
 
 class LatentDirection(Transform):
-    """One kept direction of a :class:`LatentSource` as a :class:`robust.transforms.Transform`.
+    """One move of a :class:`LatentSource` as a :class:`robust.transforms.Transform`.
 
-    Its one parameter ``magnitude`` (W units) spans the direction's realistic range times the
-    NaturalTransform's ``strength`` (rounded inward to the printed digits). :meth:`apply` is the
-    NaturalTransform's :meth:`~augment.natra.NaturalTransform.edit` along this direction alone:
-    magnitude 0 returns the image itself and only the edit changes it.
+    Its parameter ``magnitude`` spans the move's range (a direction's realistic range times the
+    transform's strength, or the swap strength), rounded inward to the printed digits; the swap also
+    has ``donor`` (a seed: image ``i`` of a batch takes the donor of seed ``donor + i``). :meth:`apply`
+    is the transform's edit along this move alone: a NaturalTransform's magnitude 0 returns the
+    image itself and only the edit changes it.
     """
 
     def __init__(self, source: LatentSource, index: int):
@@ -388,7 +407,12 @@ class LatentDirection(Transform):
         self.index = int(index)
         self.direction_name = source.names[self.index]
         self.name = f"latent:{self.direction_name}"
-        self.params = (Param("magnitude", source.lows[self.index], source.highs[self.index], 0.0),)
+        magnitude = Param("magnitude", source.lows[self.index], source.highs[self.index], 0.0)
+        self.params = (magnitude, Param("donor", 0, 0, kind="seed")) if self.swap else (magnitude,)
+
+    @property
+    def swap(self) -> bool:
+        return self.direction_name == "swap" and self.source.swaps
 
     @property
     def low(self) -> float:
@@ -404,22 +428,27 @@ class LatentDirection(Transform):
         if not isinstance(mags, torch.Tensor) or mags.shape != (images.shape[0],):
             raise InputError(f"{self.name} params['magnitude']", f"a tensor of shape [{images.shape[0]}]", getattr(mags, "shape", type(mags).__name__))
         natural = self.source.natural
-        return natural.edit(images, natural.directions.along(self.index, mags))
+        full = natural.identity(images.shape[0], mags.device)
+        full[self.source.param_name(self.index)] = mags
+        if self.swap:
+            full["donor"] = params["donor"]
+        return natural.apply(images, full)
 
     def describe(self, params: Mapping[str, torch.Tensor], index: int = 0) -> str:
-        """``"latent:sefa_2(magnitude=-0.75)"`` for one image of the batch."""
-        return f"{self.name}(magnitude={float(params['magnitude'][index]):.4g})"
+        """``"latent:sefa_2(magnitude=-0.75)"`` (``"latent:swap(magnitude=0.5, donor=7)"``) for one image of the batch."""
+        donor = f", donor={int(params['donor'][index])}" if self.swap else ""
+        return f"{self.name}(magnitude={float(params['magnitude'][index]):.4g}{donor})"
 
     def __repr__(self) -> str:
         return f"LatentDirection({self.direction_name!r}, range=[{self.low:+.6g}, {self.high:+.6g}])"
 
 
 class LatentCase(TransformCase):
-    """A drawn latent edit: kept direction ``direction`` (its index) moved by ``magnitude`` (W units).
+    """A drawn latent edit: move ``direction`` (its index) by ``magnitude`` (and, for a swap, the ``donor`` seed).
 
     It is a :class:`TransformCase`, so :func:`robust.testing.assert_invariant` and
     ``assert_accuracy`` take it as they are. Its ``repr`` is a :func:`latent_case` call: give that
-    call the same NaturalTransform (or directions and generator) to rebuild the case.
+    call the same transform (or directions and generator) to rebuild the case.
     """
 
     transform: LatentDirection
@@ -433,23 +462,28 @@ class LatentCase(TransformCase):
         return float(self.values["magnitude"])
 
     def __repr__(self) -> str:
-        return f"latent_case({self.transform.source.label}, direction={self.direction}, magnitude={self.magnitude!r})"
+        donor = f", donor={int(self.values['donor'])}" if "donor" in self.values else ""
+        return f"latent_case({self.transform.source.label}, direction={self.direction}, magnitude={self.magnitude!r}{donor})"
 
 
 def _latent_case(case: TransformCase) -> LatentCase:
     return LatentCase(case.transform, case.values, case.severity)
 
 
-def latent_case(source: Any, direction: int | str, magnitude: float, *, generator: Any = None, codes: CodeSet | None = None,
-                data: Any = None, seed: int = 0) -> LatentCase:
+def latent_case(source: Any, direction: int | str, magnitude: float, *, generator: Any = None, codes: Any = None,
+                data: Any = None, seed: int = 0, donor: int = 0) -> LatentCase:
     """Rebuild a printed case: ``latent_case(natural, direction=2, magnitude=-0.75)``.
 
     ``source``, ``generator``, ``codes``, ``data`` and ``seed`` as for :func:`latent_directions`;
-    ``direction`` is a kept direction's index or name; ``magnitude`` must lie in its range.
+    ``direction`` is a move's index or name; ``magnitude`` must lie in its range; ``donor`` is the
+    swap's donor seed.
     """
     tf = LatentSource(_natural_transform(source, generator), codes, data, seed).direction(direction)
     value = check_number(magnitude, "magnitude", low=tf.low, high=tf.high)
-    return LatentCase(tf, {"magnitude": float(value) + 0.0})
+    values: dict[str, float] = {"magnitude": float(value) + 0.0}
+    if tf.swap:
+        values["donor"] = int(check_number(donor, "donor", low=0, integer=True))
+    return LatentCase(tf, values)
 
 
 def latent_directions(
@@ -460,22 +494,25 @@ def latent_directions(
     max_severity: float = MAX_SEVERITY,
     sides: str = "both",
     resolution: int = DEFAULT_RESOLUTION,
-    codes: CodeSet | None = None,
+    codes: Any = None,
     data: Any = None,
     seed: int = 0,
 ) -> st.SearchStrategy[LatentCase]:
-    """Latent edits: a generator direction and a magnitude in its range, shrinking toward magnitude 0.
+    """Latent edits: a move of a model of natural variation and a magnitude in its range, shrinking toward 0.
 
     ``source``: an :class:`augment.natra.NaturalTransform` (its kept directions, ``strength``,
-    encoder, ``invert_steps`` and ``expand_res``), or :class:`robust.gan.directions.Directions`
-    with ``generator=`` (a default NaturalTransform of them). ``which``: kept directions (indices
-    or names) to draw from, in shrinking order; default every kept direction with a non-empty
-    range. The magnitude is drawn as :func:`transform_params` draws a magnitude: a severity in
+    encoder, ``invert_steps`` and ``expand_res``); an :class:`augment.swap.AppearanceSwap` (moves:
+    ``swap``, the strength toward a donor of its bank with a drawn donor seed, and its appearance
+    directions); or :class:`robust.gan.directions.Directions` with ``generator=`` (a generator, or
+    a structure/appearance model for appearance directions: a default transform of them).
+    ``which``: moves (indices or names) to draw from, in shrinking order; default every move with
+    a non-empty range. The magnitude is drawn as :func:`transform_params` draws a magnitude: a severity in
     ``[0, max_severity]`` on ``resolution`` steps (5 reaches the edge of the range) and a side
     (``both``, ``up`` toward the range's high end, ``down`` toward its low end). A failing example
     shrinks to the first failing direction, then to within one step of its mildest failing
     magnitude. ``codes``/``data``: cached codes of a dataset's images (else images are inverted
-    on first sight, seeded by ``seed``).
+    on first sight, seeded by ``seed``, or encoded by a swap model; ``data`` alone gives a swap
+    its images' labels, so their donors come from other classes).
 
     Usage::
 

@@ -45,7 +45,7 @@ def suites_help() -> str:
 @click.option("--model", "-m", default=None, help="Checkpoint (model or model.safetensors), .onnx file, timm:<name> or "
               "architecture name (with --weights), or package.module:attribute.")
 @click.option("--data", "-d", default=None, help="Data: synthetic:<split>[,size=..], digits[:test], an image folder, .npz or .pt.")
-@click.option("--generator", "-g", default=None, help="Generator for the natural and sage suites: a checkpoint, or 'demo'.")
+@click.option("--generator", "-g", default=None, help="Model for the natural, natra and sage suites: a generator or swap model file, 'demo' or 'demo-swap'.")
 @click.option("--suite", "-s", "suites", multiple=True, help="A suite spec, repeatable: clean, shift, corruptions, "
               "corruptions:fog@3, pgd:linf@8/255,steps=10, square:linf@8/255,queries=500, transforms, natural, sage. "
               "Default: clean shift corruptions pgd:linf@8/255 transforms (+ natural sage with a generator).")

@@ -62,7 +62,8 @@ GATES = ("clean.acc>=0.8", "shift.shift_acc>=0.8", "corruptions.mean_acc>=0.5", 
 
 def generator_suites(wanted: tuple[str, ...]) -> tuple[str | None, list[str]]:
     """``("demo", specs)``: the ``wanted`` generator suite specs whose suites are installed, when the
-    demo generator ships; ``(None, [])`` otherwise."""
+    demo generator ships (the natural suite on the shipped structure/appearance model when that
+    ships too); ``(None, [])`` otherwise."""
     from robust.audit import GENERATOR_SUITES, load_suites
 
     try:
@@ -74,9 +75,13 @@ def generator_suites(wanted: tuple[str, ...]) -> tuple[str | None, list[str]]:
     asset = Path(__file__).resolve().parents[1] / "assets"
     if not any(asset.glob("demo_generator.*")):
         return None, []
+    from robust.gan.natural import shipped
+
     registry = load_suites()
     available = {s for s in GENERATOR_SUITES if s in registry}
     suites = [s for s in wanted if s.split(",")[0].split(":")[0] in available]
+    # The natural suite moves the shortcut with the structure/appearance model once it ships (sage keeps the generator).
+    suites = [f"{s},model=swap" if s.startswith("natural") and shipped("swap") else s for s in suites]
     return ("demo", suites) if suites else (None, [])
 
 

@@ -1,4 +1,4 @@
-"""``robust gan``: train, sample, measure and import StyleGAN2-ADA generators."""
+"""``robust gan``: train, sample, measure and import StyleGAN2-ADA generators; train structure/appearance (swap) models."""
 from __future__ import annotations
 
 import sys
@@ -14,11 +14,12 @@ from robust.provenance import command_line, hardware
 
 @click.group()
 def gan() -> None:
-    """Generators of natural variation (our own StyleGAN2-ADA).
+    """Models of natural variation: our own StyleGAN2-ADA, and a structure/appearance (swap) model.
 
     \b
-    Presets: tiny (tests), synthetic32 (the demo generator), cifar, paper256.
+    Presets: tiny (tests), synthetic32 (the demo generator), cifar, paper256; swap models: tiny, default.
     Example: robust gan train --data synthetic:generator --condition class,texture,fill,mark --out runs/demo
+    Example: robust gan train --model swap --data myfolder --minutes 120 --out runs/swap
     """
 
 
@@ -55,12 +56,17 @@ def _relaunch_distributed(gpus: int) -> None:
 
 
 @gan.command()
-@click.option("--data", "data_spec", default="synthetic:generator", show_default=True, help="Dataset (a built-in name or a path).")
+@click.option("--model", "model_kind", type=click.Choice(["stylegan", "swap"]), default="stylegan", show_default=True,
+              help="stylegan: a StyleGAN2-ADA generator; swap: a structure/appearance model of the images (no labels used).")
+@click.option("--data", "data_spec", default="synthetic:generator", show_default=True,
+              help="Dataset (a built-in name or a path); with --model swap the default is synthetic:train.")
 @click.option("--limit", "n", type=click.IntRange(1), default=None, help="Use a seeded subset of this many images.")
 @click.option("--condition", default="class", show_default=True,
               help="Comma-separated token groups: class and/or categorical factors (texture,fill,mark); 'none' for unconditional.")
-@click.option("--preset", "preset_name", default="synthetic32", show_default=True, help="tiny, synthetic32, cifar or paper256.")
-@click.option("--set", "overrides", multiple=True, help="Override a config field, e.g. --set batch=64 --set r1_gamma=0.1.")
+@click.option("--preset", "preset_name", default="synthetic32", show_default=True,
+              help="tiny, synthetic32, cifar or paper256; with --model swap: tiny or default.")
+@click.option("--set", "overrides", multiple=True,
+              help="Override a config field, e.g. --set batch=64 --set r1_gamma=0.1 (swap: --set network.appearance_dim=64).")
 @click.option("--kimg", type=float, default=None, help="Train until this many thousand real images were shown (default: the preset's).")
 @click.option("--snapshot-kimg", type=float, default=None, help="Snapshot (+ grid + metrics) every this many kimg.")
 @click.option("--minutes", type=click.FloatRange(0, min_open=True), default=None,
@@ -77,23 +83,39 @@ def _relaunch_distributed(gpus: int) -> None:
 @click.option("--metrics", "metric_names", default="auto", show_default=True,
               help="Metrics at each snapshot: synthetic, fd, none, or auto (synthetic on the synthetic benchmark).")
 @click.option("--metric-samples", type=click.IntRange(100), default=2000, show_default=True, help="Samples per snapshot metric.")
-@click.option("--export", type=click.Path(dir_okay=False), default=None, help="Also write the final EMA generator here (with a provenance JSON).")
+@click.option("--export", type=click.Path(dir_okay=False), default=None,
+              help="Also write the final EMA generator here (with a provenance JSON); with --model swap the model is always "
+                   "written, by default to <out>/swap_model.")
 @threads_option
 @click.option("--gpus", type=click.IntRange(1), default=1, show_default=True, help="More than 1: re-run under torchrun (one process per GPU).")
 @click.option("--progress/--no-progress", "show_progress", default=None,
               help="Progress (default on: a bar on a terminal, lines in logs).")
 @seed_option
 @device_option
-def train(data_spec: str, n: int | None, condition: str, preset_name: str, overrides: tuple[str, ...], kimg: float | None,
-          snapshot_kimg: float | None, minutes: float | None, out: str, resume: str | None, init_path: str | None,
+def train(model_kind: str, data_spec: str, n: int | None, condition: str, preset_name: str, overrides: tuple[str, ...],
+          kimg: float | None, snapshot_kimg: float | None, minutes: float | None, out: str, resume: str | None, init_path: str | None,
           init_discriminator: str | None, new_data: bool, metric_names: str,
           metric_samples: int, export: str | None, threads: int | None, gpus: int, show_progress: bool | None, seed: int,
           device: str) -> None:
-    """Train a StyleGAN2-ADA generator (resumable; bit-exact on a CPU).
+    """Train a StyleGAN2-ADA generator (resumable; bit-exact on a CPU), or with --model swap a structure/appearance model.
 
+    \b
     Example: robust gan train --data synthetic:generator --condition class,texture,fill,mark --preset synthetic32 --kimg 300 --out runs/demo
+    \b
+    A structure/appearance model of your own images (only the images are used, not their labels), then NaTra with it:
+      robust gan train --model swap --data myfolder --kimg 160 --out runs/swap
+      robust gan train --model swap --data myfolder --kimg 320 --out runs/swap --resume runs/swap
+      robust train --data myfolder --recipe natra --generator runs/swap/swap_model.safetensors --out runs/natra
     """
     import os
+
+    if model_kind == "swap":
+        _refuse_stylegan_options(gpus)
+        if click.get_current_context().get_parameter_source("data_spec") is click.core.ParameterSource.DEFAULT:
+            data_spec = "synthetic:train"  # the honest protocol: the training split's images, never the decorrelated one
+        _train_swap(data_spec, n, preset_name, _overrides(overrides), kimg=kimg, snapshot_kimg=snapshot_kimg, minutes=minutes, out=out,
+                    resume=resume, export=export, threads=threads, show_progress=show_progress, seed=seed, device=device)
+        return
 
     from robust.data import load_dataset
     from robust.gan.presets import preset
@@ -137,6 +159,125 @@ def train(data_spec: str, n: int | None, condition: str, preset_name: str, overr
                       "data": {"spec": data_spec, "name": data.name, "n": len(data), "fingerprint": data.fingerprint},
                       "resumed_from": str(resume_path) if resume_path else None, "metrics": {k: v for k, v in final.items()}}
         _export_trained(trainer, export, provenance)
+
+
+# -- the structure/appearance (swap) model ------------------------------------------------------------
+
+_STYLEGAN_OPTIONS = ("condition", "init_path", "init_discriminator", "new_data", "metric_names", "metric_samples")
+
+
+def _refuse_stylegan_options(gpus: int) -> None:
+    ctx = click.get_current_context()
+    given = [f"--{name.replace('_path', '').replace('_names', 's').replace('_', '-')}" for name in _STYLEGAN_OPTIONS
+             if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
+    if gpus > 1:
+        given.append("--gpus")
+    if given:
+        raise click.UsageError(f"{', '.join(given)} belong to StyleGAN training; --model swap takes --data, --limit, --preset, --set, "
+                               "--kimg, --snapshot-kimg, --minutes, --out, --resume, --export, --threads, --seed, --device")
+
+
+def _swap_config(preset_name: str, dataset: Any, overrides: dict[str, Any], latest: Path | None) -> Any:
+    """A new run's configuration (``preset_name`` tiny/default, the data's resolution and channels, ``overrides``),
+    or a resumed run's own."""
+    from robust.gan.swap_training import SwapTrainConfig
+    from robust.io import checkpoint_paths, read_json
+
+    if latest is not None:
+        if overrides:
+            raise click.UsageError("--set configures a new run; a resumed run keeps its configuration (--kimg and --snapshot-kimg apply)")
+        return SwapTrainConfig.from_dict(read_json(checkpoint_paths(latest)[1])["config"])
+    h, w = dataset.size
+    if h != w or h < 8 or h & (h - 1):
+        raise click.BadParameter(f"the swap model takes square images whose side is a power of two (16, 32, 64 ...), got {h}x{w}",
+                                 param_hint="--data")
+    if preset_name not in ("tiny", "default", "synthetic32"):
+        raise click.BadParameter(f"swap model presets: tiny or default, got {preset_name}", param_hint="--preset")
+    network: dict[str, Any] = {"resolution": h, "img_channels": dataset.channels}
+    config: dict[str, Any] = {}
+    if preset_name == "tiny":
+        network.update(structure_res=4, structure_channels=2, appearance_dim=8, width=8, channel_max=16)
+        config.update(batch=4, patch_size=8, patch_refs=2, patch_queries=1, d_width=4, d_channel_max=16, r1_interval=2, ema_kimg=0.01,
+                      steps=4, snapshot_every=2)
+    for key, value in overrides.items():
+        (network if key.startswith("network.") else config)[key.removeprefix("network.")] = value
+    return SwapTrainConfig.from_dict({**config, "network": network})
+
+
+def _swap_run_folder(out: Path, resume: str | None) -> Path | None:
+    """The newest snapshot to continue from (``--resume``: the run folder ``--out`` or its newest snapshot), or None for a new run."""
+    from robust.gan.training import latest_snapshot
+
+    latest = latest_snapshot(out) if out.is_dir() else None
+    if resume is None:
+        if latest is not None:
+            raise click.BadParameter(f"{out} holds a run ({latest.name}): continue it with --resume {out}, or choose another --out",
+                                     param_hint="--out")
+        return None
+    chosen = Path(resume)
+    folder = chosen if chosen.is_dir() else chosen.parent
+    if folder.resolve() != out.resolve() or latest is None or (chosen.is_file() and chosen.with_suffix(".safetensors") != latest):
+        raise click.BadParameter(f"a swap run continues in its own folder from its newest snapshot: give --resume {out} "
+                                 f"(the --out folder{', newest ' + latest.name if latest else ', which holds no snapshot'})",
+                                 param_hint="--resume")
+    return latest
+
+
+def _train_swap(data_spec: str, n: int | None, preset_name: str, overrides: dict[str, Any], *, kimg: float | None,
+                snapshot_kimg: float | None, minutes: float | None, out: str, resume: str | None, export: str | None,
+                threads: int | None, show_progress: bool | None, seed: int, device: str) -> None:
+    """``robust gan train --model swap``: train (or continue) a structure/appearance model and write it with its provenance."""
+    import math
+    from dataclasses import replace
+
+    from robust.data import load_dataset
+    from robust.gan.swap_training import swap_data, train_swap
+
+    dev, _, _ = _start_processes(1, threads, device)
+    out_dir = Path(out)
+    latest = _swap_run_folder(out_dir, resume)
+    dataset = load_dataset(data_spec, n=n, seed=seed)
+    config = _swap_config(preset_name, dataset, overrides, latest)
+    if kimg is not None:
+        config = replace(config, steps=max(1, math.ceil(kimg * 1000 / config.batch)))
+    if snapshot_kimg is not None:
+        config = replace(config, snapshot_every=max(1, round(snapshot_kimg * 1000 / config.batch)))
+    data = swap_data(dataset, data_spec + (f" n={n}" if n else ""))
+    click.echo(f"{data.name}: {len(data)} images {config.network.resolution}x{config.network.resolution} (labels unused); swap model "
+               f"{config.network.to_dict()}; {hardware(dev)}; " + (f"resuming {latest.name}; " if latest else "") +
+               f"to step {config.steps} (batch {config.batch})", err=True)
+    bar = progress(total=config.steps, desc="swap", unit="step", enabled=show_progress)
+    on_step = _swap_progress(bar, config)
+    try:
+        trainer = train_swap(data, config, out_dir, seed=seed, device=dev, max_seconds=minutes * 60 if minutes else None, on_step=on_step)
+    finally:
+        bar.close()
+    extra = {"command": command_line(), "hardware": hardware(dev), "date": time.strftime("%Y-%m-%d %H:%M"),
+             "data": {"spec": data_spec, "n": len(data), "fingerprint": data.fingerprint},
+             "protocol": "the images only: no labels, factors or tokens"}
+    paths = trainer.export(export or out_dir / "swap_model", extra)
+    click.echo(f"step {trainer.step_count} of {config.steps} in {trainer.wall_seconds:.0f}s; snapshots and log.jsonl in {out_dir}")
+    click.echo(f"swap model written to {paths[0]} (use: robust train --recipe natra --generator {paths[0]})")
+
+
+def _swap_progress(bar: Any, config: Any) -> Any:
+    """``on_step`` for the swap trainer: advance the bar (losses at most once a second) and print a line at every snapshot."""
+    last = {"t": 0.0, "step": None}
+
+    def on_step(step: int, stats: dict[str, float]) -> None:
+        if last["step"] is None:
+            bar.update(step - 1)
+        last["step"] = step
+        bar.update(1)
+        text = " ".join(f"{k} {v:.3f}" for k, v in stats.items())
+        now = time.time()
+        if now - last["t"] > 1.0:
+            last["t"] = now
+            bar.set_postfix_str(text)
+        if step % config.snapshot_every == 0 or step == config.steps:
+            click.echo(f"step {step}/{config.steps}: {text}", err=True)
+
+    return on_step
 
 
 def _start_processes(gpus: int, threads: int | None, device: str) -> tuple[Any, int, int]:
@@ -267,9 +408,9 @@ def oracle(n: int, epochs: int, width: int, out: str | None, threads: int | None
 
 
 def _load_generator(spec: str, device: Any) -> Any:
-    from robust.gan.checkpoint import load, load_demo
+    from robust.gan.natural import load_model
 
-    return load_demo(device) if spec == "demo" else load(spec, device)
+    return load_model(spec, device, kind="stylegan")
 
 
 # The choices of robust.gan.networks.TRUNCATION_CENTERS (not imported here: the CLI loads torch lazily).

@@ -22,10 +22,11 @@ def _setup(threads: int | None, device: str) -> Any:
     return resolve_device(device)
 
 
-def _load_generator(spec: str, device: Any) -> Any:
-    from robust.gan.checkpoint import load, load_demo
+def _load_generator(spec: str, device: Any, kind: str | None = "stylegan") -> Any:
+    """'demo', 'demo-swap' or a model file (:func:`robust.gan.natural.load_model`; ``kind`` None takes either kind)."""
+    from robust.gan.natural import load_model
 
-    return load_demo(device) if spec == "demo" else load(spec, device)
+    return load_model(spec, device, kind=kind)
 
 
 def _indices(text: str, name: str) -> list[int]:
@@ -138,8 +139,12 @@ def invert(generator_spec: str, data_spec: str, n: int, encoder_spec: str, steps
 
 
 @click.command()
-@click.option("--generator", "generator_spec", default="demo", show_default=True, help="'demo', a generator/snapshot checkpoint or an official .pkl.")
-@click.option("--method", default="sefa", show_default=True, help="A direction finder: sefa, ganspace, householder or tokens (attribute-conditioned generators).")
+@click.option("--generator", "generator_spec", default="demo", show_default=True,
+              help="'demo', 'demo-swap', a generator/snapshot checkpoint, an official .pkl, or a structure/appearance (swap) model file.")
+@click.option("--data", "data_spec", default=None,
+              help="Swap models: the images whose appearance codes give the PCA and every direction's range (e.g. the training set).")
+@click.option("--method", default="sefa", show_default=True,
+              help="A direction finder: sefa, ganspace, householder or tokens (attribute-conditioned generators); swap models: pca or sefa.")
 @click.option("-k", "k", type=click.IntRange(1), default=16, show_default=True, help="Number of directions.")
 @click.option("--layers", default="all", show_default=True, help="W+ layers edited: all, coarse, middle, fine, a-b or 0,1,2.")
 @click.option("--class-free/--no-class-free", default=False, show_default=True,
@@ -163,12 +168,17 @@ def invert(generator_spec: str, data_spec: str, n: int, encoder_spec: str, steps
 @threads_option
 @seed_option
 @device_option
-def directions(generator_spec: str, method: str, k: int, layers: str, class_free: bool, judge_spec: str, discriminator_path: str | None, score_n: int,
-               min_preservation: float, safe_ranges: bool, max_alignment: float, include: str, exclude: str, out: str | None, strips: str | None,
-               factors: bool, json_path: str | None, threads: int | None, seed: int, device: str) -> None:
+def directions(generator_spec: str, data_spec: str | None, method: str, k: int, layers: str, class_free: bool, judge_spec: str,
+               discriminator_path: str | None, score_n: int, min_preservation: float, safe_ranges: bool, max_alignment: float, include: str,
+               exclude: str, out: str | None, strips: str | None, factors: bool, json_path: str | None, threads: int | None, seed: int,
+               device: str) -> None:
     """Discover latent directions without labels, calibrate their ranges, keep the class-independent ones.
 
+    \b
     Example: robust directions --generator demo --method sefa -k 16 --out demo_dirs --strips strips/ --factors
+    With a structure/appearance model: directions in its appearance-code space (PCA of the codes of
+    --data, or SeFa on its first modulation weights), ranges from the codes' spread:
+      robust directions --generator runs/swap/swap_model.safetensors --data myfolder --method pca -k 8 --out swap_dirs
     """
     from robust.gan import directions as D
     from robust.gan.checkpoint import load_discriminator
@@ -178,7 +188,13 @@ def directions(generator_spec: str, method: str, k: int, layers: str, class_free
 
     _check_json_is_not_the_sidecar(json_path, out)
     dev = _setup(threads, device)
-    G = _load_generator(generator_spec, dev)
+    G = _load_generator(generator_spec, dev, kind=None)
+    if not hasattr(G, "w_dim"):
+        _swap_directions(G, data_spec, method, k, out, strips, json_path, seed)
+        return
+    if data_spec is not None:
+        raise click.BadParameter("gives the images of a structure/appearance model's directions; a generator's are found from "
+                                 "its own samples", param_hint="--data")
     disc = load_discriminator(discriminator_path, dev) if discriminator_path else None
     start = time.perf_counter()
     found = D.find_directions(G, method, k, layers, seed, class_free=class_free, discriminator=disc)
@@ -218,6 +234,55 @@ def directions(generator_spec: str, method: str, k: int, layers: str, class_free
         click.echo(f"{len(written)} traversal strips written to {strips}")
     if json_path:
         write_json(json_path, {"method": method, "layers": found.layers, "rows": rows, "meta": found.meta})
+
+
+_GENERATOR_DIRECTION_OPTIONS = ("layers", "class_free", "judge_spec", "discriminator_path", "score_n", "min_preservation", "safe_ranges",
+                                "max_alignment", "include", "exclude", "factors")
+
+
+def _swap_directions(model: Any, data_spec: str | None, method: str, k: int, out: str | None, strips: str | None, json_path: str | None,
+                     seed: int) -> None:
+    """``robust directions`` for a structure/appearance model: appearance directions from the codes of ``--data``."""
+    import torch
+
+    from robust.data import load_dataset
+    from robust.gan.codes_cache import load_or_encode
+    from robust.gan.directions import appearance_directions
+    from robust.io import write_json
+
+    ctx = click.get_current_context()
+    given = [f"--{name.removesuffix('_spec').removesuffix('_path').replace('_', '-')}" for name in _GENERATOR_DIRECTION_OPTIONS
+             if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
+    if given:
+        raise click.UsageError(f"{', '.join(given)} apply to a generator's directions, not to a structure/appearance model's")
+    if data_spec is None:
+        raise click.BadParameter("a structure/appearance model's directions come from the appearance codes of images: give --data "
+                                 "(e.g. its training images)", param_hint="--data")
+    method = {"ganspace": "pca"}.get(method, method)
+    start = time.perf_counter()
+    data = load_dataset(data_spec, seed=seed)
+    codes = load_or_encode(model, data)
+    found = appearance_directions(model, codes.appearance, method, k)
+    found.meta.update({"data": data_spec, "command": command_line(), "hardware": hardware(model.device),
+                       "seconds": round(time.perf_counter() - start, 1), "date": time.strftime("%Y-%m-%d")})
+    for row in found.table():
+        click.echo(f"{row['index']:3d} {row['name']:<22} [{row['low']:+.3f}, {row['high']:+.3f}] value={row['value']:.4g}")
+    if out:
+        click.echo(f"directions written to {found.save(out, model)[0]}")
+    if strips:
+        from robust.gan.training import write_png
+
+        s, a = codes.batch(torch.arange(min(4, len(data))), model.device)
+        steps = torch.linspace(0, 1, 7)
+        for i, name in enumerate(found.names):
+            low, high = found.ranges[i].tolist()
+            moved = a[:, None] + (low + steps * (high - low)).to(a)[None, :, None] * found.vectors[i].to(a)
+            with torch.no_grad():
+                frames = model.decode(s.repeat_interleave(len(steps), 0), moved.flatten(0, 1))
+            write_png(Path(strips) / f"{name}.png", frames.cpu(), columns=len(steps))
+        click.echo(f"{len(found)} traversal strips written to {strips}")
+    if json_path:
+        write_json(json_path, {"method": found.method, "rows": found.table(), "meta": found.meta})
 
 
 @click.command("train-encoder")

@@ -54,7 +54,8 @@ def _list_recipes(ctx: click.Context, _param: click.Parameter, value: bool) -> N
 @click.option("--select", default=None, help="Metric the best checkpoint maximises [default: <first eval set>/acc].")
 @click.option("--checkpoint-every", type=click.IntRange(1), default=None, help="Also save the resumable state every N steps.")
 @click.option("--generator", "generator_path", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Generator checkpoint for the natra and generated recipes (default: the shipped demo generator).")
+              help="Model for the natra and generated recipes: a generator or a structure/appearance (swap) model file "
+                   "(default: the shipped one).")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Run folder: log.jsonl, best/last checkpoints, state.")
 @click.option("--resume", is_flag=True, help="Continue the run saved in --out (same arguments) where it stopped.")
 @quiet_option
@@ -104,9 +105,10 @@ def train(model: str, data_spec: str, n: int | None, eval_specs: tuple[str, ...]
             eval_sets[name or eval_set_name(data.name)] = data
         generator = None
         if "natra" in recipe or "generated" in recipe or any(s.startswith("natra") for s in suites):
-            from robust.gan import load, load_demo
+            from robust.gan import load_demo, load_model
 
-            generator = load(generator_path) if generator_path else load_demo()
+            # natra picks its own default (robust.gan.natural.resolve_model); generated needs the demo generator.
+            generator = load_model(generator_path) if generator_path else load_demo() if "generated" in recipe else None
         result = harden(model, train_data, recipe, eval_sets=eval_sets, config=config, out=out, resume=resume, generator=generator,
                         device=device, progress=False if quiet else None)
         if world.is_main:

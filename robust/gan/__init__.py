@@ -1,4 +1,5 @@
-"""The generative model of natural variation: our own StyleGAN2-ADA (networks, ADA training, safe import, demo generator)."""
+"""Generative models of natural variation: our own StyleGAN2-ADA (networks, ADA training, safe import, demo generator)
+and a structure/appearance (swap) model; :func:`load_model` reads a file of either kind."""
 from __future__ import annotations
 
 from robust.gan.augment_ada import AdaController, AugmentConfig, AugmentPipe
@@ -11,7 +12,8 @@ from robust.gan.latent import LatentPrior, latent_stats, prompt_prior, sample_ws
 from robust.gan.inversion import InversionConfig, InversionResult, invert_batch
 from robust.gan.encoder import Encoder, EncoderTraining, load_encoder, save_encoder, train_encoder
 from robust.gan.directions import DIRECTION_FINDERS, Directions, calibrate_ranges, find_directions, load_directions, score_directions, select_directions
-from robust.gan.codes_cache import CodeSet, load_codes, load_or_invert
+from robust.gan.codes_cache import CodeSet, SwapCodes, load_codes, load_or_encode, load_or_invert
+from robust.gan.natural import load_model, resolve_model
 
 __all__ = [
     "AdaController",
@@ -36,5 +38,6 @@ __all__ = [
     "InversionConfig", "InversionResult", "invert_batch",
     "Encoder", "EncoderTraining", "load_encoder", "save_encoder", "train_encoder",
     "DIRECTION_FINDERS", "Directions", "calibrate_ranges", "find_directions", "load_directions", "score_directions", "select_directions",
-    "CodeSet", "load_codes", "load_or_invert",
+    "CodeSet", "SwapCodes", "load_codes", "load_or_encode", "load_or_invert",
+    "load_model", "resolve_model",
 ]

@@ -1,4 +1,4 @@
-"""Inversion codes cached on disk: a dataset is inverted once per generator and settings, then reused.
+"""Codes of datasets cached on disk: a dataset is inverted (or encoded) once per model and settings, then reused.
 
 ``load_or_invert(G, data)`` returns a :class:`CodeSet` (W+ codes, expansion residuals, per-image
 PSNR/SSIM) for every image of ``data``, in order. The file
@@ -8,6 +8,9 @@ attacks share one inversion. Index a :class:`CodeSet` with the dataset indices o
 
     codes = load_or_invert(G, train_set, expand_res=16)
     ws, residual = codes.batch(batch_indices, device)
+
+A structure/appearance model needs no inversion: :func:`load_or_encode` caches its encoder's
+(structure, appearance) codes of a dataset the same way (:class:`SwapCodes`).
 """
 from __future__ import annotations
 
@@ -28,10 +31,12 @@ from robust.gan.encoder import Encoder, encoder_for, generator_fingerprint
 from robust.gan.inversion import InversionConfig, invert_batch
 from robust.gan.latent import LatentPrior, latent_stats
 from robust.gan.networks import Discriminator, Generator
+from robust.gan.swapping import SwapAutoencoder
 from robust.io import fingerprint_tensors, load_checkpoint, save_checkpoint
 from robust.models import Classifier
 
 CODES_FORMAT = "robust-gan-codes"
+SWAP_CODES_FORMAT = "robust-swap-codes"
 CACHE_ENV = "ROBUST_CACHE_DIR"
 
 
@@ -176,6 +181,83 @@ def load_or_invert(
     residual = result.residual.cpu().to(torch.float16).to(torch.float32) if result.residual is not None else None
     codes = CodeSet(result.ws.cpu(), residual, config.expand_res,
                     result.psnr.cpu(), result.ssim.cpu(), key, meta)
+    if use_cache:
+        codes.save(path)
+    return codes
+
+
+# -- structure/appearance codes -------------------------------------------------------------------
+
+@dataclass
+class SwapCodes:
+    """A structure/appearance model's codes of a dataset: ``structure [N, S, r, r]``, ``appearance [N, A]``;
+    ``key`` names the cache entry."""
+
+    structure: torch.Tensor
+    appearance: torch.Tensor
+    key: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.appearance.shape[0])
+
+    def batch(self, indices: torch.Tensor | list[int], device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(structure, appearance)`` of the images at ``indices`` (dataset positions), on ``device``."""
+        indices = torch.as_tensor(indices, dtype=torch.long).cpu()
+        if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= len(self)):
+            raise InputError("indices", f"dataset positions in [0, {len(self) - 1}]", indices.tolist()[:8])
+        structure, appearance = self.structure[indices], self.appearance[indices]
+        return (structure.to(device), appearance.to(device)) if device is not None else (structure, appearance)
+
+    def save(self, path: str | Path) -> tuple[Path, Path]:
+        config = {"format": SWAP_CODES_FORMAT, "version": 1, "key": self.key, "meta": self.meta}
+        return save_checkpoint(path, {"structure": self.structure, "appearance": self.appearance}, config)
+
+
+def load_swap_codes(path: str | Path) -> SwapCodes:
+    tensors, config = load_checkpoint(path, SWAP_CODES_FORMAT)
+    try:
+        return SwapCodes(tensors["structure"], tensors["appearance"], str(config.get("key", "")), dict(config.get("meta", {})))
+    except KeyError as exc:
+        raise FileFormatError(path, "a swap codes file with structure and appearance", f"missing {exc}") from None
+
+
+@torch.no_grad()
+def encode_images(model: SwapAutoencoder, images: torch.Tensor, batch_size: int = 256,
+                  progress: Callable[[int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(structure, appearance)`` codes (CPU, float32) of ``images`` in ``[0, 1]``, ``batch_size`` at a time."""
+    parts: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for start in range(0, images.shape[0], batch_size):
+        s, a = model.encode(images[start: start + batch_size])
+        parts.append((s.float().cpu(), a.float().cpu()))
+        if progress is not None:
+            progress(min(start + batch_size, images.shape[0]))
+    if not parts:
+        raise InputError("images", "at least one image", 0)
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+def load_or_encode(model: SwapAutoencoder, data: ImageSet, *, cache_dir: str | Path | None = None, use_cache: bool = True,
+                   progress: Callable[[int], None] | None = None) -> SwapCodes:
+    """The (structure, appearance) codes of every image of ``data``, from the cache (keyed by the model's
+    and the data's fingerprints, in ``cache_dir``, default :func:`default_cache_dir`) or encoded and cached.
+
+    Encoding is one forward pass (about 12 ms an image on one loaded CPU thread for the default
+    32x32 network), so the cache mostly spares repeated runs on one training set.
+    """
+    if not isinstance(model, SwapAutoencoder):
+        raise InputError("model", "a robust.gan.swapping.SwapAutoencoder", type(model).__name__)
+    if not isinstance(data, ImageSet):
+        raise InputError("data", "an ImageSet", type(data).__name__)
+    parts = {"data": data.fingerprint(), "model": _module_fingerprint(model), "format": 1}
+    key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+    path = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', data.name)}-swap-{key}"
+    if use_cache and path.with_name(path.name + ".safetensors").is_file():
+        codes = load_swap_codes(path)
+        if codes.key == key and len(codes) == len(data):
+            return codes
+    structure, appearance = encode_images(model, data.images, progress=progress)
+    codes = SwapCodes(structure, appearance, key, {"data": data.name, "data_fingerprint": parts["data"], "model_fingerprint": parts["model"]})
     if use_cache:
         codes.save(path)
     return codes

@@ -22,6 +22,7 @@ from robust.gan.checkpoint import ASSETS
 from robust.gan.encoder import generator_fingerprint
 from robust.gan.latent import LatentPrior, check_ws, latent_stats, sample_ws, synthesize
 from robust.gan.networks import Discriminator, Generator
+from robust.gan.swapping import SwapAutoencoder
 from robust.io import checkpoint_paths, load_checkpoint, save_checkpoint
 from robust.models import Classifier
 from robust.registry import Registry
@@ -167,7 +168,7 @@ class Directions:
             rows.append(row)
         return rows
 
-    def save(self, path: str | Path, generator: Generator | None = None) -> tuple[Path, Path]:
+    def save(self, path: str | Path, generator: Generator | SwapAutoencoder | None = None) -> tuple[Path, Path]:
         """Write ``path.safetensors`` (vectors, ranges, values, scores, kept) and ``path.json``."""
         tensors = {"vectors": self.vectors, "ranges": self.ranges}
         if self.values is not None:
@@ -184,8 +185,8 @@ class Directions:
         return save_checkpoint(path, tensors, config)
 
 
-def load_directions(path: str | Path, generator: Generator | None = None) -> Directions:
-    """Read a directions file; with ``generator``, check that they were found for that generator."""
+def load_directions(path: str | Path, generator: Generator | SwapAutoencoder | None = None) -> Directions:
+    """Read a directions file; with ``generator`` (or a swap model), check that they were found for that model."""
     tensors, config = load_checkpoint(path, DIRECTIONS_FORMAT)
     try:
         directions = Directions(tensors["vectors"], config.get("layers"), tensors["ranges"], list(config["names"]), config.get("method", ""),
@@ -198,9 +199,15 @@ def load_directions(path: str | Path, generator: Generator | None = None) -> Dir
         if fp is not None and fp != generator_fingerprint(generator):
             raise InputError("directions", f"directions found for this generator (fingerprint {generator_fingerprint(generator)})",
                              f"directions of generator {fp}")
-        if directions.w_dim != generator.w_dim:
-            raise InputError("directions", f"vectors of size {generator.w_dim} (the generator's w_dim)", directions.w_dim)
+        size = code_dim(generator)
+        if directions.w_dim != size:
+            raise InputError("directions", f"vectors of size {size} (the model's code size)", directions.w_dim)
     return directions
+
+
+def code_dim(model: Generator | SwapAutoencoder) -> int:
+    """The size of the codes directions move: a generator's ``w_dim``, a swap model's ``appearance_dim``."""
+    return int(model.config.appearance_dim) if isinstance(model, SwapAutoencoder) else int(model.w_dim)
 
 
 def directions_for(G: Generator, spec: Any = "auto") -> Directions | None:
@@ -851,6 +858,48 @@ def select_directions(directions: Directions, *, min_preservation: float = 0.95,
     out.meta = {**directions.meta, "selection": {"min_preservation": min_preservation, "max_alignment": max_alignment,
                                                    "include": [int(i) for i in include], "exclude": [int(i) for i in exclude]}}
     return out
+
+
+# -- directions in a structure/appearance model's appearance-code space -------------------------------
+
+APPEARANCE_METHODS = ("pca", "sefa")
+
+
+def appearance_directions(model: SwapAutoencoder, appearance: torch.Tensor, method: str = "pca", k: int = 16, *,
+                          sigmas: float = 2.0) -> Directions:
+    """Unsupervised directions in a swap model's appearance-code space, with ranges from the codes' spread.
+
+    ``appearance [M, A]``: the codes of a dataset (e.g. the training images,
+    :func:`robust.gan.codes_cache.load_or_encode`). ``pca``: the principal axes of the centred codes
+    (falling variance); ``sefa``: the top eigenvectors of ``A^T A`` for the first modulation weights
+    that read the appearance code (the generator's first style affine, rows normalised, as SeFa).
+    Each range is ``+-sigmas`` standard deviations of the codes' projections on the direction, so an
+    edit moves a code about as far as the training codes spread. Directions keep no layers (every
+    style reads the appearance code); ``meta`` records the model's fingerprint.
+    """
+    if not isinstance(model, SwapAutoencoder):
+        raise InputError("model", "a robust.gan.swapping.SwapAutoencoder", type(model).__name__)
+    if method not in APPEARANCE_METHODS:
+        raise InputError("method", " or ".join(APPEARANCE_METHODS) + " (appearance directions)", method)
+    size = code_dim(model)
+    if not isinstance(appearance, torch.Tensor) or appearance.dim() != 2 or appearance.shape[1] != size or appearance.shape[0] < 2:
+        raise InputError("appearance", f"codes [M >= 2, {size}]", getattr(appearance, "shape", type(appearance).__name__))
+    k = min(int(check_number(k, "k", low=1, integer=True)), size)
+    check_number(sigmas, "sigmas", low=0)
+    codes = appearance.detach().double().cpu()
+    centred = codes - codes.mean(0)
+    if method == "pca":
+        _, s, vh = torch.linalg.svd(centred, full_matrices=False)
+        vectors, values = _canonical_signs(vh[:k].float()), (s[:k].square() / (codes.shape[0] - 1)).float()
+    else:
+        affine = model.generator.head0.affine
+        weight = affine.weight.detach().float().cpu() * float(getattr(affine, "weight_gain", 1.0))
+        vectors, values = sefa_from_weights([weight], k)
+    k = vectors.shape[0]
+    spread = (centred.float() @ vectors.T).std(0)
+    ranges = torch.stack([-sigmas * spread, sigmas * spread], dim=1)
+    meta = {"generator_fingerprint": generator_fingerprint(model), "codes": int(codes.shape[0]), "sigmas": float(sigmas), "k": k}
+    return Directions(vectors, None, ranges, [f"appearance_{method}_{i}" for i in range(k)], f"appearance_{method}", values, meta=meta)
 
 
 # -- strips and ground-truth effects --------------------------------------------------------------

@@ -1,5 +1,7 @@
 """Suite ``natural``: accuracy along the generator's class-independent latent directions (sweeps and
-worst-case magnitudes, :func:`attacks.latent.direction_attack`) on the audited images' inverted codes.
+worst-case magnitudes, :func:`attacks.latent.direction_attack`) on the audited images' inverted codes;
+with a structure/appearance model, under appearance swaps across classes and along appearance
+directions (:func:`swap_suite`).
 """
 from __future__ import annotations
 
@@ -11,21 +13,22 @@ from robust.audit import SUITES, AuditContext, SuiteSkipped
 from robust.errors import InputError
 from robust.registry import Spec, parse_number
 from robust.results import Curve, Strip, SuiteResult
+from robust.seeding import derive_seed
 
 CHUNK = 256
 
 
-def _generator(ctx: AuditContext) -> Any:
-    if ctx.generator is not None:
-        return ctx.generator
-    source = str(ctx.data_source) if isinstance(ctx.data_source, str) else ""
-    if not source.startswith("synthetic"):
-        raise SuiteSkipped("no generator: pass --generator (a generator of this data), or audit synthetic data (demo generator)")
-    from robust.gan.checkpoint import DEMO_GENERATOR, load_demo
+def _model(ctx: AuditContext, spec: Spec) -> Any:
+    """The suite's model: ``model=`` (auto/swap/stylegan/<file>) resolved against the audit's generator."""
+    from robust.gan.natural import resolve_model
 
-    if not DEMO_GENERATOR.with_name(DEMO_GENERATOR.name + ".safetensors").is_file():
-        raise SuiteSkipped("the shipped demo generator is missing from this installation")
-    return load_demo(ctx.device)
+    try:
+        return resolve_model(spec.options.get("model", "auto"), ctx.generator, ctx.data, ctx.device, name="natural model")
+    except InputError as exc:
+        if exc.name != "natural model" or exc.got != "None":
+            raise
+        raise SuiteSkipped("no model of natural variation: pass --generator (a generator or structure/appearance model of this "
+                           "data) or model=<file>; the shipped ones serve the synthetic benchmark's 32x32 images") from None
 
 
 def _judge(ctx: AuditContext, G: Any, choice: str) -> Any:
@@ -77,7 +80,7 @@ def _render(G: Any, directions: Any, ws: torch.Tensor, residual: torch.Tensor | 
 
 
 NATURAL_OPTIONS = ("n", "directions", "method", "k", "class_free", "judge", "min_preservation", "max_directions", "fractions",
-                   "attack", "steps", "invert_steps", "expand")
+                   "attack", "steps", "invert_steps", "expand", "model", "donors", "strengths", "worst_k")
 
 
 def check_natural_suite(spec: Spec) -> None:
@@ -87,15 +90,18 @@ def check_natural_suite(spec: Spec) -> None:
     _fractions(spec)
 
 
-@SUITES.register("natural", description="accuracy along the generator's class-independent latent directions (sweeps and worst case)",
-                 check=check_natural_suite)
+@SUITES.register("natural", description="accuracy under a model's natural variation: latent directions, or appearance swaps "
+                 "and directions (sweeps and worst case)", check=check_natural_suite)
 def natural_suite(ctx: AuditContext, spec: Spec) -> SuiteResult:
     """Sweep each kept direction across its realistic range (a curve and an image strip) and search each
     image's worst magnitude along it.
 
-    The audited images are inverted into the generator's W+ space (codes cached,
-    :mod:`robust.gan.codes_cache`). The generator is the audit's ``--generator``, or the shipped demo
-    generator for synthetic data. Spec options: ``n`` images; ``directions`` (a file, or ``auto``: the
+    The model is ``model=`` (``auto``: the audit's ``--generator`` whatever its kind, else for 32x32
+    synthetic data the shipped structure/appearance model when installed, else the shipped
+    generator; ``swap``/``stylegan``; or a model file). A structure/appearance model runs
+    :func:`swap_suite` (see there for its options). For a generator the
+    audited images are inverted into its W+ space (codes cached, :mod:`robust.gan.codes_cache`).
+    Spec options: ``n`` images; ``directions`` (a file, or ``auto``: the
     shipped demo directions when they belong to the generator, else found now with ``method``
     (sefa/ganspace/householder), ``k``, ``class_free`` and ``judge`` (auto/oracle/train/none));
     ``max_directions`` (8); ``fractions`` of the range swept (``-1+-0.5+0.5+1``); ``attack``
@@ -103,8 +109,11 @@ def natural_suite(ctx: AuditContext, spec: Spec) -> SuiteResult:
     0); ``min_preservation`` (0.95). The suite is skipped when no direction is kept.
     """
     from robust.gan.codes_cache import load_or_invert
+    from robust.gan.natural import model_kind
 
-    G = _generator(ctx)
+    G = _model(ctx, spec)
+    if model_kind(G) == "swap":
+        return swap_suite(ctx, spec, G)
     if (G.img_channels, G.img_resolution, G.img_resolution) != (ctx.data.channels, *ctx.data.size):
         raise SuiteSkipped(f"the generator makes {G.img_channels}x{G.img_resolution}x{G.img_resolution} images, "
                            f"the data are {ctx.data.channels}x{ctx.data.size[0]}x{ctx.data.size[1]}")
@@ -217,3 +226,151 @@ def _details(rows: list[list[Any]], metrics: dict[str, float], method: str, coun
         notes.append(f"{', '.join(weak)} kept the judge's class for fewer than 95% of samples: part of their failures "
                      "may be real class changes, not model errors (see the class preservation column).")
     return {"tables": tables, "notes": notes, "plot_cases": "acc"}
+
+
+# -- a structure/appearance model: appearance swaps and appearance directions ---------------------------
+
+def _strengths(spec: Spec) -> list[float]:
+    values = [parse_number(p, "natural strengths") for p in str(spec.options.get("strengths", "0.25+0.5+0.75+1")).split("+")]
+    if not values or any(not 0 < v <= 1 for v in values):
+        raise InputError("natural option strengths", "swap strengths in (0, 1] joined by + (e.g. 0.25+0.5+1)", values)
+    return sorted(set(values))
+
+
+def _donors(ctx: AuditContext, spec: Spec, model: Any, data: Any, codes: Any) -> Any:
+    """The donor bank: the appearance codes of ``donors=<data spec>`` (default: the audited images) with their labels."""
+    from augment.swap import DonorBank
+    from robust.data import load_dataset
+    from robust.gan.codes_cache import load_or_encode
+
+    source = spec.options.get("donors")
+    if source is None:
+        return DonorBank.from_codes(codes, data)
+    donors = load_dataset(str(source), seed=ctx.seed, size=tuple(data.size))
+    if (donors.channels, *donors.size) != (data.channels, *data.size) or list(donors.class_names) != list(data.class_names):
+        raise InputError("natural option donors", "images of the audited data's shape and classes", donors.name)
+    return DonorBank.from_codes(load_or_encode(model, donors), donors)
+
+
+def _appearance_dirs(spec: Spec, model: Any, bank: Any) -> Any:
+    """``directions=pca|sefa|none|<file>`` (default pca) found on the donors' codes, at most ``max_directions``."""
+    from robust.gan.directions import APPEARANCE_METHODS, appearance_directions, load_directions
+
+    choice = str(spec.options.get("directions", "pca"))
+    if choice == "none":
+        return None
+    if choice in APPEARANCE_METHODS:
+        found = appearance_directions(model, bank.appearance, choice, int(spec.options.get("k", 16)))
+    else:
+        found = load_directions(choice, model)
+    found = found.kept_directions()
+    return found.select(list(range(min(len(found), int(spec.options.get("max_directions", 4))))))
+
+
+def swap_suite(ctx: AuditContext, spec: Spec, model: Any) -> SuiteResult:
+    """The natural suite with a structure/appearance model: each audited image keeps its structure and
+    takes the appearance code of a donor of another class.
+
+    Cases: ``swap``, each image at its worst of ``worst_k`` (8) donors at full strength; one per
+    appearance direction, each image at its worst magnitude (``attack`` grid/random/gradient,
+    ``steps``). Curves and strips: accuracy against the swap strength (each image's first donor at
+    ``strengths``, default ``0.25+0.5+0.75+1``) and along each direction (``fractions`` of its range).
+    Options: ``n``; ``donors`` (a data spec: the donor bank, default the audited images);
+    ``directions`` (pca, sefa, none or a file; ``k`` found, ``max_directions`` (4) kept).
+    """
+    from augment.swap import AppearanceSwap
+    from robust.gan.codes_cache import load_or_encode
+
+    c = model.config
+    if (c.img_channels, c.resolution, c.resolution) != (ctx.data.channels, *ctx.data.size):
+        raise SuiteSkipped(f"the model makes {c.img_channels}x{c.resolution}x{c.resolution} images, "
+                           f"the data are {ctx.data.channels}x{ctx.data.size[0]}x{ctx.data.size[1]}")
+    data = ctx.subset(ctx.sample_count(spec, 200))
+    images, labels = data.images, data.labels
+    codes = load_or_encode(model, data)
+    bank = _donors(ctx, spec, model, data, codes)
+    with torch.no_grad():
+        recon = torch.cat([model.decode(*codes.batch(slice_, model.device)).cpu()
+                           for slice_ in torch.arange(len(data)).split(CHUNK)])
+    recon_correct = ctx.logits(recon).argmax(1) == labels
+    seed = ctx.seed_for("swap")
+    worst = AppearanceSwap(model, bank, "worst_of_k", classifier=ctx.classifier, k=int(spec.options.get("worst_k", 8)),
+                           min_strength=1.0).with_codes(codes, data)
+    found = worst.transform(images, labels, codes=codes.batch(torch.arange(len(data))), seed=seed)
+    swap_logits = ctx.logits(found.images.cpu())
+    swap_case = ctx.evaluate("swap", found.images.cpu(), labels, logits=swap_logits, originals=images, per_class=False, failure_mask=recon_correct,
+                             describe=lambda i: f"appearance of donor #{int(found.donors[i])} ({ctx.class_names[int(bank.labels[found.donors[i]])]})",
+                             params={"donors": len(bank), "worst_of": worst.config.k, "strength": 1.0})
+    curve, strip = _strength_sweep(ctx, model, bank, codes, data, recon, _strengths(spec), seed)
+    cases, curves, strips, rows = [swap_case], [curve], [strip], [["swap", 0.0, 1.0, swap_case.metrics["acc"], min(curve.y), None]]
+    all_correct = recon_correct & (swap_logits.argmax(1) == labels)
+    directions = _appearance_dirs(spec, model, bank)
+    if directions is not None:
+        along = AppearanceSwap(model, None, directions=directions).with_codes(codes, data)
+        for j in ctx.progress_bar(range(len(directions)), desc="natural"):
+            case, curve, strip, predictions = _appearance_direction(ctx, spec, along, j, recon, data, seed)
+            all_correct &= predictions == labels
+            cases.append(case)
+            curves.append(curve)
+            strips.append(strip)
+            rows.append([directions.names[j], *directions.ranges[j].tolist(), case.metrics["acc"], min(curve.y), None])
+    worst_accs = [case.metrics["acc"] for case in cases]
+    metrics = {"clean_acc": float((ctx.logits(images).argmax(1) == labels).float().mean()),
+               "recon_acc": float(recon_correct.float().mean()), "recon_psnr": _psnr(recon, images),
+               "swap_acc": swap_case.metrics["acc"], "mean_worst_acc": sum(worst_accs) / len(worst_accs), "min_worst_acc": min(worst_accs),
+               "worst_acc": float(all_correct.float().mean()), "mean_sweep_acc": sum(sum(c.y) / len(c.y) for c in curves) / len(curves),
+               "directions": float(len(directions) if directions is not None else 0)}
+    method = directions.method if directions is not None else "none"
+    details = _details(rows, metrics, f"structure/appearance model: swaps across classes ({len(bank)} donors) and {method}", len(rows) - 1)
+    return SuiteResult("natural", metrics=metrics, cases=cases, curves=curves, strips=strips, details=details,
+                       params={"n": len(labels), "model": "swap", "donors": len(bank), "method": method, "codes": codes.key})
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = (a.float() - b.float()).square().flatten(1).mean(1).clamp_min(1e-10)
+    return float((10 * torch.log10(1 / mse)).mean())
+
+
+def _strength_sweep(ctx: AuditContext, model: Any, bank: Any, codes: Any, data: Any, recon: torch.Tensor, strengths: list[float],
+                    seed: int) -> tuple[Curve, Strip]:
+    """Accuracy with each image's first donor at each strength (0: the reconstructions), as a curve and a strip."""
+    from augment.swap import AppearanceSwap
+
+    accs, frames, captions = [], [recon[0]], []
+    pred = ctx.logits(recon).argmax(1)
+    accs.append(float((pred == data.labels).float().mean()))
+    captions.append(f"0: {ctx.class_names[int(pred[0])]}")
+    for t in strengths:
+        swap = AppearanceSwap(model, bank, "random", strength=t, min_strength=t)
+        moved = swap.transform(data.images, data.labels, codes=codes.batch(torch.arange(len(data))), seed=seed).images.cpu()
+        pred = ctx.logits(moved).argmax(1)
+        accs.append(float((pred == data.labels).float().mean()))
+        frames.append(moved[0])
+        captions.append(f"{t:g}: {ctx.class_names[int(pred[0])]}")
+    strip = Strip(f"swap strength 0 to {strengths[-1]:g} toward another class's appearance (value = accuracy over {len(data)} images)",
+                  frames, accs, captions)
+    return Curve("swap", [0.0, *strengths], accs, "swap strength", "accuracy"), strip
+
+
+def _appearance_direction(ctx: AuditContext, spec: Spec, along: Any, j: int, recon: torch.Tensor, data: Any,
+                          seed: int) -> tuple[Any, Curve, Strip, torch.Tensor]:
+    """Direction ``j``: a sweep over ``fractions`` of its range, and each image's worst magnitude (a case)."""
+    from attacks.transform_search import transform_search
+
+    name = along.directions.names[j]
+    low, high = along.directions.ranges[j].tolist()
+    values = [f * (high if f > 0 else -low) for f in _fractions(spec)]
+    accs, frames, captions = [], [], []
+    for value in values:
+        moved = recon if value == 0 else along.apply(data.images, along.expand({name: value}, len(data))).cpu()
+        pred = ctx.logits(moved).argmax(1)
+        accs.append(float((pred == data.labels).float().mean()))
+        frames.append(moved[0])
+        captions.append(f"{value:+.3g}: {ctx.class_names[int(pred[0])]}")
+    strip = Strip(f"{name} from {low:+.3g} to {high:+.3g} (value = accuracy over {len(data)} images)", frames, accs, captions)
+    found = transform_search(ctx.classifier, data.images, data.labels, along, params=[name], method=str(spec.options.get("attack", "grid")),
+                             steps=spec.options.get("steps"), seed=derive_seed(seed, "direction", j) % (1 << 31))
+    case = ctx.evaluate(name, found.images.cpu(), data.labels, originals=data.images, describe=found.describe, per_class=False,
+                        failure_mask=(found.success & found.clean_correct).cpu(), params={"direction": name, "range": [low, high]})
+    case.metrics["acc"] = found.worst_case_accuracy
+    return case, Curve(name, values, accs, "magnitude (appearance units)", "accuracy"), strip, found.predictions.cpu()

@@ -568,30 +568,50 @@ class AugMixTraining(Recipe):
 _NATRA_TRANSFORM_OPTIONS = {"k": int, "steps": int, "step_size": float, "strength": float, "per_sample": int, "loss": str,
                             "swap": float}
 _DIRECTION_METHODS = ("sefa", "ganspace", "householder", "tokens")
+# Options of one model kind only (the others serve both).
+_STYLEGAN_ONLY = ("swap", "codes", "invert_steps", "invert_seed", "expand_res")
+_SWAP_OPTIONS = {"min_strength": float, "mix": bool, "direction_scale": float}
 
 
 @RECIPES.register("natra")
 class NaTraTraining(Recipe):
-    """NaTra: each image moved along a generator's natural directions (augment.natra.NaturalTransform).
+    """NaTra: each image moved by a model of natural variation, a StyleGAN2 generator or a structure/appearance model.
 
-    Spec: ``natra[:random|worst_of_k|gradient][@strength][,k=4][,steps=5][,step_size=0.25][,per_sample=1][,swap=0]``
-    ``[,loss=ce][,directions=auto|sefa|ganspace|householder|tokens|<file>][,n_directions=16]``
-    ``[,codes=<file>][,cache_dir=<dir>][,invert_steps=30][,invert_seed=0][,expand_res=R][,pixel_residual=true]``.
+    Spec: ``natra[:random|worst_of_k|gradient][@strength][,model=auto|swap|stylegan|<file>][,k=4][,steps=5]``
+    ``[,step_size=0.25][,per_sample=1][,loss=ce][,directions=...][,n_directions=16][,cache_dir=<dir>][,pixel_residual=...]``.
+    ``model``: ``auto`` (default) takes the generator given (``--generator``, ``harden(generator=...)``)
+    whatever its kind, else for the synthetic benchmark's 32x32 images the shipped structure/appearance
+    model when it is installed, else the shipped generator; ``swap``/``stylegan`` the given model of
+    that kind, else the shipped one; or a model file (:func:`robust.gan.natural.load_model`).
+
+    With a **structure/appearance model** (:class:`augment.swap.AppearanceSwap`) each image keeps its
+    structure code and takes the appearance code of a training image of another class, ``strength``
+    (at most 1) of the way: the random draw is uniform in ``[min_strength, strength]``; ``worst_of_k``
+    keeps the classifier's worst of ``k`` donors; ``gradient`` ascends the strength (and with
+    ``mix=true`` a convex mix of ``k`` donors). The donors are the training set's appearance codes
+    and labels only (the honest protocol); the codes are encoded once and cached (``cache_dir``).
+    ``directions=pca|sefa|<file>`` adds moves along appearance directions (``n_directions``, ranges
+    from the codes' spread x ``direction_scale``); default none. ``pixel_residual`` defaults to off.
+
+    With a **StyleGAN2 generator** (:class:`augment.natra.NaturalTransform`) each image moves along
+    the generator's natural directions: ``[,swap=0][,directions=auto|sefa|ganspace|householder|tokens|<file>]``
+    ``[,codes=<file>][,invert_steps=30][,invert_seed=0][,expand_res=R][,pixel_residual=true]``.
     Codes: ``codes=`` names an existing cache file (made by ``robust.gan.codes_cache.load_or_invert``;
     a missing one fails before training); otherwise the training set is inverted once and cached
     (``cache_dir``, default the robust cache). The inversion follows ``invert_seed``, not the run's
     seed, so runs that differ only in their seed share one cache entry. ``directions=auto`` takes
     the directions shipped for the generator, else finds SeFa directions. ``pixel_residual`` keeps
     the detail the generator cannot reconstruct. ``swap=P`` (generators conditioned on attribute
-    tokens) also resamples each attribute token of an image with probability ``P`` per draw. Each
-    image's draw follows its index, the epoch and the seed.
+    tokens) also resamples each attribute token of an image with probability ``P`` per draw.
+
+    Each image's draw follows its index, the epoch and the seed.
     """
 
     name = "natra"
-    options = (*_NATRA_TRANSFORM_OPTIONS, "directions", "n_directions", "codes", "cache_dir", "invert_steps", "invert_seed",
-               "expand_res", "pixel_residual")
+    options = (*_NATRA_TRANSFORM_OPTIONS, *_SWAP_OPTIONS, "model", "directions", "n_directions", "codes", "cache_dir", "invert_steps",
+               "invert_seed", "expand_res", "pixel_residual")
 
-    def __init__(self, spec: Spec | str | None = None, *, directions: Any = None, codes: Any = None):
+    def __init__(self, spec: Spec | str | None = None, *, directions: Any = None, codes: Any = None, model: Any = None):
         super().__init__(spec)
         from augment.natra import MODES
 
@@ -601,6 +621,8 @@ class NaTraTraining(Recipe):
             raise InputError("recipe natra mode", "one of " + ", ".join(MODES), self.mode)
         self.strength = parse_number(spec.at, "natra strength") if spec.at is not None else 1.0
         self.transform_options = {k: _option(spec, k, None, kind) for k, kind in _NATRA_TRANSFORM_OPTIONS.items() if k in spec.options}
+        self.swap_options = {k: _option(spec, k, None, kind) for k, kind in _SWAP_OPTIONS.items() if k in spec.options}
+        self.model_choice = model if model is not None else spec.options.get("model", "auto")
         self.direction_spec = directions if directions is not None else spec.options.get("directions", "auto")
         self.n_directions = _option(spec, "n_directions", 16, int)
         self.codes = codes
@@ -613,19 +635,79 @@ class NaTraTraining(Recipe):
         self.expand_res = _option(spec, "expand_res", None, int)
         self.pixel_residual = _option(spec, "pixel_residual", True, bool)
         self.transform: Any = None
+        self.kind = ""
         self.seed = 0
 
     def bind(self, ctx: RecipeContext) -> None:
-        from augment.natra import NaturalConfig, NaturalTransform
+        from dataclasses import replace
 
-        G = bind_generator(ctx, "natra")
+        from augment.natra import NaturalConfig, NaturalTransform
+        from robust.gan.natural import model_kind, resolve_model
+
+        model = resolve_model(self.model_choice, ctx.generator, ctx.data, ctx.device, name="natra recipe generator")
+        self.kind = model_kind(model)
+        self._check_options()
+        self.seed = ctx.seed
+        if self.kind == "swap":
+            self._bind_swap(model, ctx)
+            return
+        G = bind_generator(replace(ctx, generator=model), "natra")
         codes = self._codes(G, ctx)
         directions = self._directions(G, ctx.seed)
         expand_res = codes.expand_res if codes.residual is not None else None
         self.codes = codes
-        self.seed = ctx.seed
         config = NaturalConfig(strength=self.strength, expand_res=expand_res, pixel_residual=self.pixel_residual, **self.transform_options)
         self.transform = NaturalTransform(G, directions, self.mode, config=config)
+
+    def _check_options(self) -> None:
+        """Options of the other model kind fail clearly (before any encoding or inversion)."""
+        other = _SWAP_OPTIONS if self.kind == "stylegan" else _STYLEGAN_ONLY
+        given = sorted(k for k in other if k in self.spec.options)
+        if given:
+            kinds = {"stylegan": "a StyleGAN2 generator", "swap": "a structure/appearance model"}
+            raise InputError("recipe natra options", f"options for {kinds[self.kind]} (the model this run uses)", ", ".join(given))
+
+    def _bind_swap(self, model: Any, ctx: RecipeContext) -> None:
+        from augment.swap import AppearanceSwap, DonorBank, SwapConfig
+        from robust.gan.codes_cache import SwapCodes, load_or_encode
+        from robust.train.distributed import barrier, current_world
+
+        c = model.config
+        if (c.img_channels, c.resolution, c.resolution) != (ctx.data.channels, *ctx.data.size):
+            raise InputError("natra recipe data", f"images of the model's shape {c.img_channels}x{c.resolution}x{c.resolution}",
+                             "{}x{}x{}".format(ctx.data.channels, *ctx.data.size))
+        if isinstance(self.direction_spec, str) and self.direction_spec in ("ganspace", "householder", "tokens"):
+            raise InputError("recipe natra option directions", "pca, sefa, none or a directions file (structure/appearance model)",
+                             self.direction_spec)
+        model = model.to(ctx.device).eval().requires_grad_(False)
+        codes = self.codes
+        if not isinstance(codes, SwapCodes):
+            # One process encodes and writes the cache; the others wait and read it.
+            world = current_world()
+            if not world.is_main:
+                barrier(world)
+            codes = load_or_encode(model, ctx.data, cache_dir=self.cache_dir)
+            if world.is_main:
+                barrier(world)
+        self.codes = codes
+        bank = DonorBank.from_codes(codes, ctx.data)
+        options = {k: v for k, v in self.transform_options.items() if k != "swap"}
+        if "pixel_residual" in self.spec.options:
+            options["pixel_residual"] = self.pixel_residual
+        config = SwapConfig(**{"strength": self.strength, **options, **self.swap_options})
+        self.transform = AppearanceSwap(model, bank, self.mode, directions=self._appearance_directions(model, codes), config=config)
+
+    def _appearance_directions(self, model: Any, codes: Any) -> Any:
+        from robust.gan.directions import APPEARANCE_METHODS, Directions, appearance_directions, load_directions
+
+        spec = self.direction_spec
+        if isinstance(spec, Directions):
+            return spec
+        if spec in ("auto", "none"):
+            return None
+        if spec in APPEARANCE_METHODS:
+            return appearance_directions(model, codes.appearance, str(spec), self.n_directions)
+        return load_directions(spec, model)
 
     def _directions(self, G: Any, seed: int) -> Any:
         from robust.gan.directions import Directions, directions_for, find_directions
@@ -675,10 +757,14 @@ class NaTraTraining(Recipe):
     def views(self, batch: Batch, classifier: Classifier) -> list[torch.Tensor]:
         from robust.seeding import derive_seed
 
-        ws, residual = self.codes.batch(batch.indices, batch.images.device)
         # A new draw for every image every epoch, the same one wherever the image lands in a batch.
         seed = derive_seed(self.seed, "natra-epoch", batch.epoch)
         clf = classifier if self.mode != "random" else None
+        if self.kind == "swap":
+            codes = self.codes.batch(batch.indices, batch.images.device)
+            out = self.transform.transform(batch.images, batch.labels, codes=codes, classifier=clf, seed=seed, sample_ids=batch.indices)
+            return [out.images.detach()]
+        ws, residual = self.codes.batch(batch.indices, batch.images.device)
         out = self.transform.transform(batch.images, batch.labels, ws=ws, residual=residual, classifier=clf, seed=seed,
                                        sample_ids=batch.indices)
         return [out.images.detach()]

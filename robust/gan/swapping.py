@@ -1,0 +1,277 @@
+"""A structure/appearance model of natural variation (after the Swapping Autoencoder, Park et al. 2020).
+
+An encoder maps an image to a spatial *structure* code (few channels at low resolution: the layout)
+and a global *appearance* code (a vector: colours, textures, light); a generator made of our
+StyleGAN2 modulated convolutions renders ``(structure, appearance)``, the appearance code acting as
+every layer's style. Swapping appearance codes between images resamples their look, keeping shape.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from robust import noise
+from robust.errors import FileFormatError, InputError
+from robust.gan.checkpoint import ASSETS
+from robust.gan.networks import (
+    Conv2dLayer,
+    DiscriminatorBlock,
+    FullyConnectedLayer,
+    Generator,
+    SynthesisBlock,
+    SynthesisLayer,
+    ToRGBLayer,
+)
+from robust.io import checkpoint_paths, load_checkpoint, read_json, save_checkpoint
+from robust.seeding import derive_seed
+from robust.validation import check_images, check_number
+
+SWAP_FORMAT = "robust-swap-autoencoder"
+SWAP_SNAPSHOT_FORMAT = "robust-swap-snapshot"
+DEMO_SWAP = ASSETS / "demo_swap"
+
+
+@dataclass(frozen=True)
+class SwapNetConfig:
+    """Architecture: images ``resolution`` px; structure code ``[structure_channels, structure_res,
+    structure_res]``; appearance code ``[appearance_dim]``; ``min(width * resolution / r, channel_max)``
+    feature channels at resolution ``r``."""
+
+    resolution: int = 32
+    img_channels: int = 3
+    structure_res: int = 8
+    structure_channels: int = 4
+    appearance_dim: int = 128
+    width: int = 32
+    channel_max: int = 128
+
+    def __post_init__(self) -> None:
+        for name in ("resolution", "structure_res"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 4 or value & (value - 1):
+                raise InputError(name, "a power of two >= 4", value)
+        if self.structure_res >= self.resolution:
+            raise InputError("structure_res", f"a resolution below the image's ({self.resolution})", self.structure_res)
+        for name in ("img_channels", "structure_channels", "appearance_dim", "width", "channel_max"):
+            check_number(getattr(self, name), name, low=1, integer=True)
+
+    def channels(self, res: int) -> int:
+        return min(self.width * self.resolution // res, self.channel_max)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SwapNetConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise InputError("swap network config", "fields of SwapNetConfig (" + ", ".join(sorted(names)) + ")", unknown)
+        return cls(**dict(data))
+
+
+class SwapEncoder(nn.Module):
+    """Images in ``[-1, 1]`` -> (structure ``[N, S, r, r]``, appearance ``[N, A]``) through a shared residual trunk.
+
+    The appearance head pools globally over space, so it keeps statistics and loses layout.
+    """
+
+    def __init__(self, config: SwapNetConfig):
+        super().__init__()
+        res = [config.resolution >> i for i in range((config.resolution // config.structure_res).bit_length() - 1)]
+        self.trunk = nn.ModuleList(
+            DiscriminatorBlock(0 if r == config.resolution else config.channels(r), config.channels(r), config.channels(r // 2),
+                               config.img_channels, first=r == config.resolution) for r in res)
+        c = config.channels(config.structure_res)
+        self.structure = nn.Sequential(Conv2dLayer(c, c, 3, activation="lrelu"), Conv2dLayer(c, config.structure_channels, 1))
+        self.appearance_conv = nn.Sequential(Conv2dLayer(c, 2 * c, 3, activation="lrelu", down=True),
+                                             Conv2dLayer(2 * c, 2 * c, 1, activation="lrelu"))
+        self.appearance = FullyConnectedLayer(2 * c, config.appearance_dim)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = None
+        for block in self.trunk:
+            x = block(x, images)
+        return self.structure(x), self.appearance(self.appearance_conv(x).mean(dim=(2, 3)))
+
+
+class SwapGenerator(nn.Module):
+    """(structure, appearance) -> images in about ``[-1, 1]``: modulated convolutions at the structure
+    resolution, then StyleGAN2 synthesis blocks up to the image, the appearance code as every style."""
+
+    def __init__(self, config: SwapNetConfig):
+        super().__init__()
+        c, a = config.channels(config.structure_res), config.appearance_dim
+        self.head0 = SynthesisLayer(config.structure_channels, c, a, config.structure_res)
+        self.head1 = SynthesisLayer(c, c, a, config.structure_res)
+        self.head_rgb = ToRGBLayer(c, config.img_channels, a)
+        res = [config.structure_res << i for i in range(1, (config.resolution // config.structure_res).bit_length())]
+        self.blocks = nn.ModuleList(
+            SynthesisBlock(config.channels(r // 2), config.channels(r), a, r, config.img_channels, is_last=r == config.resolution)
+            for r in res)
+
+    def forward(self, structure: torch.Tensor, appearance: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
+        x = self.head1(self.head0(structure, appearance, noise_mode), appearance, noise_mode)
+        img = self.head_rgb(x, appearance)
+        styles = appearance[:, None].expand(-1, 2, -1)
+        for block in self.blocks:
+            x = block.forward_features(x, styles, noise_mode, False, None)
+            img = block.forward_rgb(x, img, appearance, False)
+        return img
+
+
+class SwapAutoencoder(nn.Module):
+    """Encoder and generator of the structure/appearance model; images in ``[0, 1]`` at the edges.
+
+    ``encode(x) -> (structure, appearance)``, ``decode(structure, appearance) -> images``,
+    ``swap(x, donor_appearance, strength)``: the image's structure rendered with its appearance code
+    moved ``strength`` of the way toward the donor's (0: the reconstruction, 1: the donor's code).
+    """
+
+    def __init__(self, config: SwapNetConfig | None = None):
+        super().__init__()
+        self.config = config or SwapNetConfig()
+        self.encoder = SwapEncoder(self.config)
+        self.generator = SwapGenerator(self.config)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def structure_shape(self) -> tuple[int, int, int]:
+        c = self.config
+        return (c.structure_channels, c.structure_res, c.structure_res)
+
+    def encode_raw(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Codes of images already in the network's ``[-1, 1]`` range (training)."""
+        return self.encoder(images)
+
+    def encode(self, images01: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``images [N, C, R, R]`` in ``[0, 1]`` -> (structure ``[N, S, r, r]``, appearance ``[N, A]``)."""
+        c = self.config
+        images01 = check_images(images01, "images", channels=c.img_channels, size=(c.resolution, c.resolution))
+        return self.encoder(Generator.from_unit(images01.to(self.device, torch.float32)))
+
+    def decode_raw(self, structure: torch.Tensor, appearance: torch.Tensor) -> torch.Tensor:
+        """Images in the network's ``[-1, 1]`` range, unclamped (training)."""
+        return self.generator(structure, appearance)
+
+    def decode(self, structure: torch.Tensor, appearance: torch.Tensor) -> torch.Tensor:
+        """(structure ``[N, S, r, r]``, appearance ``[N, A]``) -> images ``[N, C, R, R]`` in ``[0, 1]``."""
+        self._check_codes(structure, appearance)
+        return Generator.to_unit(self.generator(structure.to(self.device), appearance.to(self.device)))
+
+    def reconstruct(self, images01: torch.Tensor) -> torch.Tensor:
+        return self.decode(*self.encode(images01))
+
+    def swap(self, images01: torch.Tensor, donor_appearance: torch.Tensor, strength: float | torch.Tensor = 1.0) -> torch.Tensor:
+        """The images' structure with appearance ``lerp(own, donor, strength)`` (a number or ``[N]``), in ``[0, 1]``."""
+        structure, own = self.encode(images01)
+        t = torch.as_tensor(strength, dtype=own.dtype, device=own.device)
+        if t.dim() == 0:
+            check_number(float(t), "strength", low=0, high=1)
+        elif t.shape != (own.shape[0],) or bool(((t < 0) | (t > 1)).any()):
+            raise InputError("strength", f"a number or [{own.shape[0]}] values in [0, 1]", tuple(t.shape))
+        if not isinstance(donor_appearance, torch.Tensor) or donor_appearance.shape != own.shape:
+            got = tuple(donor_appearance.shape) if isinstance(donor_appearance, torch.Tensor) else type(donor_appearance).__name__
+            raise InputError("donor_appearance", f"a tensor of shape {tuple(own.shape)}", got)
+        # lerp returns the end points exactly at 0 and 1.
+        return self.decode(structure, torch.lerp(own, donor_appearance.to(own), t[:, None] if t.dim() else t))
+
+    def _check_codes(self, structure: Any, appearance: Any) -> None:
+        n = structure.shape[0] if isinstance(structure, torch.Tensor) and structure.dim() == 4 else None
+        if n is None or tuple(structure.shape[1:]) != self.structure_shape:
+            got = tuple(structure.shape) if isinstance(structure, torch.Tensor) else type(structure).__name__
+            raise InputError("structure", "a tensor of shape [N, {}, {}, {}]".format(*self.structure_shape), got)
+        if not isinstance(appearance, torch.Tensor) or tuple(appearance.shape) != (n, self.config.appearance_dim):
+            got = tuple(appearance.shape) if isinstance(appearance, torch.Tensor) else type(appearance).__name__
+            raise InputError("appearance", f"a tensor of shape [{n}, {self.config.appearance_dim}]", got)
+
+
+def build_swap_model(config: SwapNetConfig | None = None, seed: int = 0) -> SwapAutoencoder:
+    """A fresh model whose initial weights depend only on ``seed``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, "swap-init"))
+        return SwapAutoencoder(config)
+
+
+class DonorSwap:
+    """A natural transform: each image takes (``strength`` of the way) the appearance code of a donor
+    drawn from ``donors`` (images in ``[0, 1]``, e.g. the training set, any class).
+
+    The donor of an image follows ``seed`` and its sample id only (``sample_ids``, default its
+    position), so its transformation does not depend on the batch it is in.
+    """
+
+    def __init__(self, model: SwapAutoencoder, donors: torch.Tensor, strength: float = 1.0, seed: int = 0, batch_size: int = 256):
+        self.model = model
+        self.strength = check_number(strength, "strength", low=0, high=1)
+        self.seed = int(seed)
+        self.batch_size = check_number(batch_size, "batch_size", low=1, integer=True)
+        with torch.no_grad():
+            self.appearance = torch.cat([model.encode(donors[i: i + self.batch_size])[1] for i in range(0, donors.shape[0], self.batch_size)])
+
+    def donor_index(self, sample_ids: torch.Tensor) -> torch.Tensor:
+        keys = sample_ids.to(torch.int64).cpu() + derive_seed(self.seed, "donor-swap") % (1 << 40)
+        u = noise.uniform(keys, (1,))[:, 0]
+        return (u * self.appearance.shape[0]).long().clamp_max(self.appearance.shape[0] - 1)
+
+    def __call__(self, images: torch.Tensor, sample_ids: torch.Tensor | None = None) -> torch.Tensor:
+        n = images.shape[0]
+        ids = torch.arange(n) if sample_ids is None else torch.as_tensor(sample_ids)
+        if ids.shape != (n,):
+            raise InputError("sample_ids", f"{n} integer ids", tuple(ids.shape))
+        donor = self.appearance[self.donor_index(ids)]
+        out = []
+        with torch.no_grad():
+            for i in range(0, n, self.batch_size):
+                out.append(self.model.swap(images[i: i + self.batch_size], donor[i: i + self.batch_size], self.strength).to(images.device))
+        return torch.cat(out)
+
+
+# -- files ----------------------------------------------------------------------------------------
+
+def save_swap_model(model: SwapAutoencoder, path: str | Path, extra: Mapping[str, Any] | None = None, half: bool = True) -> tuple[Path, Path]:
+    """Write ``path.safetensors`` (weights, float16 when ``half``) and ``path.json`` (architecture + ``extra``)."""
+    tensors = {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    config = {"format": SWAP_FORMAT, "version": 1, "network": model.config.to_dict(),
+              "weights_dtype": "float16" if half else "float32", "extra": dict(extra or {})}
+    return save_checkpoint(path, tensors, config)
+
+
+def load_swap_model(path: str | Path, device: torch.device | str | None = None) -> SwapAutoencoder:
+    """A model file (:func:`save_swap_model`) or a training snapshot (its EMA weights), in eval mode
+    without gradients, float32. Only safetensors and JSON are read."""
+    weights, config_path = checkpoint_paths(path)
+    config = read_json(config_path)
+    fmt = config.get("format") if isinstance(config, dict) else None
+    if fmt not in (SWAP_FORMAT, SWAP_SNAPSHOT_FORMAT):
+        raise FileFormatError(config_path, f"a config with format {SWAP_FORMAT!r} or {SWAP_SNAPSHOT_FORMAT!r}", f"format {fmt!r}")
+    tensors, config = load_checkpoint(path, fmt)
+    try:
+        net = SwapNetConfig.from_dict(config["network"])
+    except (KeyError, TypeError) as exc:
+        raise FileFormatError(config_path, "swap network constructor arguments", f"unusable ({exc!r})") from None
+    prefix = "" if fmt == SWAP_FORMAT else "model_ema."
+    model = SwapAutoencoder(net)
+    state = {k[len(prefix):]: v.float() if v.is_floating_point() else v for k, v in tensors.items() if k.startswith(prefix)}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise FileFormatError(weights, "weights matching the swap network config", f"missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}")
+    model.extra = dict(config.get("extra", {}))
+    model.eval().requires_grad_(False)
+    return model.to(device) if device is not None else model
+
+
+def load_demo_swap(device: torch.device | str | None = None) -> SwapAutoencoder:
+    """The shipped structure/appearance model of the synthetic benchmark's ``train`` split (see its JSON)."""
+    weights, _ = checkpoint_paths(DEMO_SWAP)
+    if not weights.is_file():
+        raise FileFormatError(weights, "the shipped demo swap model", "no such file (the package data is incomplete)")
+    return load_swap_model(DEMO_SWAP, device)
