@@ -4,6 +4,7 @@ strategies and the commands, on a tiny untrained swap model (16x16)."""
 from __future__ import annotations
 
 import re
+import sys
 
 import pytest
 import torch
@@ -311,7 +312,7 @@ def swap_run(tmp_path_factory):
     return root, base, env, first
 
 
-def test_gan_train_swap_trains_on_a_folder_and_resumes(swap_run):
+def test_gan_train_swap_trains_on_a_folder_and_resumes(swap_run, monkeypatch):
     from robust.cli import cli
 
     root, base, env, first = swap_run
@@ -326,11 +327,13 @@ def test_gan_train_swap_trains_on_a_folder_and_resumes(swap_run):
     assert elsewhere.exit_code != 0 and "its own folder" in elsewhere.output
     refused = runner.invoke(cli, [*base, "--condition", "texture"], env=env)
     assert refused.exit_code != 0 and "--condition" in refused.output
-    resumed = runner.invoke(cli, [*base, "--resume", str(root / "run"), "--kimg", "0.016"], env=env)
+    again_args = [*base, "--resume", str(root / "run"), "--kimg", "0.016"]
+    monkeypatch.setattr(sys, "argv", ["/usr/bin/robust", *again_args])  # provenance reads the process's own command
+    resumed = runner.invoke(cli, again_args, env=env)
     assert resumed.exit_code == 0, resumed.output
     assert "resuming snapshot-00000002" in resumed.output and (root / "run" / "snapshot-00000004.safetensors").is_file()
     sidecar = load_model(root / "run" / "swap_model.safetensors").extra
-    assert sidecar["steps"] == 4 and sidecar["seed"] == 0 and "hardware" in sidecar and "gan train" in sidecar["command"]
+    assert sidecar["steps"] == 4 and sidecar["seed"] == 0 and "hardware" in sidecar and sidecar["command"].startswith("robust gan train --model swap")
     assert len(sidecar["runs"]) == 2 and sidecar["data"]["n"] == 24 and "date" in sidecar
 
 

@@ -61,6 +61,7 @@ def _worker(rank: int, world_size: int, port: int, folder: str) -> None:
             if rank == 0:
                 save_file({k: v.contiguous() for k, v in weights.items()}, os.path.join(folder, f"weights{k}.safetensors"))
                 write_json(os.path.join(folder, f"metrics{k}.json"), {"metrics": metrics, "history": history})
+        dist.barrier()  # both ranks tear gloo down together (a rank leaving early can abort its peer)
     finally:
         dist.destroy_process_group()
 
