@@ -5,7 +5,8 @@ and squares, exports it to ONNX and writes 72 test images to an ``.npz``; then a
 file with ``robust.audit.run_audit`` and prints each suite's wall time and headline metrics.
 ``--baseline REF`` also audits the same files with the code of git revision ``REF`` (extracted to a
 temporary folder), each tree in its own subprocess with the same threads, alternating new and old
-``--repeats`` times, and prints the ratio old/new per suite and whether the metrics agree.
+``--repeats`` times, and prints the ratio old/new per suite (wall and CPU time: on a shared machine the
+CPU time is the figure that carries over) and the cases whose accuracy differs.
 
     python benchmarks/bench_blackbox_audit.py --threads 1
     python benchmarks/bench_blackbox_audit.py --threads 1 --baseline c3b8ebb --repeats 2 --json audit.json
@@ -19,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,18 +60,22 @@ def prepare(folder: Path, size: int, n: int, threads: int) -> tuple[Path, Path]:
 
 
 def measure(model: Path, data: Path, suites: list[str], threads: int) -> dict:
-    """Audit ``model`` on ``data`` with ``suites``: per suite its seconds and metrics."""
+    """Audit ``model`` on ``data`` with ``suites``: per suite its wall and CPU seconds (the first suite's CPU
+    includes loading the model and data), metrics and case accuracies, and the load average around the run."""
     import torch
 
     from robust.audit import AuditConfig, run_audit
 
     torch.set_num_threads(threads)
-    result = run_audit(str(model), str(data), AuditConfig(suites, seed=0, device="cpu", progress=False))
+    load = os.getloadavg()[0]
+    marks = [time.process_time()]
+    result = run_audit(str(model), str(data), AuditConfig(suites, seed=0, device="cpu", progress=False),
+                       on_suite=lambda _: marks.append(time.process_time()))
     out = {}
-    for suite in result.suites:
+    for suite, start, end in zip(result.suites, marks, marks[1:]):
         cases = {case.name: case.metrics.get("acc") for case in suite.cases}
-        out[suite.name] = {"seconds": suite.duration_s, "status": suite.status, "error": suite.error,
-                           "metrics": suite.metrics, "cases": cases}
+        out[suite.name] = {"seconds": suite.duration_s, "cpu_seconds": end - start, "status": suite.status, "error": suite.error,
+                           "metrics": suite.metrics, "cases": cases, "load": [load, os.getloadavg()[0]]}
     return out
 
 
@@ -99,10 +105,13 @@ def _compare(runs: dict[str, list[dict]]) -> list[dict]:
         row = {"suite": suite}
         for tree, measured in runs.items():
             row[f"{tree}_seconds"] = statistics.median(m[suite]["seconds"] for m in measured)
+            row[f"{tree}_cpu_seconds"] = statistics.median(m[suite]["cpu_seconds"] for m in measured)
+            row[f"{tree}_load"] = [m[suite]["load"] for m in measured]
             row[f"{tree}_metrics"] = measured[0][suite]["metrics"]
             row[f"{tree}_cases"] = measured[0][suite]["cases"]
         if "baseline" in runs:
             row["speedup"] = row["baseline_seconds"] / max(row["current_seconds"], 1e-9)
+            row["cpu_speedup"] = row["baseline_cpu_seconds"] / max(row["current_cpu_seconds"], 1e-9)
         rows.append(row)
     return rows
 
@@ -138,14 +147,19 @@ def main(argv: list[str] | None = None) -> dict:
         for _ in range(args.repeats):
             for tree, root in trees.items():
                 runs[tree].append(_run_tree(root, model, data, suites, args.threads))
-                print(f"{tree}: " + ", ".join(f"{k} {v['seconds']:.1f}s" for k, v in runs[tree][-1].items()), flush=True)
+                print(f"{tree}: " + ", ".join(f"{k} {v['seconds']:.1f}s wall, {v['cpu_seconds']:.1f}s CPU (load {v['load'][0]:.1f})"
+                                              for k, v in runs[tree][-1].items()), flush=True)
         rows = _compare(runs)
     for row in rows:
-        line = f"{row['suite']:<12} current {row['current_seconds']:7.1f}s"
+        line = f"{row['suite']:<12} current {row['current_seconds']:7.1f}s wall {row['current_cpu_seconds']:7.1f}s CPU"
         if "speedup" in row:
             same = row["current_cases"] == row["baseline_cases"]
-            line += f"  baseline {row['baseline_seconds']:7.1f}s  speedup {row['speedup']:5.1f}x  cases {'equal' if same else 'DIFFER'}"
+            line += (f"  baseline {row['baseline_seconds']:7.1f}s wall {row['baseline_cpu_seconds']:7.1f}s CPU  speedup "
+                     f"{row['speedup']:5.1f}x wall {row['cpu_speedup']:5.1f}x CPU  case accuracies {'equal' if same else 'DIFFER'}")
         print(line)
+        for case, acc in row["current_cases"].items():
+            if "baseline_cases" in row and row["baseline_cases"].get(case) != acc:
+                print(f"   {case}: accuracy {acc} (baseline {row['baseline_cases'].get(case)})")
         print("   metrics:", {k: round(v, 4) if isinstance(v, float) else v for k, v in row["current_metrics"].items()})
     total = sum(row["current_seconds"] for row in rows)
     out = {"threads": args.threads, "size": args.size, "n": args.n, "suites": suites, "baseline": args.baseline,

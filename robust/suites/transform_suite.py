@@ -2,9 +2,16 @@
 
 For each transform: the accuracy when every image meets its worst parameters
 (:func:`attacks.transform_search`), the accuracy under random parameters, and a sweep of its first
-parameter across its range (a curve and an image strip). Spec: ``transforms`` (every registered
-core transform) or ``transforms:rotation``; options ``names=rotation+hue``, ``method``
-(grid/random/gradient), ``steps``, ``k``, ``n``, ``sweep_steps``.
+parameter across its range (a curve, and an image strip of an image the sweep breaks). Spec:
+``transforms`` (every registered core transform) or ``transforms:rotation``; options
+``names=rotation+hue``, ``method`` (grid/random/gradient), ``steps``, ``k``, ``n``, ``sweep_steps``
+(default 9).
+
+Each model evaluation counts on a black-box model, so the search stops evaluating an image once it
+is broken (``early_stop``: the worst-case accuracy is the full search's; a broken image is shown at
+its mildest breaking grid point), the clean predictions are computed once, and a one-parameter
+transform is swept along its search grid's own points, where only the images the search broke
+need evaluating again.
 """
 from __future__ import annotations
 
