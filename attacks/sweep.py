@@ -1,8 +1,10 @@
 """Epsilon sweeps: robust accuracy per budget and each image's smallest breaking budget on a grid.
 
-The budgets are attacked from the smallest up, and an image broken at one budget is broken at every
-larger one (its adversarial example stays inside the larger ball), so each budget only attacks the
-images that still resist: a sweep costs little more than its largest budget alone.
+The budgets are attacked from the largest down: the largest attacks every image the model gets
+right, and each smaller budget attacks only the images the next larger one broke (its ball lies
+inside the larger one). An image that resists costs one attack in all, a broken one one attack per
+budget down to the first that keeps it, so a sweep costs little more than its largest budget alone,
+and the largest budget's robust accuracy is exactly what the attack alone reports there.
 """
 from __future__ import annotations
 
@@ -28,7 +30,9 @@ class SweepResult:
 
     ``min_eps`` is 0 for images the model gets wrong unattacked and ``inf`` for images never broken;
     ``adversarial`` holds each broken image's example at its ``min_eps`` (the clean image otherwise);
-    ``attack`` is the spec without a budget (``pgd:linf,steps=20``).
+    ``attack`` is the spec without a budget (``pgd:linf,steps=20``). ``queries`` counts every model
+    evaluation of the sweep, ``queries_per_eps`` those made at each budget of ``eps`` (at 0: the
+    clean evaluation).
     """
 
     eps: list[float]
@@ -41,6 +45,7 @@ class SweepResult:
     attack: str
     norm: str
     queries: int
+    queries_per_eps: list[int]
     seed: int = 0
 
     @property
@@ -68,6 +73,7 @@ class SweepResult:
             "robust_accuracy": list(self.robust_accuracy),
             "median_min_eps": float(broken.median()) if broken.numel() else None,
             "queries": int(self.queries),
+            "queries_per_eps": [int(q) for q in self.queries_per_eps],
             "seed": self.seed,
         }
 
@@ -89,7 +95,7 @@ def check_eps_grid(eps_grid: Sequence[Any], norm: str, dims: int | None = None) 
 def epsilon_sweep(classifier: Classifier, images: torch.Tensor, labels: Any, attack: str | Attack, eps_grid: Sequence[float],
                   *, seed: int = 0, targets: Any = None, progress: Callable[[Any], Any] | None = None,
                   sample_ids: Any = None, **overrides: Any) -> SweepResult:
-    """Run ``attack`` (an :class:`Attack` or spec string; ``overrides`` set its options) at every budget.
+    """Run ``attack`` (an :class:`Attack` or spec string; ``overrides`` set its options) at every budget, the largest first.
 
     ``progress`` wraps the budget iterator (e.g. a tqdm factory) for long sweeps. ``sample_ids``
     (default ``0..N-1``) key each image's random stream as in :meth:`Attack.__call__`, so a shard of
@@ -99,39 +105,36 @@ def epsilon_sweep(classifier: Classifier, images: torch.Tensor, labels: Any, att
     base = get_attack(attack, **overrides)
     images = clf.check_input(images)
     n = images.shape[0]
-    labels = check_labels(labels, n, clf.num_classes)
+    labels = check_labels(labels, n, clf.num_classes).cpu()
     ids = noise.check_seeds(sample_ids, n, "sample_ids").cpu()
     grid = check_eps_grid(eps_grid, base.norm, dims=images[0].numel())
-    min_eps = torch.full((n,), math.inf)
-    adversarial = images.detach().clone()
-    predictions = torch.empty(n, dtype=torch.int64)
     if targets is not None:
         targets = check_labels(targets, n, clf.num_classes, "targets").cpu()
-    robust: list[float] = []
-    budgets = [e for e in grid if e > 0]
-    iterator = progress(budgets) if progress is not None else budgets
     clean = clf.predict(images).cpu()
-    predictions[:] = clean
-    queries = n
-    correct = clean == labels.cpu() if targets is None else clean != targets
-    clean_accuracy = float((clean == labels.cpu()).float().mean())
-    min_eps[~correct] = 0.0
-    remaining = correct.nonzero().squeeze(1)
-    if 0.0 in grid:
-        robust.append(clean_accuracy)
-    for eps in iterator:
-        if remaining.numel():
-            sub = remaining.to(images.device)
-            sub_targets = targets[remaining] if targets is not None else None
-            result = base.with_eps(eps)(clf, images[sub], labels[sub], seed=seed, targets=sub_targets, sample_ids=ids[remaining])
-            queries += result.queries
-            broke = result.success.cpu()
-            newly = remaining[broke]
-            min_eps[newly] = eps
-            adversarial[newly.to(images.device)] = result.adversarial[broke.to(result.adversarial.device)].to(adversarial.device)
-            predictions[newly] = result.predictions.cpu()[broke]
-            remaining = remaining[~broke]
-        robust.append(float((predictions == labels.cpu()).float().mean()))
+    predictions = clean.clone()
+    adversarial = images.detach().clone()
+    correct = clean == labels if targets is None else clean != targets
+    min_eps = torch.where(correct, math.inf, 0.0)
+    queries = {0.0: n}
+    attacked = correct.nonzero().squeeze(1)  # the images the next budget down attacks
+    budgets = sorted((e for e in grid if e > 0), reverse=True)
+    for eps in progress(budgets) if progress is not None else budgets:
+        queries[eps] = 0
+        if not attacked.numel():
+            continue
+        sub = attacked.to(images.device)
+        result = base.with_eps(eps)(clf, images[sub], labels[attacked], seed=seed, sample_ids=ids[attacked],
+                                    targets=targets[attacked] if targets is not None else None)
+        queries[eps] = result.queries
+        broke = result.success.cpu()
+        attacked = attacked[broke]
+        min_eps[attacked] = eps
+        adversarial[attacked.to(images.device)] = result.adversarial[broke.to(result.adversarial.device)].to(adversarial.device)
+        predictions[attacked] = result.predictions.cpu()[broke]
+    # At budget e an image has its adversarial prediction when a budget of at most e broke it, else its clean one.
+    broken = min_eps > 0
+    robust = [float((torch.where(broken & (min_eps <= e), predictions, clean) == labels).float().mean()) for e in grid]
+    clean_accuracy = float((clean == labels).float().mean())
     return SweepResult(eps=grid, robust_accuracy=robust, min_eps=min_eps, clean_accuracy=clean_accuracy,
-                       adversarial=adversarial, predictions=predictions, labels=labels.cpu(), attack=re.sub(r"@[^,]*", "", base.spec),
-                       norm=base.norm, queries=queries, seed=seed)
+                       adversarial=adversarial, predictions=predictions, labels=labels, attack=re.sub(r"@[^,]*", "", base.spec),
+                       norm=base.norm, queries=sum(queries.values()), queries_per_eps=[queries.get(e, 0) for e in grid], seed=seed)

@@ -25,16 +25,19 @@ def classifier_objective(classifier: Classifier, labels: torch.Tensor, *, target
     """An :data:`Objective` for a classifier, valid inside the ``with`` block (the model is in eval mode there).
 
     ``labels`` (and ``targets``) are the whole batch's; the objective is called with images of the
-    same batch. The loss is the attack loss (``margin`` by default: positive exactly when the image
-    is misclassified).
+    same batch, or with some of its images and their positions ``rows``. The loss is the attack loss
+    (``margin`` by default: positive exactly when the image is misclassified).
     """
     clf = check_classifier(classifier)
     with clf.eval_mode() as net, frozen(clf):
         run = AttackRun(clf, net if clf.has_gradients else None, loss=loss, amp=amp)
 
-        def objective(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        def objective(images: torch.Tensor, rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            """The loss, success and prediction of ``images``: the whole batch's, or its images ``rows``."""
+            y = labels if rows is None else labels[rows]
+            t = targets if targets is None or rows is None else targets[rows]
             logits = run.forward(images)
-            return per_image_loss(loss, logits, labels, targets), hit(logits.detach(), labels, targets), logits.detach().argmax(1)
+            return per_image_loss(loss, logits, y, t), hit(logits.detach(), y, t), logits.detach().argmax(1)
 
         yield objective
 
@@ -124,13 +127,15 @@ class TransformSearchConfig(SearchConfig):
 
 def transform_search(classifier: Classifier, images: torch.Tensor, labels: Any, transform: str | Transform,
                      config: TransformSearchConfig | None = None, *, targets: Any = None, sample_ids: torch.Tensor | None = None,
-                     **options: Any) -> TransformSearchResult:
+                     clean_predictions: torch.Tensor | None = None, **options: Any) -> TransformSearchResult:
     """The worst parameters of ``transform`` (a name or any :class:`robust.transforms.Transform`) for each image.
 
     ``config`` (or its fields given as ``options``: ``method``, ``steps``, ``k``, ``seed``, ``loss``,
-    ``params``, ``bounds``, ``step_size``, ``batch_size``) sets the search; see
+    ``params``, ``bounds``, ``step_size``, ``batch_size``, ``early_stop``) sets the search; see
     :func:`robust.transforms.search.search_parameters` for the methods. ``sample_ids`` (default
     ``0..N-1``) key each image's draws and noise seeds, so an image's result does not depend on its batch.
+    ``clean_predictions`` (``[N]``): the model's predictions on ``images`` when the caller has them,
+    which saves evaluating them again.
     """
     config = with_options(config if config is not None else TransformSearchConfig(), options)
     clf = check_classifier(classifier)
@@ -154,13 +159,16 @@ def transform_search(classifier: Classifier, images: torch.Tensor, labels: Any, 
     t_all = targets.to(device) if targets is not None else None
     seeds = (derive_seed(seed, "transform_search", tf.name) % (1 << 62), derive_seed(seed, "transform_search_noise", tf.name) % (1 << 62))
     batch = config.batch_size or clf.batch_size
+    if clean_predictions is not None:
+        clean_predictions = check_labels(clean_predictions, n, clf.num_classes, "clean_predictions").to(device)
     pieces: dict[str, list[torch.Tensor]] = {}
     evaluations = 0
     for start in range(0, n, batch):
         part = slice(start, start + batch)
         outcome, fixed, clean = _search_chunk(clf, tf, x_all[part], y_all[part], t_all[part] if t_all is not None else None,
-                                              ids[part].to(device), seeds, search, config)
-        evaluations += outcome.evaluations + clean.shape[0]
+                                              ids[part].to(device), seeds, search, config,
+                                              clean_predictions[part] if clean_predictions is not None else None)
+        evaluations += outcome.evaluations + (clean.shape[0] if clean_predictions is None else 0)
         for name, value in {**fixed, **outcome.params}.items():
             pieces.setdefault(f"param:{name}", []).append(value)
         for key, value in (("images", outcome.images), ("success", outcome.success), ("loss", outcome.loss),
@@ -176,8 +184,8 @@ def transform_search(classifier: Classifier, images: torch.Tensor, labels: Any, 
 
 
 def _search_chunk(clf: Classifier, tf: Transform, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor | None, ids: torch.Tensor,
-                  seeds: tuple[int, int], search: dict[str, tuple[float, float]],
-                  config: TransformSearchConfig) -> tuple[SearchOutcome, Params, torch.Tensor]:
+                  seeds: tuple[int, int], search: dict[str, tuple[float, float]], config: TransformSearchConfig,
+                  clean_pred: torch.Tensor | None) -> tuple[SearchOutcome, Params, torch.Tensor]:
     """One batch: (the search's outcome, the parameters held fixed, whether the clean images were classified right)."""
     m = x.shape[0]
     draw_seed, noise_seed = seeds
@@ -187,11 +195,14 @@ def _search_chunk(clf: Classifier, tf: Transform, x: torch.Tensor, y: torch.Tens
             fixed[p.name] = ids + noise_seed
     identity = {name: tf.param(name).identity for name in search}
 
-    def render(values: Params) -> torch.Tensor:
-        return tf.apply(x, {**fixed, **values})
+    def render(values: Params, rows: torch.Tensor | None = None) -> torch.Tensor:
+        if rows is None:
+            return tf.apply(x, {**fixed, **values})
+        return tf.apply(x[rows], {**{key: value[rows] for key, value in fixed.items()}, **values})
 
     with classifier_objective(clf, y, targets=t, loss=config.loss) as objective:
-        with torch.no_grad():
-            _, _, clean_pred = objective(x)
+        if clean_pred is None:
+            with torch.no_grad():
+                _, _, clean_pred = objective(x)
         outcome = search_parameters(render, search, objective, m, config, seeds=ids + draw_seed, identity=identity, device=x.device)
     return outcome, fixed, clean_pred == y

@@ -543,21 +543,30 @@ def get_corruption(name: str) -> Corruption:
     return CORRUPTIONS.get(key)()
 
 
-def image_seeds(seed: int, name: str, n: int, start: int = 0, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Noise seeds of images ``start .. start + n - 1``: image ``i`` gets ``derive_seed(seed, name, i)``."""
-    return torch.tensor([derive_seed(seed, name, start + i) for i in range(n)], dtype=torch.int64, device=device)
+def image_seeds(seed: int, name: str, n: int, start: int = 0, device: torch.device | str = "cpu", *,
+                ids: torch.Tensor | None = None) -> torch.Tensor:
+    """Noise seeds of images ``start .. start + n - 1`` (or of the image ids ``ids``): image ``i`` gets
+    ``derive_seed(seed, name, i)``, the one key of corruption noise: the run's seed, the corruption
+    and the image's position in its dataset, nothing else (not the batch, the device, the command or
+    the suite spec that asked for it). The severity then only sets the parameters, so the corrupted
+    pixels depend on (seed, corruption, severity, image) alone."""
+    positions = range(start, start + n) if ids is None else ids.tolist()
+    return torch.tensor([derive_seed(seed, name, int(i)) for i in positions], dtype=torch.int64, device=device)
 
 
-def corrupt(images: torch.Tensor, name: str, severity: float | torch.Tensor, seed: int = 0, *, start: int = 0) -> torch.Tensor:
+def corrupt(images: torch.Tensor, name: str, severity: float | torch.Tensor, seed: int = 0, *, start: int = 0,
+            ids: torch.Tensor | None = None) -> torch.Tensor:
     """Corrupt ``images [N, C, H, W]`` in ``[0, 1]`` with ``name`` at ``severity`` (a number in [0, 5] or ``[N]``).
 
     Image ``i`` gets the noise seed ``derive_seed(seed, name, start + i)`` (``start`` is the index of
-    the first image in its dataset), so ``corrupt(images[i:i+1], name, severity, seed, start=i)``
-    reproduces image ``i`` of a batch on its own.
+    the first image in its dataset; ``ids [N]`` give every image's index instead), so
+    ``corrupt(images[i:i+1], name, severity, seed, start=i)`` reproduces image ``i`` of a batch on its own.
     """
     check_images(images)
     transform = get_corruption(name)
     n = images.shape[0]
+    if ids is not None and tuple(ids.shape) != (n,):
+        raise InputError("ids", f"{n} image ids (one per image)", f"shape {tuple(ids.shape)}")
     if isinstance(severity, torch.Tensor) and severity.dim() > 0:
         if severity.shape != (n,):
             raise InputError("severity", f"a number or a tensor of shape [{n}]", f"shape {tuple(severity.shape)}")
@@ -570,7 +579,7 @@ def corrupt(images: torch.Tensor, name: str, severity: float | torch.Tensor, see
         if not (0 <= value <= MAX_SEVERITY):
             raise _severity_error(severity)
         sev = torch.full((n,), value, device=images.device)
-    params = {"severity": sev, "seed": image_seeds(seed, transform.name, n, start, images.device)}
+    params = {"severity": sev, "seed": image_seeds(seed, transform.name, n, start, images.device, ids=ids)}
     return transform(images, params)
 
 
@@ -702,25 +711,16 @@ def corruption_errors(
     device = classifier.device
     n = images.shape[0]
 
-    def error(fn) -> float:
+    def error(name: str | None, severity: float = 0.0) -> float:
         wrong = 0
         for start in range(0, n, batch_size):
             x = images[start : start + batch_size].to(device)
-            pred = classifier.predict(fn(x, start))
+            pred = classifier.predict(x if name is None else corrupt(x, name, severity, seed, start=start))
             wrong += int((pred.cpu() != labels[start : start + batch_size]).sum())
         return wrong / n
 
-    clean = error(lambda x, start: x)
-    table: dict[str, list[float]] = {}
-    for t in transforms:
-        row = []
-        for s in severities:
-            def fn(x, start, t=t, s=s):
-                params = {"severity": torch.full((x.shape[0],), float(s), device=x.device),
-                          "seed": image_seeds(seed, t.name, x.shape[0], start, x.device)}
-                return t(x, params)
-            row.append(error(fn))
-        table[t.name] = row
+    clean = error(None)
+    table = {t.name: [error(t.name, float(s)) for s in severities] for t in transforms}
     return CorruptionErrors(clean, table, [float(s) for s in severities], n)
 
 

@@ -364,6 +364,10 @@ class OnnxClassifier(Classifier):
             raise FileFormatError(self.path, "an existing .onnx file", "no such file")
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        # torch's thread count (--threads) bounds onnxruntime too; idle threads sleep instead of spinning,
+        # which costs little on large batches and much on a shared machine.
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for corrupt files

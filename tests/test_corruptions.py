@@ -379,3 +379,54 @@ def test_cli_corruption_options_read_the_spec_syntax_and_the_older_commas():
     with pytest.raises(UnknownNameError) as info:
         parse_corruptions("fog,smog")
     assert info.value.name == "--corruptions" and "heldout" in str(info.value)
+
+
+# -- one noise key: (seed, corruption, severity, image), whatever suite spec asks ------------------------
+
+class _PixelHash(torch.nn.Module):
+    """Two logits that move with any pixel: images that differ at all get unrelated predictions."""
+
+    def __init__(self, dims: int):
+        super().__init__()
+        self.register_buffer("w", torch.randn(dims, generator=torch.Generator().manual_seed(0)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = (x.flatten(1) @ self.w) * 1000
+        return torch.stack([torch.sin(s), torch.cos(s)], 1)
+
+
+def test_audit_corruption_noise_depends_on_seed_corruption_severity_and_image_only():
+    from robust.audit import AuditConfig, run_audit
+    from robust.data import ImageSet, load_dataset
+    from robust.models import Classifier
+
+    base = load_dataset("synthetic:test_iid,size=16", n=32)
+    data = ImageSet(base.images, base.labels % 2, ["even", "odd"], name="toy")
+    clf = Classifier(_PixelHash(3 * 16 * 16), input_size=(3, 16, 16), num_classes=2)
+    specs = ["corruptions:fog,failures=32", "corruptions:fog@3,failures=32,name=single", "corruptions,names=snow+fog,failures=32,name=pair"]
+    result = run_audit(clf, data, AuditConfig(specs, seed=7, progress=False))
+    cases = [next(c for c in result.suite(name).cases if c.name == "fog_3") for name in ("corruptions", "single", "pair")]
+    assert cases[0].metrics["acc"] == cases[1].metrics["acc"] == cases[2].metrics["acc"]
+    expected = (corrupt(data.images, "fog", 3, seed=7) * 255).round().to(torch.uint8)  # what `robust corrupt --seed 7` writes
+    shown = [{f.index: f.image for f in case.failures} for case in cases]
+    assert shown[0] and shown[0].keys() == shown[1].keys() == shown[2].keys()
+    for i, image in shown[0].items():
+        assert torch.equal(image, expected[i]) and torch.equal(shown[1][i], image) and torch.equal(shown[2][i], image)
+    single = corrupt(data.images[5:6], "fog", 3, seed=7, ids=torch.tensor([5]))
+    assert torch.equal(single, corrupt(data.images, "fog", 3, seed=7)[5:6])
+
+
+def test_corruption_strip_shows_an_image_the_corruption_breaks():
+    from robust.audit import AuditConfig, run_audit
+    from robust.data import ImageSet, load_dataset
+    from robust.models import Classifier
+
+    base = load_dataset("synthetic:test_iid,size=16", n=32)
+    data = ImageSet(base.images, base.labels % 2, ["even", "odd"], name="toy")
+    clf = Classifier(_PixelHash(3 * 16 * 16), input_size=(3, 16, 16), num_classes=2)
+    suite = run_audit(clf, data, AuditConfig(["corruptions:gaussian_noise"], progress=False)).suite("corruptions")
+    strip = suite.strips[0]
+    shown = int(strip.name.split("image ")[1].split(";")[0])
+    label = data.class_names[int(data.labels[shown])]
+    worst = min(range(1, len(strip.values)), key=lambda i: strip.values[i])
+    assert strip.captions[0] == f"clean: {label}" and not strip.captions[worst].endswith(f": {label}")

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from robust.errors import InputError
 from robust.transforms import TRANSFORMS, get_transform, load_builtin_transforms
 
 load_builtin_transforms()
@@ -188,3 +189,41 @@ def test_the_maths_is_plain_functions_the_classes_call():
     angle = torch.tensor([30.0, -10.0])
     assert torch.equal(F.rotate(x, angle), get_transform("rotation")(x, {"angle": angle}))
     assert torch.equal(F.illuminate(x, 0.5 * one, angle), get_transform("illumination")(x, {"strength": 0.5 * one, "angle": angle}))
+
+
+def _disk(size: int = 32, background: float = 0.3) -> torch.Tensor:
+    """One bright disk in the middle of a plain background, 3 channels."""
+    r = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    inside = (r.view(-1, 1) ** 2 + r.view(1, -1) ** 2) <= (size / 5) ** 2
+    return torch.where(inside, 1.0, background).expand(1, 3, size, size).clone()
+
+
+@pytest.mark.parametrize("name, values", [("scale", {"factor": 0.6}), ("translation", {"dx": 0.25, "dy": -0.25}),
+                                          ("rotation", {"angle": 45.0}), ("perspective", {"tilt_x": 0.4, "tilt_y": 0.4})])
+def test_geometric_transforms_fill_with_the_edge_colour_and_draw_no_copies(name, values):
+    import robust.transforms.functional as F
+
+    x = _disk()
+    t = get_transform(name)
+    out = t(x, t.expand(values, 1))
+    for corner in (out[..., 0, 0], out[..., 0, -1], out[..., -1, 0], out[..., -1, -1]):
+        assert torch.allclose(corner, torch.full_like(corner, 0.3), atol=1e-6)  # the background colour, not black
+    assert float((out > 0.65).float().sum()) <= float((x > 0.65).float().sum()) * 1.45  # one disk, never more
+    colours = smooth_images(2, size=16)
+    shrunk = get_transform("scale")(colours, {"factor": torch.full((2,), 0.6)})
+    assert torch.allclose(shrunk[..., 0, 0], F.edge_colour(colours)[..., 0, 0], atol=1e-6)
+
+
+def test_reflected_and_black_borders_stay_available():
+    x = _disk()
+    reflect = get_transform("scale,border=reflect")
+    copies = reflect(x, reflect.expand({"factor": 0.6}, 1))
+    shrunk = get_transform("scale")(x, {"factor": torch.tensor([0.6])})
+    band = torch.ones(32, 32, dtype=torch.bool)
+    band[7:25, 7:25] = False  # outside the shrunk frame
+    assert not bool((shrunk[..., band] > 0.65).any()) and bool((copies[..., band] > 0.65).any())  # mirrored copies
+    black = get_transform("rotation,border=zeros")
+    assert float(black(x, black.expand({"angle": 45.0}, 1))[..., 0, 0].abs().max()) == 0.0
+    assert repr(reflect) == "Scale(border='reflect')" and repr(get_transform("scale")) == "Scale()"
+    with pytest.raises(InputError, match="rotation border: expected one of edge, zeros, reflect"):
+        get_transform("rotation,border=wrap")

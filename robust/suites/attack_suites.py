@@ -4,7 +4,10 @@ The spec is the attack's own (``pgd:linf@8/255,steps=10``; see :func:`attacks.ge
 suite options: ``n`` (images attacked), ``grid`` (budgets joined by ``+``, e.g.
 ``1/255+2/255+4/255``; default a quarter, half and all of the budget). One case per budget, named
 ``<norm>_<budget>`` (``linf_8`` for 8/255, ``l2_0_5`` for 0.5), so gates read
-``pgd.linf_8.acc``. Failures show each broken image at the smallest budget that broke it. With
+``pgd.linf_8.acc``. Failures show each broken image at the smallest budget that broke it. The
+budgets are attacked from the largest down (:func:`attacks.epsilon_sweep`); each case reports the
+model evaluations per image made at its budget (``queries_per_image``; the suite's: the main
+budget's). With
 ``metrics_only`` (training's evaluation) every rank sweeps its shard and the suite reports the
 metrics that counts give (all but ``median_min_eps``); ``grid=<budget>`` makes that one attack.
 """
@@ -75,15 +78,16 @@ def attack_suite(ctx: AuditContext, spec: Spec) -> SuiteResult:
     norm = attack.norm
     scale = 255.0 if norm == "linf" else 1.0
     cases: list[CaseResult] = []
-    main_acc = math.nan
-    for e, acc in zip(sweep.eps, sweep.robust_accuracy):
+    main_acc = main_queries = math.nan
+    per_image = [q / max(1, len(labels)) for q in sweep.queries_per_eps]
+    for e, acc, spent in zip(sweep.eps, sweep.robust_accuracy, per_image):
         if e == 0:
             continue
         name = f"{norm}_{eps_label(e)}"
         broken = torch.isfinite(min_eps) & (min_eps > 0) & (min_eps <= e + 1e-12)
         success = float(broken.sum()) / max(1, int((min_eps != 0).sum()))
         if abs(e - eps) < 1e-12:
-            main_acc = acc
+            main_acc, main_queries = acc, spent
             shown = torch.where(broken[:, None, None, None], sweep.adversarial.cpu(), images)
 
             def describe(i: int) -> str:
@@ -94,8 +98,10 @@ def attack_suite(ctx: AuditContext, spec: Spec) -> SuiteResult:
                                 params={"eps": e, "attack": attack.spec})
             case.metrics["success_rate"] = success
             case.metrics["acc"] = acc  # the attack's own count (re-evaluation could differ by float round-off)
+            case.metrics["queries_per_image"] = spent
         else:
-            case = CaseResult(name, {"acc": acc, "success_rate": success}, {"eps": e, "attack": attack.with_eps(e).spec}, n=len(labels))
+            case = CaseResult(name, {"acc": acc, "success_rate": success, "queries_per_image": spent},
+                              {"eps": e, "attack": attack.with_eps(e).spec}, n=len(labels))
         cases.append(case)
     broken_eps = min_eps[torch.isfinite(min_eps) & (min_eps > 0)]
     clean_correct = int((min_eps != 0).sum())
@@ -105,7 +111,7 @@ def attack_suite(ctx: AuditContext, spec: Spec) -> SuiteResult:
         "drop": sweep.clean_accuracy - main_acc,
         "success_rate": float(((min_eps > 0) & (min_eps <= eps + 1e-12)).sum()) / max(1, clean_correct),
         "median_min_eps": float(broken_eps.median()) if broken_eps.numel() else math.inf,
-        "queries_per_image": sweep.queries / max(1, len(labels)),
+        "queries_per_image": main_queries,
     }
     x_label = f"eps x 255 ({norm})" if norm == "linf" else f"eps ({norm})"
     curve = Curve(attack.spec, [e * scale for e in sweep.eps], list(sweep.robust_accuracy), x_label, "robust accuracy")
@@ -122,19 +128,21 @@ def _counted(ctx: AuditContext, attack: Any, grid: list[float], data: ImageSet, 
     import attacks
 
     part, indices = ctx.shard(data)
-    min_eps, queries = torch.zeros(0), 0
+    min_eps, queries = torch.zeros(0), [0] * len(grid)
     if len(part):
-        sweep = attacks.epsilon_sweep(ctx.classifier, part.images, part.labels, attack, [0.0, *grid], seed=seed, sample_ids=indices)
-        min_eps, queries = sweep.min_eps.cpu(), sweep.queries
+        sweep = attacks.epsilon_sweep(ctx.classifier, part.images, part.labels, attack, grid, seed=seed, sample_ids=indices)
+        min_eps, queries = sweep.min_eps.cpu(), sweep.queries_per_eps
     # An image resists budget e when the smallest budget that broke it is larger (0: wrong unattacked).
     robust = [float((min_eps > e + 1e-12).sum()) for e in grid]
-    n, clean, queries, *robust = ctx.total(len(part), float((min_eps != 0).sum()), queries, *robust)
+    n, clean, *totals = ctx.total(len(part), float((min_eps != 0).sum()), *queries, *robust)
+    queries, robust = totals[: len(grid)], totals[len(grid):]
     eps = float(attack.eps)
-    cases = [CaseResult(f"{attack.norm}_{eps_label(e)}", {"acc": r / n, "success_rate": (clean - r) / max(1.0, clean)},
-                        {"eps": e, "attack": attack.with_eps(e).spec}, n=int(n)) for e, r in zip(grid, robust)]
+    cases = [CaseResult(f"{attack.norm}_{eps_label(e)}", {"acc": r / n, "success_rate": (clean - r) / max(1.0, clean),
+                                                          "queries_per_image": q / max(1.0, n)},
+                        {"eps": e, "attack": attack.with_eps(e).spec}, n=int(n)) for e, r, q in zip(grid, robust, queries)]
     main = next(case for case in cases if abs(case.params["eps"] - eps) < 1e-12)
     metrics = {"acc": main.metrics["acc"], "clean_acc": clean / n, "drop": clean / n - main.metrics["acc"],
-               "success_rate": main.metrics["success_rate"], "queries_per_image": queries / max(1.0, n)}
+               "success_rate": main.metrics["success_rate"], "queries_per_image": main.metrics["queries_per_image"]}
     return SuiteResult(attack.name, metrics=metrics, cases=cases,
                        params={"attack": attack.spec, "grid": [attacks.format_eps(e) for e in grid], "n": int(n), "seed": seed})
 

@@ -24,6 +24,7 @@ from robust.audit import SUITES, AuditContext, SuiteSkipped
 from robust.errors import InputError
 from robust.registry import Spec, format_number
 from robust.results import CaseResult, Curve, Strip, SuiteResult
+from robust.suites.strips import failing_image
 from robust.synthetic import FACTOR_NAMES, NUM_CLASSES, SHIFT_PREFIX, SyntheticBenchmark, factor, parse_synthetic
 from robust.validation import check_number
 
@@ -227,7 +228,7 @@ def _factor_sweeps(ctx: AuditContext, bench: SyntheticBenchmark, swept: tuple[st
         base = bench.split("test_iid", sweep_n)
         for name in ctx.progress_bar(swept, desc="factor sweeps"):
             values, labels_text = _sweep_values(name, steps)
-            accs, frames, captions = [], [], []
+            accs, rendered, predicted = [], [], []
             for value in values:
                 factors = {k: v.clone() for k, v in base.factors.items()}
                 f = factor(name)
@@ -235,10 +236,13 @@ def _factor_sweeps(ctx: AuditContext, bench: SyntheticBenchmark, swept: tuple[st
                 images = bench.render(base.labels, factors)
                 predictions = ctx.logits(images).argmax(1)
                 accs.append(float((predictions == base.labels).float().mean()))
-                frames.append(images[0])
-                captions.append(f"{name}={labels_text[len(frames) - 1]}: {names[int(predictions[0])]}")
+                rendered.append(images)
+                predicted.append(predictions)
+            shown = failing_image(torch.stack(predicted) == base.labels)
+            frames = [images[shown] for images in rendered]
+            captions = [f"{name}={text}: {names[int(p[shown])]}" for text, p in zip(labels_text, predicted)]
             out.curves.append(Curve(name, values, accs, "factor value", "accuracy"))
-            out.strips.append(Strip(f"{name} (object: {names[int(base.labels[0])]}; value = accuracy over {sweep_n} images)", frames, accs, captions))
+            out.strips.append(Strip(f"{name} (object: {names[int(base.labels[shown])]}; value = accuracy over {sweep_n} images)", frames, accs, captions))
             out.cases.append(CaseResult(f"sweep_{name}", {"min_acc": min(accs), "max_acc": max(accs), "range": max(accs) - min(accs)},
                                         params={"factor": name, "values": values}, n=sweep_n * len(values)))
             out.rows.append([name, min(accs), max(accs), max(accs) - min(accs)])

@@ -17,6 +17,7 @@ from robust.data import ImageSet
 from robust.errors import InputError
 from robust.registry import Spec
 from robust.results import CaseResult, Curve, Strip, SuiteResult
+from robust.suites.strips import failing_image
 from robust.validation import check_number
 
 # Images corrupted per call (bounds memory on large images).
@@ -37,18 +38,14 @@ def corrupt_all(images: torch.Tensor, name: str, severity: float, seed: int, dev
     gets the noise seed :func:`augment.corruptions.image_seeds` gives it, whatever the chunking or
     the shard it lands in.
     """
-    from augment.corruptions import get_corruption, image_seeds
+    from augment.corruptions import corrupt
 
-    transform = get_corruption(name)
     n = images.shape[0]
     positions = torch.arange(n) if indices is None else indices.cpu()
-    seeds = image_seeds(seed, transform.name, int(positions.max()) + 1 if n else 0)[positions]
     parts = [images[:0]]
     for start in range(0, n, CHUNK):
         chunk = images[start : start + CHUNK].to(device)
-        params = {"severity": torch.full((chunk.shape[0],), float(severity), device=device),
-                  "seed": seeds[start : start + CHUNK].to(device)}
-        parts.append(transform(chunk, params).cpu())
+        parts.append(corrupt(chunk, name, severity, seed, ids=positions[start : start + CHUNK]).cpu())
     return torch.cat(parts)
 
 
@@ -83,7 +80,9 @@ def parse_corruptions_suite(spec: Spec) -> tuple[list[str], list[float], int]:
 def corruptions_suite(ctx: AuditContext, spec: Spec) -> SuiteResult:
     names, levels, failures = parse_corruptions_suite(spec)
     data = ctx.subset(ctx.sample_count(spec, 500))
-    seed = ctx.seed_for("corruptions")
+    # The audit's seed itself, not one derived from the suite spec: image i gets the same noise under
+    # ``corruptions`` and ``corruptions:fog@3``, in training's evaluation and from ``robust corrupt``.
+    seed = ctx.seed
     if ctx.metrics_only:
         return _counted(ctx, data, names, levels, seed)
     return _with_images(ctx, data, names, levels, seed, failures)
@@ -106,6 +105,18 @@ def _counted(ctx: AuditContext, data: ImageSet, names: list[str], levels: list[f
                        params={"corruptions": names, "severities": levels, "n": n, "seed": seed})
 
 
+def _strip(ctx: AuditContext, data: ImageSet, name: str, levels: list[float], seed: int, predictions: torch.Tensor,
+           accs: list[float]) -> Strip:
+    """One corruption's strip: clean, then each severity, of an image that it breaks
+    (:func:`robust.suites.strips.failing_image`; ``predictions [1 + severities, N]``, clean first)."""
+    shown = failing_image(predictions == data.labels, predictions[0] == data.labels)
+    image = data.images[shown : shown + 1]
+    frames = [image[0]] + [corrupt_all(image, name, level, seed, ctx.device, torch.tensor([shown]))[0] for level in levels]
+    captions = [f"{label}: {ctx.class_names[int(p)]}" for label, p in
+                zip(["clean", *[f"severity {level:g}" for level in levels]], predictions[:, shown])]
+    return Strip(f"{name} (image {shown}; value = accuracy over {len(data)} images)", frames, accs, captions)
+
+
 def _with_images(ctx: AuditContext, data: ImageSet, names: list[str], levels: list[float], seed: int, failures: int) -> SuiteResult:
     """The audit's result: cases with their failures, a curve and an image strip per corruption, a table."""
     shown_level = levels[len(levels) // 2]
@@ -116,10 +127,11 @@ def _with_images(ctx: AuditContext, data: ImageSet, names: list[str], levels: li
     cases: list[CaseResult] = []
     curves, strips, table = [], [], {}
     for name in ctx.progress_bar(names, desc="corruptions"):
-        accs, frames, captions = [], [images[0]], [f"clean: {ctx.class_names[int(clean_logits[0].argmax())]}"]
+        accs, predictions = [], []
         for level in levels:
             corrupted = corrupt_all(images, name, level, seed, ctx.device)
             logits = ctx.logits(corrupted)
+            predictions.append(logits.argmax(1))
             show = failures if level == shown_level else 0
             case = ctx.evaluate(f"{name}_{_sev(level)}", corrupted, labels, logits=logits, originals=images, failures=show,
                                 failure_mask=clean_correct, per_class=False, seeds=[seed] * len(labels),
@@ -128,10 +140,8 @@ def _with_images(ctx: AuditContext, data: ImageSet, names: list[str], levels: li
                                 params={"corruption": name, "severity": level})
             cases.append(case)
             accs.append(case.metrics["acc"])
-            frames.append(corrupted[0])
-            captions.append(f"severity {level:g}: {ctx.class_names[int(logits[0].argmax())]}")
         curves.append(Curve(name, [0.0, *levels], [clean_acc, *accs], "severity", "accuracy"))
-        strips.append(Strip(f"{name} (value = accuracy over {len(labels)} images)", frames, [clean_acc, *accs], captions))
+        strips.append(_strip(ctx, data, name, levels, seed, torch.stack([clean_logits.argmax(1), *predictions]), [clean_acc, *accs]))
         table[name] = accs
     metrics, worst = _metrics(table, clean_acc)
     rows = [[name, *accs, sum(accs) / len(accs)] for name, accs in table.items()]

@@ -7,6 +7,7 @@ The classes of :mod:`.photometric` and :mod:`.geometric` hold the ranges and cal
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import kornia.enhance as KE
 import kornia.filters as KF
@@ -97,27 +98,54 @@ def jpeg_compress(images: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
     return out
 
 
-# -- geometric (bilinear, reflected border: no black corners for a classifier to latch on to) ------
+# -- geometric ---------------------------------------------------------------------------------------
 
-def rotate(images: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
-    """Rotate about the image centre by ``angle`` degrees."""
-    return KG.rotate(images, angle.to(images.dtype), mode="bilinear", padding_mode="reflection").clamp(0, 1)
+#: How geometric warps fill what comes from outside the frame: ``edge`` (default) a constant per image
+#: and channel, the mean of the image's outermost ring of pixels (its background where the object
+#: stands inside the frame); ``zeros`` black; ``reflect`` the mirrored image (copies of the object
+#: appear in the frame when it shrinks or moves).
+BORDERS = ("edge", "zeros", "reflect")
 
 
-def translate(images: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+def edge_colour(images: torch.Tensor) -> torch.Tensor:
+    """The mean of each image's outermost ring of pixels, per channel: ``[N, C, 1, 1]``."""
+    ring = torch.cat([images[..., 0, :], images[..., -1, :], images[..., 1:-1, 0], images[..., 1:-1, -1]], dim=-1)
+    return ring.mean(dim=-1)[..., None, None]
+
+
+def _warp(images: torch.Tensor, border: str, warp: Callable[[torch.Tensor, str], torch.Tensor]) -> torch.Tensor:
+    """``warp(images, padding_mode)`` (a bilinear kornia warp) with ``border`` filling outside the frame.
+
+    A constant fill ``c`` warps ``images - c`` with zero padding and adds ``c`` back: inside the frame
+    that is the plain warp (bilinear weights sum to 1), outside it is ``c``.
+    """
+    if border == "reflect":
+        return warp(images, "reflection").clamp(0, 1)
+    if border == "zeros":
+        return warp(images, "zeros").clamp(0, 1)
+    fill = edge_colour(images)
+    return (warp(images - fill, "zeros") + fill).clamp(0, 1)
+
+
+def rotate(images: torch.Tensor, angle: torch.Tensor, border: str = "edge") -> torch.Tensor:
+    """Rotate about the image centre by ``angle`` degrees (``border``: one of :data:`BORDERS`)."""
+    return _warp(images, border, lambda x, pad: KG.rotate(x, angle.to(images.dtype), mode="bilinear", padding_mode=pad))
+
+
+def translate(images: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, border: str = "edge") -> torch.Tensor:
     """Shift by ``dx`` of the width (right is positive) and ``dy`` of the height (down is positive)."""
     _, _, h, w = images.shape
     shift = torch.stack([dx.to(images.dtype) * w, dy.to(images.dtype) * h], dim=1)
-    return KG.translate(images, shift, mode="bilinear", padding_mode="reflection").clamp(0, 1)
+    return _warp(images, border, lambda x, pad: KG.translate(x, shift, mode="bilinear", padding_mode=pad))
 
 
-def zoom(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+def zoom(images: torch.Tensor, factor: torch.Tensor, border: str = "edge") -> torch.Tensor:
     """Zoom about the image centre by ``factor`` (above 1 enlarges the content, below 1 shrinks it)."""
     factor = factor.to(images.dtype)
-    return KG.scale(images, torch.stack([factor, factor], dim=1), mode="bilinear", padding_mode="reflection").clamp(0, 1)
+    return _warp(images, border, lambda x, pad: KG.scale(x, torch.stack([factor, factor], dim=1), mode="bilinear", padding_mode=pad))
 
 
-def tilt(images: torch.Tensor, tilt_x: torch.Tensor, tilt_y: torch.Tensor) -> torch.Tensor:
+def tilt(images: torch.Tensor, tilt_x: torch.Tensor, tilt_y: torch.Tensor, border: str = "edge") -> torch.Tensor:
     """A camera tilt: ``tilt_x`` narrows the right edge (negative: the left), ``tilt_y`` the bottom (negative: the top).
 
     A tilt of ``t`` pulls both corners of that edge toward the edge's middle by ``t / 2`` of the side,
@@ -142,4 +170,4 @@ def tilt(images: torch.Tensor, tilt_x: torch.Tensor, tilt_y: torch.Tensor) -> to
     ], dim=1)
     # M carries the frame's corners onto the narrowed quad, so the whole picture lands inside the quad.
     matrix = KG.get_perspective_transform(src, dst)
-    return KG.warp_perspective(images, matrix, (h, w), mode="bilinear", padding_mode="reflection").clamp(0, 1)
+    return _warp(images, border, lambda x, pad: KG.warp_perspective(x, matrix, (h, w), mode="bilinear", padding_mode=pad))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -17,11 +17,13 @@ from robust.validation import check_choice, check_number
 
 METHODS = ("grid", "random", "gradient")
 
-Render = Callable[[Params], torch.Tensor]
-# images -> (loss to maximise [N], success [N] bool, predictions [N]); differentiable in the images for "gradient".
-Objective = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
-# candidate coordinates -> (loss [N], per-image values to keep with it, e.g. the rendered images)
-Score = Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+# params -> images; with ``early_stop`` also called as ``render(params, rows=rows)`` for the images ``rows`` only.
+Render = Callable[..., torch.Tensor]
+# images -> (loss to maximise [N], success [N] bool, predictions [N]); differentiable in the images for "gradient";
+# with ``early_stop`` also called as ``objective(images, rows=rows)``.
+Objective = Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+# candidate coordinates (and optionally rows) -> (loss [N], per-image values to keep with it, e.g. the rendered images)
+Score = Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]
 Bound = float | torch.Tensor
 
 
@@ -175,12 +177,17 @@ def restarts(attempt: Callable[[torch.Tensor, int], tuple[torch.Tensor, dict[str
 class SearchConfig:
     """How :func:`search_parameters` searches: ``method`` (grid, random, gradient), ``steps`` (grid values
     per parameter, or gradient steps), ``k`` (random draws, or gradient starts), ``step_size`` (the
-    first gradient step, a fraction of each range). ``None`` takes :func:`default_steps` / :func:`default_k`."""
+    first gradient step, a fraction of each range). ``None`` takes :func:`default_steps` / :func:`default_k`.
+    ``early_stop``: grid and random searches stop evaluating an image once a candidate wins (its first
+    win is kept, so whether each image is won is what the full search finds; the grid is then walked
+    nearest the identity first, so the win kept is the mildest); ``render`` and ``objective`` are then
+    also called with a ``rows`` keyword (the images evaluated)."""
 
     method: str = "grid"
     steps: int | None = None
     k: int | None = None
     step_size: float = 0.1
+    early_stop: bool = False
 
     def __post_init__(self) -> None:
         check_choice(self.method, "method", METHODS)
@@ -232,6 +239,28 @@ def _bounds_tensors(bounds: Mapping[str, tuple[Bound, Bound]], n: int, device: t
     return names, torch.stack(lows, 1), torch.stack(highs, 1)
 
 
+def grid_values(low: float, high: float, steps: int) -> list[float]:
+    """The values a grid search of ``steps`` points renders for a parameter in ``[low, high]``: the same
+    float32 numbers :func:`search_parameters` computes, so a caller can name the grid's own points."""
+    start = torch.tensor(float(low))
+    return (start + torch.linspace(0.0, 1.0, steps) * (torch.tensor(float(high)) - start)).tolist()
+
+
+def _offer_each(worst: Worst, candidates: Iterable[torch.Tensor], score: Score, early_stop: bool) -> None:
+    """Offer ``score(u)`` for each candidate ``u [N, P]`` in order; with ``early_stop``, once a first
+    candidate is held, only on the images not yet won (their first win is kept), stopping when none is left."""
+    for u in candidates:
+        with torch.no_grad():
+            if not early_stop or worst.loss is None:
+                worst.offer(*score(u))
+                continue
+            rows = (~worst["success"]).nonzero().squeeze(1).to(u.device)
+            if rows.numel() == 0:
+                return
+            loss, values = score(u[rows], rows)
+            worst.offer(loss, values, rows=rows, wins=values["success"])
+
+
 def search_parameters(render: Render, bounds: Mapping[str, tuple[Bound, Bound]], objective: Objective, n: int,
                       config: SearchConfig = SearchConfig(), *, seeds: torch.Tensor | None = None,
                       identity: Mapping[str, Bound] | None = None, device: torch.device | str = "cpu") -> SearchOutcome:
@@ -239,9 +268,10 @@ def search_parameters(render: Render, bounds: Mapping[str, tuple[Bound, Bound]],
 
     ``bounds`` maps each parameter to ``(low, high)`` (numbers or ``[N]`` tensors); the search runs
     in coordinates scaled to ``[0, 1]``. ``config.method``: ``grid``: ``steps`` evenly spaced values
-    per parameter, every combination, after ``identity``; ``random``: ``k`` uniform draws per image
-    (worst-of-k); ``gradient``: ``k`` starts (``identity`` first, then random) of ``steps``
-    signed-gradient steps falling from ``step_size`` to 0 along a cosine; every iterate counts.
+    per parameter (:func:`grid_values`), every combination, after ``identity``; ``random``: ``k``
+    uniform draws per image (worst-of-k); ``gradient``: ``k`` starts (``identity`` first, then
+    random) of ``steps`` signed-gradient steps falling from ``step_size`` to 0 along a cosine; every
+    iterate counts. ``config.early_stop`` (grid and random) evaluates only the images not yet won.
     ``seeds`` ``[N]`` key each image's draws (default ``0..N-1``). ``render`` must be
     differentiable in the parameters for ``gradient``.
     """
@@ -253,18 +283,13 @@ def search_parameters(render: Render, bounds: Mapping[str, tuple[Bound, Bound]],
     seeds = (torch.arange(n, dtype=torch.int64) if seeds is None else noise.check_seeds(seeds, n, "seeds")).to(device)
     span = high - low
 
-    def to_params(u: torch.Tensor) -> Params:
-        values = low + u * span
-        return {name: values[:, i] for i, name in enumerate(names)}
-
-    def score(u: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        images = render(to_params(u))
-        loss, success, pred = objective(images)
+    def score(u: torch.Tensor, rows: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The objective at coordinates ``u`` of every image, or of the images ``rows`` only."""
+        values = low + u * span if rows is None else low[rows] + u * span[rows]
+        params = {name: values[:, i] for i, name in enumerate(names)}
+        images = render(params) if rows is None else render(params, rows=rows)
+        loss, success, pred = objective(images) if rows is None else objective(images, rows=rows)
         return loss, {"x": u, "images": images, "success": success, "pred": pred}
-
-    def evaluate(u: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        with torch.no_grad():
-            return score(u)
 
     worst = Worst()
     start = None
@@ -272,17 +297,18 @@ def search_parameters(render: Render, bounds: Mapping[str, tuple[Bound, Bound]],
         ident = torch.stack([torch.as_tensor(identity[name], dtype=torch.float32, device=device).expand(n) for name in names], 1)
         start = torch.where(span > 0, (ident - low) / span.clamp_min(1e-12), torch.zeros_like(span)).clamp(0, 1)
     if config.method == "grid":
-        if start is not None:
-            worst.offer(*evaluate(start))
-        for point in unit_grid(steps, p):
-            worst.offer(*evaluate(torch.tensor(point, device=device).expand(n, p)))
+        points = [torch.tensor(point, device=device) for point in unit_grid(steps, p)]
+        if config.early_stop and start is not None:
+            centre = start.mean(0)
+            points.sort(key=lambda point: float((point - centre).abs().max()))
+        _offer_each(worst, ([start] if start is not None else []) + [point.expand(n, p) for point in points], score, config.early_stop)
     elif config.method == "random":
         draws = unit_draws(seeds, k, p, stream=1).to(device)
-        worst_of_k(lambda j: evaluate(draws[:, j]), k, worst)
+        _offer_each(worst, (draws[:, j] for j in range(k)), score, config.early_stop)
     else:
         draws = unit_draws(seeds, k, p, stream=2).to(device)
         for j in range(k):
             first = start if (j == 0 and start is not None) else draws[:, j]
             gradient_ascent(score, first.clone(), steps=steps, rate=cosine_rate(config.step_size, steps), box=Box(0.0, 1.0), worst=worst)
-    return SearchOutcome(params=to_params(worst["x"]), images=worst["images"], loss=worst.loss, success=worst["success"],
-                         predictions=worst["pred"], evaluations=worst.offered)
+    return SearchOutcome(params={name: (low + worst["x"] * span)[:, i] for i, name in enumerate(names)}, images=worst["images"],
+                         loss=worst.loss, success=worst["success"], predictions=worst["pred"], evaluations=worst.offered)
