@@ -563,6 +563,147 @@ class AugMixTraining(Recipe):
         return ce + self.weight * js.expand_as(ce)
 
 
+# -- any registered transform --------------------------------------------------------------------------
+
+_TRANSFORM_MODES = ("random", "worst_of_k", "gradient")
+# The options each mode reads besides ``mode`` (a spec naming another is refused, not ignored).
+_TRANSFORM_MODE_OPTIONS = {"random": ("p",), "worst_of_k": ("k", "loss", "p"), "gradient": ("k", "steps", "step_size", "loss", "p")}
+# Draw j takes streams _TRANSFORM_STREAM + 4j (+1, +2 inside Transform.sample / at_severity, +3 its severity).
+_TRANSFORM_STREAM = 0x7F00
+_TRANSFORM_COIN_STREAM = 0x7EFF
+
+
+@RECIPES.register("transform")
+class TransformTraining(Recipe):
+    """Any registered transform (:mod:`robust.transforms`) as training augmentation, random or adversarial.
+
+    Spec: ``transform:<name>[@max_severity][,mode=random|worst_of_k|gradient][,k=4][,steps=5][,step_size=0.25]``
+    ``[,loss=ce][,p=1]``, e.g. ``transform:hue`` (hue rotation over the full circle) or
+    ``transform:rotation@3,mode=worst_of_k,k=8``. A *draw* gives each image parameters from its seed:
+    uniform over every parameter's range (:meth:`Transform.sample`), or with ``@s`` at a severity
+    drawn uniformly in ``[0, s]`` (:meth:`Transform.at_severity`). ``random`` trains on one draw;
+    ``worst_of_k`` on the draw of ``k`` (default 4) with the highest ``loss`` (``ce``, ``margin`` or
+    ``dlr``) for the model being trained; ``gradient`` (differentiable transforms) runs ``steps``
+    signed-gradient steps on that loss from each of ``k`` draws (default 1), the first of
+    ``step_size`` of each parameter's range, falling along a cosine, inside the ranges (with ``@s``,
+    the part of them severity ``s`` reaches), and keeps the worst iterate. Both search with
+    :mod:`robust.transforms.search`, as the transform attacks do. ``p`` is each image's chance of
+    being transformed (a coin from its seed). Seed parameters (noise) follow the draw, unsearched.
+    Names with a colon (``corruptions:fog``) are the ``corrupt`` recipe's.
+    """
+
+    name = "transform"
+    options = ("mode", "k", "steps", "step_size", "loss", "p")
+
+    def __init__(self, spec: Spec | str | None = None):
+        super().__init__(spec)
+        from robust.losses import LOSSES
+        from robust.plugins import load_all
+        from robust.transforms import TRANSFORMS, check_severity, get_transform
+        from robust.validation import check_choice, check_number
+
+        load_all()  # augment's transforms (augmix, randaugment, ...) register when it is imported
+        spec = self.spec
+        names = [n for n in TRANSFORMS.names() if ":" not in n]
+        check_choice(spec.target, "recipe transform target (transform:<name>)", names)
+        self.transform = get_transform(spec.target)
+        self.mode = check_choice(spec.options.get("mode", "random"), "recipe transform option mode", _TRANSFORM_MODES)
+        allowed = _TRANSFORM_MODE_OPTIONS[self.mode]
+        extra = sorted(set(spec.options) - {"mode", *allowed})
+        if extra:
+            raise InputError(f"recipe transform option {extra[0]}", f"options of mode {self.mode}: " + ", ".join(allowed), spec.options[extra[0]])
+        if self.mode == "gradient" and not self.transform.differentiable:
+            raise InputError("recipe transform option mode", f"random or worst_of_k ({spec.target} is not differentiable)", self.mode)
+
+        def number(key: str, default: float, **bounds: Any) -> float:
+            return check_number(spec.options.get(key, default), f"recipe transform option {key}", **bounds)
+
+        severity = None if spec.at is None else parse_number(spec.at, "recipe transform severity")
+        self.max_severity = None if severity is None else check_severity(severity, "recipe transform severity")
+        self.k = int(number("k", 4 if self.mode == "worst_of_k" else 1, low=1, integer=True))
+        self.steps = int(number("steps", 5, low=1, integer=True))
+        self.step_size = number("step_size", 0.25, low=0, high=1)
+        self.p = number("p", 1.0, low=0, high=1)
+        self.search_loss = check_choice(spec.options.get("loss", "ce"), "recipe transform option loss", LOSSES)
+        self.searched = [p for p in self.transform.params if p.optimisable]
+        self.amp = False
+
+    def bind(self, ctx: RecipeContext) -> None:
+        from robust.errors import GradientUnavailableError
+
+        if self.mode == "gradient" and not ctx.classifier.has_gradients:
+            raise GradientUnavailableError(f"{ctx.classifier.name} has no gradients (ONNX): use mode random or worst_of_k")
+        self.amp = ctx.amp
+
+    def draw(self, seeds: torch.Tensor, j: int, device: torch.device) -> dict[str, torch.Tensor]:
+        """Draw ``j`` of every image's parameters, from its seed alone (draw 0 is what ``random`` trains on)."""
+        from robust import noise
+
+        stream = _TRANSFORM_STREAM + 4 * j
+        if self.max_severity is None:
+            return self.transform.sample(seeds, device=device, stream=stream)
+        severity = self.max_severity * noise.uniform(seeds, (1,), stream + 3)[:, 0]
+        return self.transform.at_severity(severity, seeds, device=device, stream=stream)
+
+    def views(self, batch: Batch, classifier: Classifier) -> list[torch.Tensor]:
+        from robust import noise
+
+        images = batch.images
+        chosen = (noise.uniform(batch.seeds, (1,), _TRANSFORM_COIN_STREAM)[:, 0] < self.p).nonzero().squeeze(1)
+        if chosen.numel() == images.shape[0]:
+            return [self._transformed(images, batch.labels, batch.seeds, classifier)]
+        out = images.clone()
+        if chosen.numel():
+            rows = chosen.to(images.device)
+            out[rows] = self._transformed(images[rows], batch.labels[rows], batch.seeds[chosen], classifier).to(out.dtype)
+        return [out]
+
+    def _transformed(self, x: torch.Tensor, labels: torch.Tensor, seeds: torch.Tensor, classifier: Classifier) -> torch.Tensor:
+        from robust.losses import per_image_loss
+        from robust.transforms.search import worst_of_k
+
+        tf = self.transform
+        if self.mode == "random":
+            with torch.no_grad():
+                return tf.apply(x, self.draw(seeds, 0, x.device))
+
+        def score(params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            images = tf.apply(x, params)
+            return per_image_loss(self.search_loss, eval_logits(classifier, images, self.amp), labels), {"images": images}
+
+        if self.mode == "worst_of_k":
+            with torch.no_grad():
+                return worst_of_k(lambda j: score(self.draw(seeds, j, x.device)), self.k)["images"]
+        return self._ascend(score, seeds, x.device)
+
+    def _ascend(self, score: Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, torch.Tensor]]],
+                seeds: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """Gradient ascent on the searched parameters, in coordinates scaled to [0, 1] over their box, from each draw."""
+        from robust.transforms.search import Box, Worst, cosine_rate, gradient_ascent
+
+        names = [p.name for p in self.searched]
+        low, high = (torch.tensor(side, dtype=torch.float32, device=device) for side in zip(*map(self._bounds, self.searched)))
+        span = high - low
+        worst = Worst()
+        for j in range(self.k):
+            draw = self.draw(seeds, j, device)
+            start = (torch.stack([draw[name] for name in names], 1) - low) / span.clamp_min(1e-12)
+
+            def unit_score(u: torch.Tensor, draw: dict[str, torch.Tensor] = draw) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                values = low + u * span
+                return score({**draw, **{name: values[:, i] for i, name in enumerate(names)}})
+
+            gradient_ascent(unit_score, start.clamp(0, 1), steps=self.steps, rate=cosine_rate(self.step_size, self.steps),
+                            box=Box(0.0, 1.0), worst=worst)
+        return worst["images"]
+
+    def _bounds(self, param: Any) -> tuple[float, float]:
+        """Where a searched parameter may go: its range, or the part of it ``max_severity`` reaches (magnitudes)."""
+        if self.max_severity is None or param.kind != "magnitude":
+            return float(param.low), float(param.high)
+        return float(param.at_severity(self.max_severity, "down")), float(param.at_severity(self.max_severity, "up"))
+
+
 # -- natural transformations ------------------------------------------------------------------------
 
 _NATRA_TRANSFORM_OPTIONS = {"k": int, "steps": int, "step_size": float, "strength": float, "per_sample": int, "loss": str,
