@@ -55,6 +55,14 @@ def _load_model(spec: str, device: Any) -> Any:
               help="Oracle probability of the prompt's class a failure needs.")
 @click.option("--min-confidence", type=click.FloatRange(0, 0.999), default=0.0, show_default=True,
               help="The model's probability for its wrong class a failure needs (0: any misclassification).")
+@click.option("--checks", default="auto", show_default=True,
+              help="Candidate checks joined by +: realism (nearest real images of --real), twins (nearby latents fail too), "
+                   "reinversion (the generator's encoder); 'auto': realism when --real is given, and twins; 'none'.")
+@click.option("--real", "real_data", default=None,
+              help="Real images for the realism check (a data spec: a folder, .npz, synthetic:<split>, ...).")
+@click.option("--reference", default=None,
+              help="A classifier known to be right on real images, searched the same way to estimate the false-failure rate "
+                   "(default on the synthetic benchmark: the oracle ensemble's held-out member).")
 @click.option("--regions", type=click.IntRange(0), default=8, show_default=True, help="Failures whose failure region is measured.")
 @click.option("--baseline/--no-baseline", default=True, show_default=True, help="Also run random sampling with the same budget.")
 @click.option("--export", "export_modes", type=click.IntRange(0), default=3, show_default=True,
@@ -67,7 +75,7 @@ def _load_model(spec: str, device: Any) -> Any:
 @device_option
 def search(model: str, generator: str, oracles: tuple[str, ...], budget_queries: int, budget_seconds: float | None, space: str,
            method: str, prompt_groups: str, prompts: tuple[str, ...], batch_size: int, steps: int, step_size: float, oracle_threshold: float,
-           min_confidence: float, regions: int, baseline: bool, export_modes: int, out: str, formats: str, quiet: bool, seed: int,
+           min_confidence: float, checks: str, real_data: str | None, reference: str | None, regions: int, baseline: bool, export_modes: int, out: str, formats: str, quiet: bool, seed: int,
            device: str) -> None:
     """Search a generator's prompts and latents for natural failures of a model (SAGE), verified by oracles.
 
@@ -89,7 +97,8 @@ def search(model: str, generator: str, oracles: tuple[str, ...], budget_queries:
     from robust.io import save_checkpoint
     from robust.results import AuditResult
     from robust.seeding import resolve_device
-    from robust.suites.sage_suite import default_oracles, run_sage, search_groups, search_method, suite_result
+    from robust.data import load_dataset
+    from robust.suites.sage_suite import default_oracles, default_verification, run_sage, search_groups, search_method, suite_result
 
     dev = resolve_device(device)
     G = resolve_generator(generator, dev)
@@ -104,8 +113,11 @@ def search(model: str, generator: str, oracles: tuple[str, ...], budget_queries:
                         step_size=step_size, search_groups=search_groups(prompt_groups, G), oracle_threshold=oracle_threshold,
                         min_confidence=min_confidence,
                         prompts=tuple(G.conditioning.parse(p) for p in prompts) or None)
+    reals = load_dataset(real_data) if real_data else None
+    verification = default_verification(G, judges, checks=checks, reals=reals, reference=reference, device=dev, seed=seed)
     started = time.time()
-    run = run_sage(G, clf, judges, config, seed=seed, regions=regions, baseline=baseline, progress=False if quiet else None)
+    run = run_sage(G, clf, judges, config, seed=seed, verification=verification, regions=regions, baseline=baseline,
+                   progress=False if quiet else None)
     suite = suite_result(run)
     suite.duration_s = time.time() - started
     env = environment(seed, dev, None)
@@ -116,7 +128,8 @@ def search(model: str, generator: str, oracles: tuple[str, ...], budget_queries:
     folder = Path(out)
     write_reports(result, folder, [f.strip() for f in formats.split(",") if f.strip()])
     save_checkpoint(folder / "failures", failure_tensors(run.result),
-                    {"format": "robust-sage-failures", "version": 1, **run.result.to_dict(), "modes": [m.to_dict() for m in run.modes]})
+                    {"format": "robust-sage-failures", "version": 1, **run.result.to_dict(), "modes": [m.to_dict() for m in run.modes],
+                     "verification": suite.details.get("verification"), "false_failure_estimate": suite.details.get("false_failure_estimate")})
     # A model given as a file is recorded by absolute path, so the exported tests run from anywhere.
     on_disk = Path(model).exists() or Path(model + ".json").exists()
     model_source = str(Path(model).resolve()) if on_disk else model
@@ -129,6 +142,10 @@ def search(model: str, generator: str, oracles: tuple[str, ...], budget_queries:
     r = run.result
     click.echo(f"{len(r.failures)} verified failures in {r.queries} generator queries ({r.failures_per_1k_queries:.1f} per 1k, "
                f"{r.seconds:.1f}s)" + (f"; random sampling {run.baseline.failures_per_1k_queries:.1f} per 1k" if run.baseline else ""))
+    from robust.suites.sage_suite import verification_notes
+
+    for line in verification_notes(run):
+        click.echo(line)
     for m in run.modes[:5]:
         click.echo(f"  {m.count:4d}  {m.description}")
     click.echo(f"report: {folder}" + (f"; regression tests: {folder / 'regression'}" if written else ""))
