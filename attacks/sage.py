@@ -514,10 +514,9 @@ def sage_search(
     numbered outputs in token order). ``token_verifier(images) -> {group: token index}`` checks
     attribute tokens; ``token_scorer(images) -> {group: log-probabilities}`` (differentiable) adds
     the penalty that keeps them rendered during the search, as the oracle's does for the class.
-    ``checks``: further named checks a candidate must pass (:class:`CandidateChecks`, e.g.
-    :class:`attacks.sage_verify.Verifier`: realism, twins, re-inversion); their generator queries
-    count against the budget. ``overrides`` replace fields of ``config``. Deterministic by ``seed`` (and the configuration)
-    unless ``budget_seconds`` stops it first. Typical use::
+    ``checks``: further checks (:class:`CandidateChecks`, e.g. :class:`attacks.sage_verify.Verifier`);
+    their queries count against the budget. ``overrides`` replace fields of ``config``.
+    Deterministic by ``seed`` unless ``budget_seconds`` stops it first. Typical use::
 
         result = sage_search(G, model, [oracle], SageConfig(budget_queries=2000, space="w"), seed=0)
         modes = attacks.sage_modes.failure_modes(result)
@@ -538,8 +537,6 @@ def sage_search(
                   token_scorer, config.oracle_agreement)
     prior = _SpacePrior.fit(generator, config.space, config.alpha, seed=derive_seed(seed, "sage-prior"),
                             truncation_psi=config.truncation_psi)
-    if checks is not None:
-        checks.bind(SearchContext(generator, judge, None if prior.w is None else prior.w.root, config, int(seed)))
     fixed = [generator.conditioning.parse(p) for p in config.prompts] if config.prompts else None
     with ExitStack() as stack:
         net = stack.enter_context(model.eval_mode())
@@ -550,10 +547,8 @@ def sage_search(
             onet = stack.enter_context(o.eval_mode())
             stack.enter_context(frozen(onet if o.has_gradients else None))
             oracle_nets.append(onet if o.has_gradients else None)
-        search = _Search(generator, judge, prior, config, seed, groups, search_groups, fixed,
-                         net if model.has_gradients else None, oracle_nets, progress)
-        search.checks = checks
-        return search.run()
+        return _Search(generator, judge, prior, config, seed, groups, search_groups, fixed,
+                       net if model.has_gradients else None, oracle_nets, progress, checks).run()
 
 
 def random_search(generator: Any, model: Any, oracles: Classifier | Sequence[Classifier], config: SageConfig | None = None,
@@ -568,7 +563,8 @@ class _Search:
 
     def __init__(self, G: Any, judge: Judge, prior: _SpacePrior, config: SageConfig, seed: int,
                  groups: list[tuple[str, list[str]]], search_groups: list[str], fixed: list[dict[str, int]] | None,
-                 net: torch.nn.Module | None, oracle_nets: list[torch.nn.Module | None], progress: bool | None):
+                 net: torch.nn.Module | None, oracle_nets: list[torch.nn.Module | None], progress: bool | None,
+                 checks: CandidateChecks | None = None):
         self.G, self.judge, self.prior, self.cfg, self.seed = G, judge, prior, config, int(seed)
         self.groups = groups
         self.names = [g for g, _ in groups]
@@ -584,7 +580,9 @@ class _Search:
         self.next_chain = 0
         self.counts = {"evaluated": 0, "fooled": 0, "fooled_oracle_ok": 0, "rejected_oracle": 0, "rejected_tokens": 0,
                        "rejected_distribution": 0, "chains": 0, "prompt_steps": 0, "prompt_swaps": 0, "check_queries": 0}
-        self.checks: CandidateChecks | None = None
+        self.checks = checks
+        if checks is not None:
+            checks.bind(SearchContext(G, judge, None if prior.w is None else prior.w.root, config, self.seed))
         self.base_tokens: list[torch.Tensor] = []
         self.base_predictions: list[torch.Tensor] = []
         self.base_images: list[torch.Tensor] = []
