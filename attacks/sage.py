@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -20,13 +20,22 @@ from attacks.base import check_classifier
 from robust import noise
 from robust.errors import GradientUnavailableError, InputError
 from robust.gan.conditioning import Conditioning
-from robust.gan.latent import PROMPT_STREAM, LatentPrior, ZPrior, generator_device, prompt_prior, render_prompts, sample_z
+from robust.gan.latent import (
+    PROMPT_STREAM,
+    LatentPrior,
+    ZPrior,
+    generator_device,
+    prompt_prior,
+    render_prompts,
+    sample_z,
+)
 from robust.models import Classifier, frozen
 from robust.seeding import derive_seed
 from robust.validation import check_choice, check_number
 
 SPACES = ("z", "w", "w+")
 METHODS = ("gradient", "random")
+AGREEMENTS = ("all", "mean")
 CLASS_GROUP = "class"
 #: ``images01 -> {group: predicted token index}`` for the attribute groups a verifier can read.
 TokenVerifier = Callable[[torch.Tensor], Mapping[str, torch.Tensor]]
@@ -58,7 +67,9 @@ class SageConfig:
     ensemble's probability for the prompt's class a failure needs; ``oracle_weight``: weight of
     the penalty that keeps it there during the search. ``min_confidence``: the model's probability
     for its wrong prediction a failure needs (0: any misclassification; the loss cap is raised to
-    the margin this takes). ``alpha``: level of the in-distribution tests. ``max_failures``: stop
+    the margin this takes). ``oracle_agreement``: ``all`` (every oracle must agree: the ``oracles``
+    check; the penalty keeps each one there) or ``mean`` (the ensemble's mean probability must).
+    ``alpha``: level of the in-distribution tests. ``max_failures``: stop
     early after this many verified failures. ``adaptive_restart``: restart a chain as soon as the
     success per query measured so far for chains that went on from its step is below that of fresh
     samples (so a model that fails on many random samples is not searched step by step in vain).
@@ -79,6 +90,7 @@ class SageConfig:
     loss_cap: float = 1.0
     oracle_threshold: float = 0.8
     oracle_weight: float = 1.0
+    oracle_agreement: str = "all"
     min_confidence: float = 0.0
     alpha: float = 0.01
     require_in_distribution: bool = True
@@ -93,6 +105,7 @@ class SageConfig:
         check_choice(self.space, "space", SPACES)
         check_choice(self.method, "method", METHODS)
         check_choice(self.noise_mode, "noise_mode", ("const", "none"))
+        check_choice(self.oracle_agreement, "oracle_agreement", AGREEMENTS)
         self.budget_queries = int(check_number(self.budget_queries, "budget_queries", low=1, integer=True))
         if self.budget_seconds is not None:
             self.budget_seconds = check_number(self.budget_seconds, "budget_seconds", low=0)
@@ -193,15 +206,46 @@ def default_search_groups(names: Sequence[str]) -> list[str]:
 
 # -- the verdict on one batch ------------------------------------------------------------------------
 
+@dataclass
+class SearchContext:
+    """What candidate checks need from a search: its generator, judge, W prior root (None for ``z``), configuration and seed."""
+
+    generator: Any
+    judge: Judge
+    root: torch.Tensor | None
+    config: SageConfig
+    seed: int
+
+
+class CandidateChecks(Protocol):
+    """Checks a candidate must pass after the judge's (``attacks.sage_verify.Verifier``), in order.
+
+    ``__call__(images, tokens, z, delta, keys)`` runs on the rows that passed everything else
+    (``keys``: a unique int64 per row, for seeding) and returns ``(ok [n, C], values [n, C],
+    generator queries spent)``; a check after a failed one is not run (ok True, value nan).
+    ``cost``: the most generator queries the checks spend on one candidate.
+    """
+
+    names: tuple[str, ...]
+    cost: int
+
+    def bind(self, context: SearchContext) -> None: ...
+
+    def __call__(self, images: torch.Tensor, tokens: torch.Tensor, z: torch.Tensor, delta: torch.Tensor | None,
+                 keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]: ...
+
+
 class Judge:
     """The model-under-test, the oracle ensemble and the token verifier, on images of the prompts.
 
     ``model_index[k]`` / the oracles' indices map class token ``k`` to each classifier's output.
+    ``agreement``: ``all`` (every oracle must give the prompt's class its top probability, at
+    least ``threshold``) or ``mean`` (the ensemble's mean probability must); one oracle: the same.
     """
 
     def __init__(self, model: Classifier, oracles: Sequence[Classifier], class_tokens: Sequence[str],
                  token_verifier: TokenVerifier | None, groups: Sequence[str], threshold: float, min_confidence: float = 0.0,
-                 token_scorer: TokenScorer | None = None):
+                 token_scorer: TokenScorer | None = None, agreement: str = "all"):
         self.model = model
         self.oracles = list(oracles)
         self.model_index = class_indices(model, class_tokens, "model").to(model.device)
@@ -211,6 +255,7 @@ class Judge:
         self.groups = list(groups)
         self.threshold = float(threshold)
         self.min_confidence = float(min_confidence)
+        self.agreement = check_choice(agreement, "oracle agreement", AGREEMENTS)
         self.class_col = self.groups.index(CLASS_GROUP)
 
     def model_logits(self, net: torch.nn.Module | None, images: torch.Tensor) -> torch.Tensor:
@@ -218,18 +263,38 @@ class Judge:
             return self.model.forward(images, check=False).float()
         return net(images.to(self.model.device)).float().to(images.device)
 
-    def oracle_probs(self, images: torch.Tensor, nets: Sequence[torch.nn.Module | None]) -> torch.Tensor:
-        """Mean oracle probability of every class token ``[N, K]`` (differentiable where the oracles are)."""
-        total = None
+    def member_probs(self, images: torch.Tensor, nets: Sequence[torch.nn.Module | None] | None = None) -> torch.Tensor:
+        """Every oracle's probability of every class token ``[M, N, K]`` (differentiable where ``nets`` has the oracle's network)."""
+        nets = list(nets) if nets is not None else [None] * len(self.oracles)
+        out = []
         for oracle, net, index in zip(self.oracles, nets, self.oracle_index):
             if net is None:
                 with torch.no_grad():
                     logits = oracle.forward(images.detach(), check=False).float()
             else:
                 logits = net(images.to(oracle.device)).float()
-            probs = logits.softmax(1)[:, index].to(images.device)
-            total = probs if total is None else total + probs
-        return total / len(self.oracles)
+            out.append(logits.softmax(1)[:, index.to(logits.device)].to(images.device))
+        return torch.stack(out)
+
+    def oracle_probs(self, images: torch.Tensor, nets: Sequence[torch.nn.Module | None]) -> torch.Tensor:
+        """Mean oracle probability of every class token ``[N, K]`` (differentiable where the oracles are)."""
+        return self.member_probs(images, nets).mean(0)
+
+    def oracle_verdict(self, probs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(per-oracle probability of the label [M, N], oracle_ok [N], reported probability [N], preferred class [N])``
+        from :meth:`member_probs`; the reported probability is the ensemble's lowest under ``all``, its mean under ``mean``."""
+        labels = labels.to(probs.device)
+        p_label = probs.gather(2, labels[None, :, None].expand(probs.shape[0], -1, 1))[..., 0]
+        mean = probs.mean(0)
+        preferred = mean.argmax(1)
+        with torch.no_grad():
+            if self.agreement == "all":
+                ok = ((p_label >= self.threshold) & (probs.argmax(2) == labels[None])).all(0)
+                reported = p_label.amin(0)
+            else:
+                reported = mean.gather(1, labels[:, None])[:, 0]
+                ok = (reported >= self.threshold) & (preferred == labels)
+        return p_label, ok, reported.detach(), preferred
 
     @torch.no_grad()
     def check(self, images: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -239,15 +304,9 @@ class Judge:
         prediction = prediction.to(images.device)
         wrong = prediction != self.model_index.to(images.device)[labels]
         fooled = wrong & (confidence.to(images.device) >= self.min_confidence)
-        total = None
-        for oracle, index in zip(self.oracles, self.oracle_index):
-            probs = oracle.logits(images).softmax(1)[:, index.to(images.device)].to(images.device)
-            total = probs if total is None else total + probs
-        oracle = total / len(self.oracles)
-        p_label = oracle.gather(1, labels[:, None])[:, 0]
-        oracle_ok = (p_label >= self.threshold) & (oracle.argmax(1) == labels)
+        _, oracle_ok, reported, _ = self.oracle_verdict(self.member_probs(images), labels)
         return {"fooled": fooled, "oracle_ok": oracle_ok, "tokens_ok": self.verify_tokens(images, tokens), "prediction": prediction,
-                "oracle_prob": p_label}
+                "oracle_prob": reported}
 
     def verify_tokens(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         ok = torch.ones(images.shape[0], dtype=torch.bool, device=images.device)
@@ -275,6 +334,7 @@ class _Verdict:
     fooled: torch.Tensor
     oracle_ok: torch.Tensor
     verified: torch.Tensor
+    checks: torch.Tensor  # [N, len(checks)] each candidate check's value (nan: not run on that row)
 
 
 # -- results ------------------------------------------------------------------------------------------
@@ -304,6 +364,7 @@ class Failure:
     image: torch.Tensor | None = None  # [C, H, W] in [0, 1]
     region_radius: float | None = None
     factors: dict[str, float] = field(default_factory=dict)  # estimated ground-truth factors (synthetic benchmark)
+    checks: dict[str, float] = field(default_factory=dict)  # candidate check -> its value on this failure
 
     @property
     def prompt(self) -> str:
@@ -336,6 +397,7 @@ class SageResult:
     baseline_images: torch.Tensor | None = None  # [<=baseline_images, C, H, W] the first starting samples
     first_failure_seconds: float | None = None
     first_failure_query: int | None = None
+    cpu_seconds: float | None = None  # CPU time of this process during the search (all its threads)
 
     @property
     def failures_per_1k_queries(self) -> float:
@@ -361,6 +423,8 @@ class SageResult:
             "stopped": self.stopped,
             "failures_per_1k_queries": self.failures_per_1k_queries,
             "failures_per_minute": self.failures_per_minute,
+            "cpu_seconds": self.cpu_seconds,
+            "failures_per_cpu_minute": 60.0 * len(self.failures) / self.cpu_seconds if self.cpu_seconds else None,
             "first_failure_seconds": self.first_failure_seconds,
             "first_failure_query": self.first_failure_query,
             "ood_rate": self.ood_rate,
@@ -414,6 +478,7 @@ def sage_search(
     seed: int = 0,
     token_verifier: TokenVerifier | None = None,
     token_scorer: TokenScorer | None = None,
+    checks: CandidateChecks | None = None,
     progress: bool | None = None,
     **overrides: Any,
 ) -> SageResult:
@@ -449,8 +514,9 @@ def sage_search(
     numbered outputs in token order). ``token_verifier(images) -> {group: token index}`` checks
     attribute tokens; ``token_scorer(images) -> {group: log-probabilities}`` (differentiable) adds
     the penalty that keeps them rendered during the search, as the oracle's does for the class.
-    ``overrides`` replace fields of ``config``. Deterministic by ``seed`` (and the configuration)
-    unless ``budget_seconds`` stops it first. Typical use::
+    ``checks``: further checks (:class:`CandidateChecks`, e.g. :class:`attacks.sage_verify.Verifier`);
+    their queries count against the budget. ``overrides`` replace fields of ``config``.
+    Deterministic by ``seed`` unless ``budget_seconds`` stops it first. Typical use::
 
         result = sage_search(G, model, [oracle], SageConfig(budget_queries=2000, space="w"), seed=0)
         modes = attacks.sage_modes.failure_modes(result)
@@ -468,7 +534,7 @@ def sage_search(
         if g not in names:
             raise InputError("search_groups", "groups of the generator's conditioning (" + ", ".join(names) + ")", g)
     judge = Judge(model, oracles, class_tokens, token_verifier, names, config.oracle_threshold, config.min_confidence,
-                  token_scorer)
+                  token_scorer, config.oracle_agreement)
     prior = _SpacePrior.fit(generator, config.space, config.alpha, seed=derive_seed(seed, "sage-prior"),
                             truncation_psi=config.truncation_psi)
     fixed = [generator.conditioning.parse(p) for p in config.prompts] if config.prompts else None
@@ -482,7 +548,7 @@ def sage_search(
             stack.enter_context(frozen(onet if o.has_gradients else None))
             oracle_nets.append(onet if o.has_gradients else None)
         return _Search(generator, judge, prior, config, seed, groups, search_groups, fixed,
-                       net if model.has_gradients else None, oracle_nets, progress).run()
+                       net if model.has_gradients else None, oracle_nets, progress, checks).run()
 
 
 def random_search(generator: Any, model: Any, oracles: Classifier | Sequence[Classifier], config: SageConfig | None = None,
@@ -497,7 +563,8 @@ class _Search:
 
     def __init__(self, G: Any, judge: Judge, prior: _SpacePrior, config: SageConfig, seed: int,
                  groups: list[tuple[str, list[str]]], search_groups: list[str], fixed: list[dict[str, int]] | None,
-                 net: torch.nn.Module | None, oracle_nets: list[torch.nn.Module | None], progress: bool | None):
+                 net: torch.nn.Module | None, oracle_nets: list[torch.nn.Module | None], progress: bool | None,
+                 checks: CandidateChecks | None = None):
         self.G, self.judge, self.prior, self.cfg, self.seed = G, judge, prior, config, int(seed)
         self.groups = groups
         self.names = [g for g, _ in groups]
@@ -512,7 +579,10 @@ class _Search:
         self.queries = 0
         self.next_chain = 0
         self.counts = {"evaluated": 0, "fooled": 0, "fooled_oracle_ok": 0, "rejected_oracle": 0, "rejected_tokens": 0,
-                       "rejected_distribution": 0, "chains": 0, "prompt_steps": 0, "prompt_swaps": 0}
+                       "rejected_distribution": 0, "chains": 0, "prompt_steps": 0, "prompt_swaps": 0, "check_queries": 0}
+        self.checks = checks
+        if checks is not None:
+            checks.bind(SearchContext(G, judge, None if prior.w is None else prior.w.root, config, self.seed))
         self.base_tokens: list[torch.Tensor] = []
         self.base_predictions: list[torch.Tensor] = []
         self.base_images: list[torch.Tensor] = []
@@ -555,6 +625,7 @@ class _Search:
                   ) -> tuple[torch.Tensor, torch.Tensor, _Verdict]:
         cfg = self.cfg
         images, ws, _ = render_prompts(self.G, tokens, z, delta, c, truncation_psi=cfg.truncation_psi, noise_mode=cfg.noise_mode)
+        keys = torch.arange(self.queries, self.queries + images.shape[0], dtype=torch.int64)
         self.queries += images.shape[0]
         labels = tokens[:, self.judge.class_col]
         logits = self.judge.model_logits(self.net, images)
@@ -562,11 +633,12 @@ class _Search:
         own = logits.gather(1, index[:, None])[:, 0]
         other = logits.scatter(1, index[:, None], float("-inf")).amax(1)
         margin = other - own
-        oracle = self.judge.oracle_probs(images, self.oracle_nets)
-        p_label = oracle.gather(1, labels.to(oracle.device)[:, None])[:, 0].clamp_min(1e-12)
-        # Penalised from a little above the verification threshold, so accepted codes keep a margin.
+        members, oracle_ok, oracle_prob, oracle_pred = self.judge.oracle_verdict(self.judge.member_probs(images, self.oracle_nets), labels)
+        # Penalised from a little above the verification threshold, so accepted codes keep a margin;
+        # under "all" every oracle is held there, under "mean" their mean.
         target = min(0.999, cfg.oracle_threshold + 0.5 * (1.0 - cfg.oracle_threshold))
-        penalty = F.relu(math.log(target) - p_label.log().to(margin.device))
+        held = members if cfg.oracle_agreement == "all" else members.mean(0, keepdim=True)
+        penalty = F.relu(math.log(target) - held.clamp_min(1e-12).log().to(margin.device)).mean(0)
         if self.judge.token_scorer is not None:
             # The same hinge on the probability that each attribute token is still rendered.
             for group, log_probs in self.judge.token_scorer(images).items():
@@ -579,17 +651,44 @@ class _Search:
             probs = logits.detach().softmax(1)
             confidence, prediction = probs.max(1)
             fooled = (prediction != index) & (confidence >= cfg.min_confidence)
-            oracle_pred = oracle.detach().argmax(1).to(labels.device)
-            oracle_ok = (p_label.detach().to(labels.device) >= cfg.oracle_threshold) & (oracle_pred == labels)
+            oracle_pred, oracle_ok = oracle_pred.to(labels.device), oracle_ok.to(labels.device)
             tokens_ok = self.judge.verify_tokens(images, tokens).to(labels.device)
             score = self.prior.score(z, ws, tokens).to(labels.device)
             in_dist = score <= 1.0 if cfg.require_in_distribution else torch.ones_like(fooled)
             fooled = fooled.to(labels.device)
             verified = fooled & oracle_ok & tokens_ok & in_dist
+            values = self._run_checks(verified, images, tokens, z, delta, keys)
         verdict = _Verdict(objective, margin.detach(), prediction.to(labels.device), confidence.to(labels.device),
-                           p_label.detach().to(labels.device), oracle_pred, tokens_ok, score, fooled, oracle_ok, verified)
+                           oracle_prob.to(labels.device), oracle_pred, tokens_ok, score, fooled, oracle_ok, verified, values)
         self._count(verdict, in_dist)
         return images, ws, verdict
+
+    def _run_checks(self, verified: torch.Tensor, images: torch.Tensor, tokens: torch.Tensor, z: torch.Tensor,
+                    delta: torch.Tensor | None, keys: torch.Tensor) -> torch.Tensor:
+        """Run the candidate checks on the rows ``verified`` so far; clears the rows they reject (in place); their values ``[N, C]``."""
+        names = self.checks.names if self.checks is not None else ()
+        values = torch.full((verified.shape[0], len(names)), float("nan"))
+        rows = verified.nonzero().squeeze(1)
+        if not names or not rows.numel():
+            return values
+        # Checks spend queries too: candidates the budget cannot pay for stay unverified.
+        room = max(0, self.cfg.budget_queries - self.queries) // max(1, self.checks.cost)
+        if rows.numel() > room:
+            self.counts["unchecked_budget"] = self.counts.get("unchecked_budget", 0) + rows.numel() - room
+            verified[rows[room:]] = False
+            rows = rows[:room]
+            if not rows.numel():
+                return values
+        ok, found, spent = self.checks(images[rows].detach(), tokens[rows], z[rows].detach(),
+                                       None if delta is None else delta[rows].detach(), keys[rows.cpu()])
+        self.queries += int(spent)
+        self.counts["check_queries"] += int(spent)
+        values[rows.cpu()] = found.float().cpu()
+        for j, name in enumerate(names):
+            key = f"rejected_{name}"
+            self.counts[key] = self.counts.get(key, 0) + int((~ok[:, j]).sum())
+        verified[rows] = ok.all(1).to(verified.device)
+        return values
 
     def _count(self, v: _Verdict, in_dist: torch.Tensor) -> None:
         c = self.counts
@@ -620,6 +719,7 @@ class _Search:
                 oracle_prob=float(v.oracle_prob[r]),
                 oracle_prediction=self.class_tokens[int(v.oracle_prediction[r])],
                 in_distribution=float(v.score[r]),
+                checks=self._check_record(v, r),
                 z=z[r].detach().float().cpu().clone(),
                 delta=None if delta is None else delta[r].detach().float().cpu().clone(),
                 w=ws[r].detach().float().mean(0).cpu(),
@@ -632,6 +732,15 @@ class _Search:
             ))
             if self.first is None:
                 self.first = (elapsed, self.queries)
+
+    def _check_record(self, v: _Verdict, row: int) -> dict[str, float]:
+        """Every check's value on a recorded failure: the judge's (``oracles``, ``tokens``, ``in_distribution``) and the candidate checks'."""
+        out = {"oracles": float(v.oracle_prob[row]), "in_distribution": float(v.score[row])}
+        if self.judge.token_verifier is not None:
+            out["tokens"] = 1.0
+        for j, name in enumerate(self.checks.names if self.checks is not None else ()):
+            out[name] = float(v.checks[row, j])
+        return out
 
     def _note_starts(self, chains: _Chains, images: torch.Tensor, ws: torch.Tensor, v: _Verdict) -> None:
         fresh = (chains.step == 0).nonzero().squeeze(1)
@@ -723,6 +832,7 @@ class _Search:
         from robust.progress import progress
 
         self.start = time.monotonic()
+        cpu = time.process_time()
         stopped = "queries"
         chains = self._new_chains(min(cfg.batch_size, cfg.budget_queries))
         bar = progress(total=cfg.budget_queries, desc=f"sage {cfg.method}", unit="queries", enabled=self.progress)
@@ -746,11 +856,12 @@ class _Search:
         finally:
             bar.close()
         seconds = time.monotonic() - self.start
+        cpu = time.process_time() - cpu
         counts = dict(self.counts)
         counts.update({f"reached_step_{t}": n for t, n in enumerate(self.reached) if n})
         counts.update({f"found_at_step_{t}": n for t, n in enumerate(self.hits) if n})
         return SageResult(
-            failures=self.failures, queries=self.queries, seconds=seconds, stopped=stopped, config=cfg, seed=self.seed,
+            failures=self.failures, queries=self.queries, seconds=seconds, cpu_seconds=cpu, stopped=stopped, config=cfg, seed=self.seed,
             counts=counts, prior=self.prior.describe(), groups=self.groups, model_classes=list(self.judge.model.class_names),
             baseline_tokens=torch.cat(self.base_tokens) if self.base_tokens else torch.zeros(0, len(self.groups), dtype=torch.long),
             baseline_predictions=torch.cat(self.base_predictions) if self.base_predictions else torch.zeros(0, dtype=torch.long),
@@ -856,6 +967,23 @@ def _select(v: _Verdict, idx: torch.Tensor) -> _Verdict:
 
 # -- failure regions ----------------------------------------------------------------------------------
 
+def neighbour_codes(z: torch.Tensor, delta: torch.Tensor | None, root: torch.Tensor | None, radius: torch.Tensor,
+                    seeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Codes at ``radius [N]`` (a fraction of the prior's typical norm) from ``(z, delta)`` in a random direction per seed.
+
+    Without ``delta`` (a ``z`` search) the step is in ``z`` (norm ``sqrt(z_dim)``); otherwise it is
+    added to every layer of ``delta`` as ``root @ u`` for a unit ``u`` (``root``: the prompt prior's
+    whitening root, norm ``sqrt(w_dim)`` whitened units).
+    """
+    if delta is None:
+        u = noise.normal(seeds, (z.shape[1],)).to(z.device)
+        return z + (radius * math.sqrt(z.shape[1]))[:, None] * u / u.norm(dim=1, keepdim=True).clamp_min(1e-12), None
+    u = noise.normal(seeds, (delta.shape[-1],)).to(delta.device)
+    u = u / u.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    step = (root.to(u.device) @ u.T).T * (radius.to(u.device) * math.sqrt(delta.shape[-1]))[:, None]
+    return z, delta + step[:, None, :]
+
+
 @dataclass
 class RegionResult:
     """How far from each failing latent the failure persists.
@@ -909,7 +1037,8 @@ def failure_regions(
     indices = list(range(len(result.failures))) if indices is None else [int(i) for i in indices]
     radii = [float(check_number(r, "radii", low=0)) for r in radii]
     samples = int(check_number(samples, "samples", low=1, integer=True))
-    judge = Judge(model, oracles, groups[names.index(CLASS_GROUP)][1], token_verifier, names, cfg.oracle_threshold, cfg.min_confidence)
+    judge = Judge(model, oracles, groups[names.index(CLASS_GROUP)][1], token_verifier, names, cfg.oracle_threshold, cfg.min_confidence,
+                  agreement=cfg.oracle_agreement)
     root = None if cfg.space == "z" else prompt_prior(generator, cfg.alpha, seed=derive_seed(result.seed, "sage-prior"),
                                                       truncation_psi=cfg.truncation_psi).root
     device = generator_device(generator)
@@ -926,16 +1055,8 @@ def failure_regions(
                              dtype=torch.int64)
         r = torch.tensor([radii[j] for _, j, _ in part], device=device)
         z = torch.stack([f.z for f in fails]).to(device)
-        delta = None
-        if cfg.space == "z":
-            u = noise.normal(seeds, (z.shape[1],)).to(device)
-            z = z + (r * math.sqrt(z.shape[1]))[:, None] * u / u.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        else:
-            delta = torch.stack([f.delta for f in fails]).to(device)
-            u = noise.normal(seeds, (delta.shape[-1],)).to(device)
-            u = u / u.norm(dim=1, keepdim=True).clamp_min(1e-12)
-            step = (root @ u.T).T * (r * math.sqrt(delta.shape[-1]))[:, None]
-            delta = delta + step[:, None, :]
+        delta = None if cfg.space == "z" else torch.stack([f.delta for f in fails]).to(device)
+        z, delta = neighbour_codes(z, delta, root, r, seeds)
         with torch.no_grad():
             images, _, _ = render_prompts(generator, tokens, z, delta, truncation_psi=cfg.truncation_psi, noise_mode=cfg.noise_mode)
             verdict = judge.check(images, tokens)

@@ -85,7 +85,15 @@ class _ConcatMapping(torch.nn.Module):
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--generator", default="demo", help="'demo' (the shipped generator) or a generator checkpoint / training snapshot")
-    p.add_argument("--oracle", default="synthetic", help="'synthetic' (the shipped oracle) or a classifier checkpoint")
+    p.add_argument("--oracle", default="ensemble", help="'ensemble' (the shipped oracle ensemble's class members), 'synthetic' "
+                   "(the generator metrics' oracle) or classifier checkpoints joined by +")
+    p.add_argument("--agreement", default="all", choices=["all", "mean"], help="every oracle must agree, or their mean")
+    p.add_argument("--checks", default="auto", help="candidate checks joined by + (realism, twins, reinversion), auto or none")
+    p.add_argument("--real", default="synthetic:generator,seed=98,n=2000", help="real images of the realism check (a data spec; none)")
+    p.add_argument("--reference", default=None, help="reference classifier of the false-failure estimate (default: the ensemble's "
+                   "held-out member)")
+    p.add_argument("--no-estimate", action="store_true", help="skip the false-failure estimate (its reference search)")
+    p.add_argument("--random-queries", type=int, default=None, help="budget of the random baseline (default: --budget-queries)")
     p.add_argument("--cache", default=str(Path.home() / ".cache" / "robust-bench-sage"), help="folder for the trained classifiers")
     p.add_argument("--n-train", type=int, default=10_000)
     p.add_argument("--epochs", type=int, default=10)
@@ -104,6 +112,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", default=None)
+    p.add_argument("--train-oracles", default=None, metavar="FOLDER",
+                   help="train the oracle ensemble (robust.gan.oracles.SHIPPED) on real renders into FOLDER and exit")
     return p.parse_args(argv)
 
 
@@ -142,35 +152,88 @@ def train_classifier(kind: str, args: argparse.Namespace, device: torch.device) 
     return clf, info
 
 
-def run_one(kind: str, clf: Any, G: Any, oracles: list[Any], args: argparse.Namespace) -> dict[str, Any]:
-    from attacks.sage import SageConfig
-    from attacks.sage_synthetic import shortcut_hits
+def train_oracles(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """Train the shipped oracle ensemble on renders of the generator split (one benchmark seed per member)."""
+    from robust.gan.oracles import train_ensemble
+
+    held = SyntheticBenchmark(size=32, seed=99).split("generator", 2000)
+    paths = train_ensemble(args.train_oracles, n=args.n_train, epochs=args.epochs, device=device, evaluate=held,
+                           log=lambda line: print(line, flush=True))
+    return {"members": [str(p) for p in paths]}
+
+
+def truth(clf: Any, G: Any, result: Any, judge: Any, seed: int) -> dict[str, Any]:
+    """The renderer's verdict on a result's failures (the measuring instrument): confirmed count, rate, per 1k queries."""
+    from attacks.sage_modes import failure_modes
+    from attacks.sage_synthetic import PHRASES, ground_truth_check
+
+    if not result.failures:
+        return {"failures": 0, "confirmed": 0, "confirmed_rate": None, "confirmed_per_1k": 0.0, "mean_named_error": None,
+                "mean_twin_error": None}
+    modes = failure_modes(result, factors=judge.factor_estimates(result), phrases=PHRASES)
+    gt = ground_truth_check(clf, result, modes, size=int(G.img_resolution), seed=seed)
+    confirmed = sum(gt.confirmed)
+    return {"failures": len(result.failures), "confirmed": confirmed, "confirmed_rate": gt.confirmed_rate,
+            "confirmed_per_1k": 1000.0 * confirmed / max(1, result.queries), "per_failure": gt.confirmed,
+            "mean_named_error": sum(gt.named_error) / len(gt.named_error), "mean_twin_error": sum(gt.twin_error) / len(gt.twin_error)}
+
+
+def run_one(kind: str, clf: Any, G: Any, oracles: list[Any], verification: Any, args: argparse.Namespace) -> dict[str, Any]:
+    from dataclasses import replace
+
+    from attacks.sage import SageConfig, random_search
+    from attacks.sage_synthetic import SyntheticJudge, shortcut_hits
     from robust.suites.sage_suite import run_sage
 
     config = SageConfig(space=args.space, budget_queries=args.budget_queries, budget_seconds=args.budget_seconds,
                         batch_size=args.batch_size, steps=args.steps, step_size=args.step_size, oracle_threshold=args.threshold,
-                        adaptive_restart=not args.no_adaptive_restart)
-    run = run_sage(G, clf, oracles, config, seed=args.seed, regions=args.regions, baseline=True, progress=False)
-    r, b = run.result, run.baseline
+                        oracle_agreement=args.agreement, adaptive_restart=not args.no_adaptive_restart)
+    run = run_sage(G, clf, oracles, config, seed=args.seed, verification=verification, regions=args.regions, baseline=False,
+                   progress=False)
+    r = run.result
+    b = random_search(G, clf, oracles, replace(config, budget_queries=args.random_queries or args.budget_queries), seed=args.seed,
+                      token_verifier=verification.token_verifier, checks=verification.checks, progress=False)
+    judge = SyntheticJudge(G)
+    truth_s, truth_r = truth(clf, G, r, judge, args.seed), truth(clf, G, b, judge, args.seed)
     out = {
         "model": kind,
-        "sage": r.summary(),
-        "random": b.summary(),
+        "sage": {**r.summary(), "truth": truth_s},
+        "random": {**b.summary(), "truth": truth_r},
         "ratio": r.failures_per_1k_queries / b.failures_per_1k_queries if b.failures_per_1k_queries > 0 else None,
-        "ground_truth": run.ground_truth.to_dict() if run.ground_truth is not None else None,
+        "confirmed_ratio": (truth_s["confirmed_per_1k"] / truth_r["confirmed_per_1k"]) if truth_r["confirmed_per_1k"] > 0 else None,
+        "estimate": run.estimate.to_dict() if run.estimate is not None else None,
+        "verification": verification.describe(),
         "modes": [m.to_dict() for m in run.modes[:10]],
         "shortcuts": shortcut_hits(run.modes, DEFAULT_CORRELATED, top=5),
         "regions": run.regions.to_dict() if run.regions is not None else None,
+        "checks": [f.checks for f in r.failures],
     }
     for m in out["modes"]:
         m.pop("indices", None)
-    if out["ground_truth"] is not None:
-        for key in ("confirmed", "named_error", "twin_error", "named_factors"):
-            out["ground_truth"].pop(key, None)
-        truth = run.ground_truth
-        out["ground_truth"]["mean_named_error"] = sum(truth.named_error) / max(1, len(truth.named_error))
-        out["ground_truth"]["mean_twin_error"] = sum(truth.twin_error) / max(1, len(truth.twin_error))
     return out
+
+
+def report(kind: str, out: dict[str, Any]) -> None:
+    """Print one model's lines."""
+    for name in ("sage", "random"):
+        s = out[name]
+        t = s["truth"]
+        rate = f"{t['confirmed_rate']:.1%}" if t["confirmed_rate"] is not None else "n/a"
+        cpu = s["failures_per_cpu_minute"]
+        print(f"  {name:6s} {s['failures']:5d} verified / {s['queries']} queries = {s['failures_per_1k_queries']:.1f} per 1k "
+              f"({s['counts'].get('check_queries', 0)} check queries); confirmed by the renderer {t['confirmed']} ({rate}) = "
+              f"{t['confirmed_per_1k']:.2f} per 1k; {s['seconds']:.0f} s, {s['cpu_seconds']:.0f} CPU-s, "
+              f"{(cpu if cpu is not None else 0):.1f} verified per CPU-minute, first after {s['first_failure_query']} queries")
+    ratio = f"{out['confirmed_ratio']:.1f}x" if out["confirmed_ratio"] is not None else "n/a (random confirmed none)"
+    print(f"  confirmed per 1k, sage / random: {ratio}")
+    if out["estimate"] is not None:
+        print(f"  {out['estimate']['text']}")
+    counts = out["sage"]["counts"]
+    print("  rejected: " + ", ".join(f"{k[len('rejected_'):]} {v}" for k, v in counts.items() if k.startswith("rejected_")))
+    hits = out["shortcuts"]
+    print(f"  shortcut factors named in the top-5 modes: {hits['hit']} ({hits['modes_naming_a_shortcut']} of 5 modes)")
+    for m in out["modes"][:5]:
+        print(f"    {m['count']:4d}  {m['description']}")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -178,47 +241,40 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    if args.train_oracles:
+        return train_oracles(args, device)
     import robust.gan as gan
-    from robust.suites.sage_suite import load_oracle_spec
+    from robust.data import load_dataset
+    from robust.suites.sage_suite import default_oracles, default_verification, load_oracle_spec
 
     if args.generator == "renderer":
         G = RendererGenerator().to(device)
     else:
         G = (gan.load_demo() if args.generator == "demo" else gan.load(args.generator)).to(device)
-    oracles = [load_oracle_spec(args.oracle, device)]
+    oracles = default_oracles(G, [] if args.oracle == "ensemble" else args.oracle.split("+"), device)
+    if args.oracle != "ensemble":
+        oracles = [load_oracle_spec(o, device) for o in args.oracle.split("+")]
+    reals = load_dataset(args.real) if args.real and args.real != "none" else None
+    verification = default_verification(G, oracles, checks=args.checks, reals=reals, reference=args.reference, device=device,
+                                        seed=args.seed)
+    if args.no_estimate:
+        verification.reference = None
     machine = (torch.cuda.get_device_name(device) if device.type == "cuda"
                else f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)")
     results: dict[str, Any] = {"command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M"), "device": str(device),
-                               "machine": machine, "generator": args.generator, "runs": {}}
+                               "machine": machine, "torch": torch.__version__, "generator": args.generator,
+                               "oracles": [o.name for o in oracles], "runs": {}}
+    print("checks: " + ", ".join(verification.names()) + (f"; not run: {verification.skipped}" if verification.skipped else ""), flush=True)
     for kind in args.models.split(","):
         clf, info = train_classifier(kind, args, device)
         iid, shift = info.get("acc_test_iid", float("nan")), info.get("acc_test_shift", float("nan"))
         print(f"{kind}: test_iid {iid:.3f}, test_shift {shift:.3f}", flush=True)
-        out = run_one(kind, clf, G, oracles, args)
+        out = run_one(kind, clf, G, oracles, verification, args)
         out["classifier"] = info
         results["runs"][kind] = out
-        s, r = out["sage"], out["random"]
-        ratio = f"{out['ratio']:.1f}x" if out["ratio"] is not None else "inf (random found none)"
-        print(f"  sage   {s['failures']:5d} verified failures / {s['queries']} queries = {s['failures_per_1k_queries']:.1f} per 1k; "
-              f"first after {s['first_failure_seconds']}s / {s['first_failure_query']} queries; {s['failures_per_minute']:.1f} per minute; "
-              f"ood rejected {s['ood_rate']:.1%}")
-        print(f"  random {r['failures']:5d} verified failures / {r['queries']} queries = {r['failures_per_1k_queries']:.1f} per 1k "
-              f"-> ratio {ratio}")
-        if out["ground_truth"] is not None:
-            g = out["ground_truth"]
-            print(f"  ground truth: {g['confirmed_rate']:.1%} of failures confirmed by re-rendering the named factors "
-                  f"(mean error {g['mean_named_error']:.2f}; on full twins {g['mean_twin_error']:.2f})")
-        hits = out["shortcuts"]
-        print(f"  shortcut factors named in the top-5 modes: {hits['hit']} ({hits['modes_naming_a_shortcut']} of 5 modes)")
-        for m in out["modes"][:5]:
-            print(f"    {m['count']:4d}  {m['description']}")
-    runs = results["runs"]
-    if "erm" in runs and "diverse" in runs:
-        e, d = runs["erm"]["sage"]["failures_per_1k_queries"], runs["diverse"]["sage"]["failures_per_1k_queries"]
-        results["erm_over_diverse"] = e / d if d > 0 else None
-        print(f"erm vs diverse: {e:.1f} vs {d:.1f} verified failures per 1k queries")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2, default=float) + "\n")
+        report(kind, out)
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2, default=float) + "\n")
     return results
 
 
