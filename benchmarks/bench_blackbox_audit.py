@@ -64,13 +64,17 @@ def measure(model: Path, data: Path, suites: list[str], threads: int) -> dict:
     includes loading the model and data), metrics and case accuracies, and the load average around the run."""
     import torch
 
-    from robust.audit import AuditConfig, run_audit
+    import robust.audit as audit
 
     torch.set_num_threads(threads)
     load = os.getloadavg()[0]
     marks = [time.process_time()]
-    result = run_audit(str(model), str(data), AuditConfig(suites, seed=0, device="cpu", progress=False),
-                       on_suite=lambda _: marks.append(time.process_time()))
+    settings = {"seed": 0, "device": "cpu", "progress": False}
+    mark = {"on_suite": lambda _: marks.append(time.process_time())}
+    if hasattr(audit, "AuditConfig"):
+        result = audit.run_audit(str(model), str(data), audit.AuditConfig(suites, **settings), **mark)
+    else:  # a tree from before AuditConfig (the issue's starting point): the same settings as keywords
+        result = audit.run_audit(str(model), str(data), suites, **settings, **mark)
     out = {}
     for suite, start, end in zip(result.suites, marks, marks[1:]):
         cases = {case.name: case.metrics.get("acc") for case in suite.cases}
