@@ -239,7 +239,7 @@ def test_the_natra_recipe_refuses_what_does_not_fit_its_model_before_training(se
 
 
 def test_the_natural_and_natra_suites_run_with_a_swap_model(setup, tmp_path, monkeypatch):
-    from robust.audit import SUITES, AuditContext, load_suites
+    from robust.audit import SUITES, AuditContext, SuiteSkipped, load_suites
     from robust.registry import parse_spec
 
     model, data, *_ = setup
@@ -258,6 +258,8 @@ def test_the_natural_and_natra_suites_run_with_a_swap_model(setup, tmp_path, mon
     assert moved.metrics["drop"] == pytest.approx(moved.metrics["clean_acc"] - moved.metrics["acc"]) and moved.cases[0].n == 12
     assert all(f.description.startswith("natra:worst_of_k@1") and not torch.equal(f.image, f.original) for f in moved.cases[0].failures)
     assert moved.cases[0].failures
+    with pytest.raises(SuiteSkipped, match="structure/appearance model has neither"):
+        SUITES.get("sage")(ctx, parse_spec("sage,queries=16"))
 
 
 def test_strategies_draw_swaps_and_appearance_directions(setup):

@@ -459,6 +459,11 @@ def sage_suite(ctx: AuditContext, spec: Spec) -> SuiteResult:
     check_sage_suite(spec)
     method = search_method(spec.options.get("method"), ctx.classifier)
     G = ctx.generator
+    from robust.gan.natural import model_kind
+
+    if model_kind(G) == "swap":
+        raise SuiteSkipped("sage searches a generator's latent and prompt space; a structure/appearance model has neither "
+                           "(its swaps are audited by the natural and natra suites)")
     if getattr(G, "conditioning", None) is None:
         raise SuiteSkipped("sage needs a conditional generator (a class token group is the prompt)")
     drawn = (int(G.img_channels), int(G.img_resolution), int(G.img_resolution))
