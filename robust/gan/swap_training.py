@@ -30,6 +30,7 @@ from robust.gan.swapping import (
     SwapAutoencoder,
     SwapNetConfig,
     build_swap_model,
+    load_swap_model,
     save_swap_model,
 )
 from robust.gan.training import TrainingDiverged, Trainer, _load_optimizer, image_grid, latest_snapshot, write_png
@@ -475,6 +476,7 @@ def main(argv: list[str] | None = None) -> SwapTrainer:
     p.add_argument("--device", default="cpu")
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--export", default=None, help="write the EMA model here (safetensors + JSON) with its measured reach")
+    p.add_argument("--export-only", action="store_true", help="export the newest snapshot of --out without training")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -488,12 +490,22 @@ def main(argv: list[str] | None = None) -> SwapTrainer:
         if step % args.log_every == 0:
             print(f"step {step} {time.perf_counter() - began:.0f}s " + " ".join(f"{k}={v:.4f}" for k, v in stats.items()), flush=True)
 
-    trainer = train_swap(swap_data(data, f"{args.data} n={args.n}"), config, args.out, seed=args.seed, device=args.device,
-                         max_seconds=args.max_minutes * 60 if args.max_minutes else None, on_step=log)
+    images = swap_data(data, f"{args.data} n={args.n}")
+    if args.export_only:
+        latest = latest_snapshot(args.out)
+        if latest is None:
+            raise InputError("--out", "a run folder with a snapshot (--export-only)", args.out)
+        trainer = SwapTrainer.resume(latest, images, device=args.device)
+    else:
+        trainer = train_swap(images, config, args.out, seed=args.seed, device=args.device,
+                             max_seconds=args.max_minutes * 60 if args.max_minutes else None, on_step=log)
     if args.export:
-        reach = measure_reach(trainer.model_ema, data.images, seed=args.seed)
-        trainer.export(args.export, {"command": command_line(), "hardware": hardware(trainer.device), "reach": reach,
-                                     "protocol": "images of the train split only: no labels, factors, tokens, oracle or regressor"})
+        extra = {"command": command_line(), "hardware": hardware(trainer.device),
+                 "protocol": "images of the train split only: no labels, factors, tokens, oracle or regressor"}
+        trainer.export(args.export, extra)
+        # The reach recorded is that of the file as shipped (half-precision weights).
+        reach = measure_reach(load_swap_model(args.export), data.images, seed=args.seed)
+        trainer.export(args.export, {**extra, "reach": reach})
         print(json.dumps(reach, indent=1))
     return trainer
 
