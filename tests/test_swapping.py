@@ -21,14 +21,17 @@ from robust.gan.swapping import (
     DonorSwap,
     SwapNetConfig,
     build_swap_model,
+    fourier_features,
     load_swap_model,
     save_swap_model,
 )
 from robust.synthetic import SyntheticBenchmark
 
-NET = SwapNetConfig(resolution=16, structure_res=4, structure_channels=2, appearance_dim=8, width=8, channel_max=16)
+NET = SwapNetConfig(resolution=16, structure_res=4, structure_channels=2, appearance_dim=8, width=8, channel_max=16,
+                    fourier_orientations=1)
 TRAIN = SwapTrainConfig(network=NET, steps=4, batch=4, patch_size=8, patch_refs=2, patch_queries=1, d_width=4, d_channel_max=16,
-                        r1_interval=2, ema_kimg=0.01, snapshot_every=2)
+                        r1_interval=2, ema_kimg=0.01, snapshot_every=2, structure_hue_jitter=True,
+                        cycle_structure_weight=1.0, cycle_appearance_weight=1.0)
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +45,21 @@ def test_codes_and_images_have_the_configured_shapes(images):
     assert structure.shape == (5, 2, 4, 4)
     assert appearance.shape == (5, 8)
     assert model.decode(structure, appearance).shape == (5, 3, 16, 16)
+    waves = fourier_features(2, 4)
+    assert waves.shape == (12, 4, 4) and float(waves.abs().max()) <= 1.0
+    assert fourier_features(0, 4).shape == (0, 4, 4)
+
+
+def test_a_patch_appearance_code_ignores_where_the_patches_are(images):
+    model = build_swap_model(replace(NET, appearance_patch=8))
+    x = images[:3]
+    quadrants_swapped = torch.cat([x[..., 8:, :], x[..., :8, :]], dim=2)
+    quadrants_swapped = torch.cat([quadrants_swapped[..., 8:], quadrants_swapped[..., :8]], dim=3)
+    structure, appearance = model.encode(x)
+    moved_structure, moved_appearance = model.encode(quadrants_swapped)
+    assert structure.shape == (3, 2, 4, 4) and appearance.shape == (3, 8)
+    assert torch.allclose(appearance, moved_appearance, atol=1e-5)
+    assert not torch.allclose(structure, moved_structure, atol=1e-3)
 
 
 def test_untrained_round_trip_is_differentiable_and_in_unit_range(images):
@@ -180,6 +198,8 @@ def test_bad_inputs_raise_clear_errors(images, tmp_path):
         load_swap_model(tmp_path / "other")
     with pytest.raises(InputError, match="structure_res"):
         SwapNetConfig(resolution=16, structure_res=16)
+    with pytest.raises(InputError, match="appearance_patch"):
+        SwapNetConfig(resolution=16, structure_res=4, appearance_patch=16)
     with pytest.raises(InputError, match="patch_size"):
         SwapTrainConfig(network=NET, patch_size=32)
     with pytest.raises(InputError, match="data"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -29,12 +30,14 @@ from robust.gan.swapping import (
     SwapAutoencoder,
     SwapNetConfig,
     build_swap_model,
+    load_swap_model,
     save_swap_model,
 )
 from robust.gan.training import TrainingDiverged, Trainer, _load_optimizer, image_grid, latest_snapshot, write_png
 from robust.io import fingerprint_tensors, load_checkpoint, save_checkpoint
 from robust.provenance import command_line, hardware
 from robust.seeding import derive_seed, make_generator
+from robust.transforms import get_transform
 from robust.validation import check_images, check_number
 
 
@@ -42,7 +45,7 @@ from robust.validation import check_images, check_number
 class SwapTrainConfig:
     """Hyper-parameters of one run: batch, learning rates (Adam, betas 0 / 0.99), loss weights, the
     co-occurrence crops (``patch_size`` px, ``patch_refs`` reference crops, ``patch_queries`` crops
-    judged per image), discriminator widths, lazy R1 (every ``r1_interval`` steps) and the EMA."""
+    judged per image), the widths of the image and co-occurrence discriminators, lazy R1 (every ``r1_interval`` steps) and the EMA."""
 
     network: SwapNetConfig = field(default_factory=SwapNetConfig)
     steps: int = 10_000
@@ -58,15 +61,26 @@ class SwapTrainConfig:
     patch_queries: int = 2
     d_width: int = 16
     d_channel_max: int = 128
+    patch_width: int = 16
     r1_gamma: float = 0.1
     patch_r1_gamma: float = 1.0
     r1_interval: int = 16
     ema_kimg: float = 5.0
     ema_rampup: float | None = 0.05
     snapshot_every: int = 1000
+    # Not in the paper: the structure code is taken from a copy of each image with its hue rotated at
+    # random (the appearance code from the image itself), so the structure code cannot tell the
+    # generator the image's colours and they must come from the appearance code.
+    structure_hue_jitter: bool = False
+    # Latent reconstruction of the hybrids (MUNIT's, not the Swapping Autoencoder's): the encoder, its
+    # weights held fixed for these terms, must read the source's structure code and the donor's
+    # appearance code back from G(s1, a2) (mean absolute error), so a hybrid cannot become the donor.
+    cycle_structure_weight: float = 0.0
+    cycle_appearance_weight: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch", "patch_refs", "patch_queries", "d_width", "d_channel_max", "r1_interval", "snapshot_every"):
+        for name in ("steps", "batch", "patch_refs", "patch_queries", "d_width", "d_channel_max", "patch_width", "r1_interval",
+                     "snapshot_every"):
             check_number(getattr(self, name), name, low=1, integer=True)
         if self.batch < 2:
             raise InputError("batch", "at least 2 images (swaps pair images of a batch)", self.batch)
@@ -188,7 +202,7 @@ class SwapTrainer:
             torch.manual_seed(derive_seed(self.seed, "swap-discriminators"))
             self.D = Discriminator(0, net.resolution, net.img_channels, channel_base=config.d_width * net.resolution,
                                    channel_max=config.d_channel_max)
-            self.P = CooccurrenceDiscriminator(config.patch_size, net.img_channels, config.d_width, config.d_channel_max)
+            self.P = CooccurrenceDiscriminator(config.patch_size, net.img_channels, config.patch_width, config.d_channel_max)
         self.D.to(self.device).train().requires_grad_(False)
         self.P.to(self.device).train().requires_grad_(False)
         self.model_ema = copy.deepcopy(self.model).eval().requires_grad_(False)
@@ -214,31 +228,49 @@ class SwapTrainer:
         idx = torch.randint(len(self.data), (n,), generator=self.gen)
         crops = {name: crop_offsets(n, k, size, cfg.patch_size, self.gen)
                  for name, k in (("refs", cfg.patch_refs), ("fake", cfg.patch_queries), ("real", cfg.patch_queries))}
+        hue_shift = (torch.rand(n, generator=self.gen) * 2 - 1) * math.pi
         x = self.data.images[idx].to(self.device).float() / 127.5 - 1
         # Each image's donor is its neighbour in a randomly drawn batch.
         donor = x.roll(1, 0)
         refs = random_crops(donor, crops["refs"], cfg.patch_size)
-        stats, rec, swapped = self._generator_step(x, refs, crops["fake"])
-        stats.update(self._discriminator_step(x, donor, rec, swapped, refs, crops))
+        stats, rec, swapped = self._generator_step(x, refs, crops["fake"], hue_shift if cfg.structure_hue_jitter else None)
+        if max(cfg.gan_rec_weight, cfg.gan_swap_weight, cfg.cooc_weight) > 0:
+            stats.update(self._discriminator_step(x, donor, rec, swapped, refs, crops))
         self.step_count += 1
         self._update_ema()
         return stats
 
-    def _generator_step(self, x: torch.Tensor, refs: torch.Tensor, fake_crops: torch.Tensor
+    def _generator_step(self, x: torch.Tensor, refs: torch.Tensor, fake_crops: torch.Tensor, hue_shift: torch.Tensor | None
                         ) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
         cfg = self.config
         self.model.requires_grad_(True)
-        structure, appearance = self.model.encode_raw(x)
+        if hue_shift is None:
+            structure, appearance = self.model.encode_raw(x)
+        else:
+            rotated = get_transform("hue").apply(Generator.to_unit(x), {"shift": hue_shift.to(x.device)})
+            structure = self.model.encoder.structure_code(Generator.from_unit(rotated))
+            appearance = self.model.encoder.appearance_code(x)
         rec = self.model.decode_raw(structure, appearance)
         swapped = self.model.decode_raw(structure, appearance.roll(1, 0))
         l_rec = (rec - x).abs().mean()
-        l_gan_rec, l_gan_swap = F.softplus(-self.D(torch.cat([rec, swapped]))).view(2, -1).mean(1)
-        l_cooc = F.softplus(-self.P(random_crops(swapped, fake_crops, cfg.patch_size), refs)).mean()
+        l_gan_rec = l_gan_swap = l_cooc = torch.zeros((), device=x.device)
+        # (Zero weights skip their networks: reconstruction-only runs are ablations of the losses.)
+        if cfg.gan_rec_weight > 0 or cfg.gan_swap_weight > 0:
+            l_gan_rec, l_gan_swap = F.softplus(-self.D(torch.cat([rec, swapped]))).view(2, -1).mean(1)
+        if cfg.cooc_weight > 0:
+            l_cooc = F.softplus(-self.P(random_crops(swapped, fake_crops, cfg.patch_size), refs)).mean()
         loss = cfg.rec_weight * l_rec + cfg.gan_rec_weight * l_gan_rec + cfg.gan_swap_weight * l_gan_swap + cfg.cooc_weight * l_cooc
-        self._update(self.model, self.opt_G, loss, "encoder/generator")
-        self.model.requires_grad_(False)
         stats = {"rec_l1": float(l_rec.detach()), "G_rec": float(l_gan_rec.detach()), "G_swap": float(l_gan_swap.detach()),
                  "G_cooc": float(l_cooc.detach())}
+        if cfg.cycle_structure_weight > 0 or cfg.cycle_appearance_weight > 0:
+            fixed = {k: v.detach() for k, v in self.model.encoder.named_parameters()}
+            s_back, a_back = torch.func.functional_call(self.model.encoder, fixed, (swapped,))
+            l_cyc_s = (s_back - structure.detach()).abs().mean()
+            l_cyc_a = (a_back - appearance.roll(1, 0).detach()).abs().mean()
+            loss = loss + cfg.cycle_structure_weight * l_cyc_s + cfg.cycle_appearance_weight * l_cyc_a
+            stats.update({"cyc_s": float(l_cyc_s.detach()), "cyc_a": float(l_cyc_a.detach())})
+        self._update(self.model, self.opt_G, loss, "encoder/generator")
+        self.model.requires_grad_(False)
         return stats, rec.detach(), swapped.detach()
 
     def _discriminator_step(self, x: torch.Tensor, donor: torch.Tensor, rec: torch.Tensor, swapped: torch.Tensor,
@@ -444,6 +476,7 @@ def main(argv: list[str] | None = None) -> SwapTrainer:
     p.add_argument("--device", default="cpu")
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--export", default=None, help="write the EMA model here (safetensors + JSON) with its measured reach")
+    p.add_argument("--export-only", action="store_true", help="export the newest snapshot of --out without training")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -457,12 +490,22 @@ def main(argv: list[str] | None = None) -> SwapTrainer:
         if step % args.log_every == 0:
             print(f"step {step} {time.perf_counter() - began:.0f}s " + " ".join(f"{k}={v:.4f}" for k, v in stats.items()), flush=True)
 
-    trainer = train_swap(swap_data(data, f"{args.data} n={args.n}"), config, args.out, seed=args.seed, device=args.device,
-                         max_seconds=args.max_minutes * 60 if args.max_minutes else None, on_step=log)
+    images = swap_data(data, f"{args.data} n={args.n}")
+    if args.export_only:
+        latest = latest_snapshot(args.out)
+        if latest is None:
+            raise InputError("--out", "a run folder with a snapshot (--export-only)", args.out)
+        trainer = SwapTrainer.resume(latest, images, device=args.device)
+    else:
+        trainer = train_swap(images, config, args.out, seed=args.seed, device=args.device,
+                             max_seconds=args.max_minutes * 60 if args.max_minutes else None, on_step=log)
     if args.export:
-        reach = measure_reach(trainer.model_ema, data.images, seed=args.seed)
-        trainer.export(args.export, {"command": command_line(), "hardware": hardware(trainer.device), "reach": reach,
-                                     "protocol": "images of the train split only: no labels, factors, tokens, oracle or regressor"})
+        extra = {"command": command_line(), "hardware": hardware(trainer.device),
+                 "protocol": "images of the train split only: no labels, factors, tokens, oracle or regressor"}
+        trainer.export(args.export, extra)
+        # The reach recorded is that of the file as shipped (half-precision weights).
+        reach = measure_reach(load_swap_model(args.export), data.images, seed=args.seed)
+        trainer.export(args.export, {**extra, "reach": reach})
         print(json.dumps(reach, indent=1))
     return trainer
 

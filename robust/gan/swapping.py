@@ -7,6 +7,7 @@ every layer's style. Swapping appearance codes between images resamples their lo
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -40,7 +41,9 @@ DEMO_SWAP = ASSETS / "demo_swap"
 class SwapNetConfig:
     """Architecture: images ``resolution`` px; structure code ``[structure_channels, structure_res,
     structure_res]``; appearance code ``[appearance_dim]``; ``min(width * resolution / r, channel_max)``
-    feature channels at resolution ``r``."""
+    feature channels at resolution ``r``. ``fourier_orientations`` > 0 adds fixed plane waves (that many
+    orientations, :data:`FOURIER_CYCLES` cycles per image, sine and cosine) to the generator's input;
+    ``appearance_patch`` > 0 encodes the appearance from patches of that size alone (:class:`SwapEncoder`)."""
 
     resolution: int = 32
     img_channels: int = 3
@@ -49,6 +52,8 @@ class SwapNetConfig:
     appearance_dim: int = 128
     width: int = 32
     channel_max: int = 128
+    fourier_orientations: int = 0
+    appearance_patch: int = 0
 
     def __post_init__(self) -> None:
         for name in ("resolution", "structure_res"):
@@ -59,6 +64,10 @@ class SwapNetConfig:
             raise InputError("structure_res", f"a resolution below the image's ({self.resolution})", self.structure_res)
         for name in ("img_channels", "structure_channels", "appearance_dim", "width", "channel_max"):
             check_number(getattr(self, name), name, low=1, integer=True)
+        check_number(self.fourier_orientations, "fourier_orientations", low=0, integer=True)
+        p = self.appearance_patch
+        if p and (not isinstance(p, int) or p < 8 or p & (p - 1) or p >= self.resolution):
+            raise InputError("appearance_patch", f"0 or a power of two in [8, {self.resolution // 2}]", p)
 
     def channels(self, res: int) -> int:
         return min(self.width * self.resolution // res, self.channel_max)
@@ -76,9 +85,12 @@ class SwapNetConfig:
 
 
 class SwapEncoder(nn.Module):
-    """Images in ``[-1, 1]`` -> (structure ``[N, S, r, r]``, appearance ``[N, A]``) through a shared residual trunk.
+    """Images in ``[-1, 1]`` -> (structure ``[N, S, r, r]``, appearance ``[N, A]``).
 
-    The appearance head pools globally over space, so it keeps statistics and loses layout.
+    The structure comes from a residual trunk down to the structure resolution. The appearance code
+    pools globally over space (the paper's design), so it keeps statistics and loses layout; with
+    ``appearance_patch`` > 0 it is the mean over the image's non-overlapping patches of that size,
+    each encoded on its own (a bag of patches, which cannot see the layout at all).
     """
 
     def __init__(self, config: SwapNetConfig):
@@ -89,15 +101,68 @@ class SwapEncoder(nn.Module):
                                config.img_channels, first=r == config.resolution) for r in res)
         c = config.channels(config.structure_res)
         self.structure = nn.Sequential(Conv2dLayer(c, c, 3, activation="lrelu"), Conv2dLayer(c, config.structure_channels, 1))
-        self.appearance_conv = nn.Sequential(Conv2dLayer(c, 2 * c, 3, activation="lrelu", down=True),
-                                             Conv2dLayer(2 * c, 2 * c, 1, activation="lrelu"))
-        self.appearance = FullyConnectedLayer(2 * c, config.appearance_dim)
+        self.patch = config.appearance_patch
+        if self.patch:
+            def ch(r: int) -> int:
+                return min(2 * config.width * self.patch // r, config.channel_max)
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            res = [self.patch >> i for i in range((self.patch // 4).bit_length() - 1)]
+            self.patch_blocks = nn.ModuleList(DiscriminatorBlock(0 if r == self.patch else ch(r), ch(r), ch(r // 2), config.img_channels,
+                                                                 first=r == self.patch) for r in res)
+            c_a = min(2 * ch(4), config.channel_max)
+            self.appearance_conv = nn.Sequential(Conv2dLayer(ch(4), c_a, 3, activation="lrelu"))
+        else:
+            c_a = 2 * c
+            self.appearance_conv = nn.Sequential(Conv2dLayer(c, c_a, 3, activation="lrelu", down=True),
+                                                 Conv2dLayer(c_a, c_a, 1, activation="lrelu"))
+        self.appearance = FullyConnectedLayer(c_a, config.appearance_dim)
+
+    def _trunk(self, images: torch.Tensor) -> torch.Tensor:
         x = None
         for block in self.trunk:
             x = block(x, images)
-        return self.structure(x), self.appearance(self.appearance_conv(x).mean(dim=(2, 3)))
+        return x
+
+    def structure_code(self, images: torch.Tensor) -> torch.Tensor:
+        return self.structure(self._trunk(images))
+
+    def appearance_code(self, images: torch.Tensor, trunk: torch.Tensor | None = None) -> torch.Tensor:
+        """The appearance code (``trunk``: the trunk's output for ``images``, when already computed)."""
+        if not self.patch:
+            x = trunk if trunk is not None else self._trunk(images)
+            return self.appearance(self.appearance_conv(x).mean(dim=(2, 3)))
+        n, c, p = images.shape[0], images.shape[1], self.patch
+        patches = images.unfold(2, p, p).unfold(3, p, p).permute(0, 2, 3, 1, 4, 5).reshape(-1, c, p, p)
+        x = None
+        for block in self.patch_blocks:
+            x = block(x, patches)
+        features = self.appearance_conv(x).mean(dim=(2, 3))
+        return self.appearance(features.view(n, -1, features.shape[1]).mean(1))
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self._trunk(images)
+        return self.structure(x), self.appearance_code(images, x)
+
+
+FOURIER_CYCLES = (2.5, 3.5, 5.0)
+
+
+def fourier_features(orientations: int, res: int) -> torch.Tensor:
+    """Plane waves ``[2 * orientations * len(FOURIER_CYCLES), res, res]`` over the image (pixel centres in ``[-1, 1]``).
+
+    Not in the Swapping Autoencoder paper: a fixed positional input (as StyleGAN3's Fourier features)
+    from which the appearance code can select periodic textures of any phase, so that a texture
+    need not be copied from the structure code.
+    """
+    coords = (torch.arange(res, dtype=torch.float64) + 0.5) / res * 2 - 1
+    y, x = coords[:, None], coords[None, :]
+    waves = []
+    for k in range(orientations):
+        angle = math.pi * k / orientations
+        for cycles in FOURIER_CYCLES:
+            t = (x * math.cos(angle) + y * math.sin(angle)) * (math.pi * cycles)
+            waves += [torch.sin(t), torch.cos(t)]
+    return torch.stack(waves).float() if waves else torch.zeros(0, res, res)
 
 
 class SwapGenerator(nn.Module):
@@ -107,7 +172,8 @@ class SwapGenerator(nn.Module):
     def __init__(self, config: SwapNetConfig):
         super().__init__()
         c, a = config.channels(config.structure_res), config.appearance_dim
-        self.head0 = SynthesisLayer(config.structure_channels, c, a, config.structure_res)
+        self.register_buffer("waves", fourier_features(config.fourier_orientations, config.structure_res))
+        self.head0 = SynthesisLayer(config.structure_channels + self.waves.shape[0], c, a, config.structure_res)
         self.head1 = SynthesisLayer(c, c, a, config.structure_res)
         self.head_rgb = ToRGBLayer(c, config.img_channels, a)
         res = [config.structure_res << i for i in range(1, (config.resolution // config.structure_res).bit_length())]
@@ -116,6 +182,8 @@ class SwapGenerator(nn.Module):
             for r in res)
 
     def forward(self, structure: torch.Tensor, appearance: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
+        if self.waves.shape[0]:
+            structure = torch.cat([structure, self.waves.to(structure.dtype).expand(structure.shape[0], -1, -1, -1)], dim=1)
         x = self.head1(self.head0(structure, appearance, noise_mode), appearance, noise_mode)
         img = self.head_rgb(x, appearance)
         styles = appearance[:, None].expand(-1, 2, -1)
