@@ -24,7 +24,7 @@ from robust.gan.metrics import (
 )
 from robust.models import Classifier
 from robust.seeding import derive_seed, make_generator
-from robust.synthetic import CLASS_NAMES, FACTORS, TAU, Factor, SyntheticBenchmark, render, sample_independent
+from robust.synthetic import CLASS_NAMES, FACTORS, Factor, SyntheticBenchmark, render, sample_independent
 from robust.validation import check_images
 
 Transform = Callable[[torch.Tensor], torch.Tensor]

@@ -33,7 +33,7 @@ from robust.gan.swapping import (
     load_swap_model,
     save_swap_model,
 )
-from robust.gan.training import TrainingDiverged, Trainer, _load_optimizer, image_grid, latest_snapshot, write_png
+from robust.gan.training import TrainingDiverged, Trainer, _load_optimizer, latest_snapshot, write_png
 from robust.io import fingerprint_tensors, load_checkpoint, save_checkpoint
 from robust.provenance import command_line, hardware
 from robust.seeding import derive_seed, make_generator

@@ -12,7 +12,6 @@ import torch
 
 from robust import noise
 from robust.errors import InputError
-from robust.transforms.base import Params
 from robust.validation import check_choice, check_number
 
 METHODS = ("grid", "random", "gradient")
