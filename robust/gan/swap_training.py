@@ -33,7 +33,7 @@ from robust.gan.swapping import (
     load_swap_model,
     save_swap_model,
 )
-from robust.gan.training import TrainingDiverged, Trainer, _load_optimizer, latest_snapshot, write_png
+from robust.gan.training import TrainingDiverged, Trainer, _load_optimizer, latest_snapshot, update_ema, write_png
 from robust.io import fingerprint_tensors, load_checkpoint, save_checkpoint
 from robust.provenance import command_line, hardware
 from robust.seeding import derive_seed, make_generator
@@ -308,17 +308,8 @@ class SwapTrainer:
         loss.backward()
         opt.step()
 
-    @torch.no_grad()
     def _update_ema(self) -> None:
-        cfg = self.config
-        ema_nimg = cfg.ema_kimg * 1000
-        if cfg.ema_rampup is not None:
-            ema_nimg = min(ema_nimg, self.cur_nimg * cfg.ema_rampup)
-        beta = 0.5 ** (cfg.batch / max(ema_nimg, 1e-8))
-        for p_ema, p in zip(self.model_ema.parameters(), self.model.parameters()):
-            p_ema.copy_(p.detach().lerp(p_ema, beta))
-        for b_ema, b in zip(self.model_ema.buffers(), self.model.buffers()):
-            b_ema.copy_(b)
+        update_ema(self.model_ema, self.model, self.config, self.cur_nimg)
 
     # -- the loop -------------------------------------------------------------------------------
 

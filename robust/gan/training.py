@@ -199,6 +199,20 @@ def l2_pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: fl
     return (images + delta).detach()
 
 
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, cfg: Any, cur_nimg: int) -> None:
+    """Move ``ema``'s weights toward ``model``'s: half-life ``cfg.ema_kimg`` thousand images (at most
+    ``cfg.ema_rampup`` of the images seen so far, when set) at ``cfg.batch`` images a step; buffers copied."""
+    ema_nimg = cfg.ema_kimg * 1000
+    if cfg.ema_rampup is not None:
+        ema_nimg = min(ema_nimg, cur_nimg * cfg.ema_rampup)
+    beta = 0.5 ** (cfg.batch / max(ema_nimg, 1e-8))
+    for p_ema, p in zip(ema.parameters(), model.parameters()):
+        p_ema.copy_(p.detach().lerp(p_ema, beta))
+    for b_ema, b in zip(ema.buffers(), model.buffers()):
+        b_ema.copy_(b)
+
+
 class Trainer:
     """One StyleGAN2-ADA training run: ``step()`` does one G and one D update on one minibatch.
 
@@ -376,17 +390,8 @@ class Trainer:
         if not bool(torch.isfinite(loss.detach())):
             raise TrainingDiverged(f"the {name} loss became {float(loss.detach())} at kimg {self.cur_nimg / 1000:.1f}")
 
-    @torch.no_grad()
     def _update_ema(self) -> None:
-        cfg = self.config
-        ema_nimg = cfg.ema_kimg * 1000
-        if cfg.ema_rampup is not None:
-            ema_nimg = min(ema_nimg, self.cur_nimg * cfg.ema_rampup)
-        beta = 0.5 ** (cfg.batch / max(ema_nimg, 1e-8))
-        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
-            p_ema.copy_(p.detach().lerp(p_ema, beta))
-        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
-            b_ema.copy_(b)
+        update_ema(self.G_ema, self.G, self.config, self.cur_nimg)
 
     # -- the loop -------------------------------------------------------------------------------
 
