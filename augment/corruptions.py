@@ -1,41 +1,10 @@
-"""The corruption suite: the 19 ImageNet-C corruptions as batched, seeded torch transforms, with mCE.
+"""The 19 ImageNet-C corruptions as batched, seeded torch transforms, with mCE.
 
 Fifteen benchmark corruptions (:data:`BENCHMARK_CORRUPTIONS`) and four held-out ones
 (:data:`HELDOUT_CORRUPTIONS`) after Hendrycks & Dietterich (ICLR 2019), each a
-:class:`robust.transforms.Transform` with two parameters: a continuous ``severity`` in ``[0, 5]``
-and a per-image noise ``seed``. Integer severities 1..5 use the published parameter tables (the
-``imagecorruptions`` package's, which generalise ImageNet-C to any image size); a fractional
-severity interpolates every table column linearly between neighbouring levels; severity 0 is the
-identity (level 0 of each table holds the parameters at which the corruption does nothing).
-
-Resolution rule (``s = min(H, W) / 224``; the published tables are defined at 224x224):
-
-* Lengths in pixels - blur radii and sigmas, motion-blur length, glass-blur displacement, elastic
-  displacement, the lattice spacing of snow and spatter, the map size of fog and frost - are
-  multiplied by ``s``. A 32x32 image therefore gets the corruption a 224x224 original would show
-  after downsampling, instead of a blur of radius 10 on a 32-pixel image.
-* Blur kernels are the continuous kernel integrated against the bilinear pixel footprint (a tent),
-  so a sub-pixel radius gives a weak but non-zero blur that grows with severity instead of snapping
-  to the identity. Snow and spatter, which threshold pixel-level noise, are rendered on a grid
-  ``k = min(4, ceil(224 / min(H, W)))`` times finer (128 pixels for a 32x32 image, 1.75 reference
-  pixels per grid pixel) and area-averaged down (snow's flakes before their motion streaks, which
-  are linear in them and run at image resolution).
-* Quantities that are not lengths are kept: noise amplitudes and photon counts, impulse fractions,
-  brightness/contrast/saturation factors, blend weights, JPEG quality, the pixelation ratio (it is
-  already a fraction of the image size) and zoom factors (the same).
-
-Approximations, where the reference uses scikit-image, OpenCV or ImageMagick operations: glass blur
-moves every pixel by one random local displacement per iteration (dithered to whole pixels) instead
-of the reference's sequential pixel swaps; zoom blur averages 16 zoom factors spaced geometrically,
-built by 4 rounds of "average with a zoomed copy" rather than 11-16 independent zooms; motion blur
-(and the snow streaks) use the reference's one-sided Gaussian-weighted line kernel, splatted
-bilinearly; fog is midpoint-displacement fractal noise like the reference's diamond-square plasma;
-frost uses procedural textures (no image files) matched to the statistics of the photographs;
-spatter's water droplets are shaded by how far the liquid rises above its threshold plus an emboss
-relief, instead of Canny edges, a distance transform and histogram equalisation; elastic transform follows ``imagecorruptions``
-(a smoothed random displacement field; the original ImageNet-C version adds a random affine warp
-and is not monotone in severity); JPEG is a torch baseline codec (IJG tables and quality scaling,
-4:2:0 chroma). ``benchmarks/bench_corruptions.py`` measures how close each is to the reference.
+:class:`robust.transforms.Transform` with a continuous ``severity`` in ``[0, 5]`` (1..5 the published
+tables, fractions interpolate, 0 the identity) and a per-image noise ``seed``. How lengths scale with
+the image size and where we approximate the reference: benchmarks/results/corruptions.md.
 """
 from __future__ import annotations
 

@@ -1,27 +1,6 @@
 """Suite ``sage``: SAGE search of the generator's prompt and latent space for verified, natural failures.
 
-Needs a generator (``robust audit --generator demo``) and oracles: with a generator of the
-synthetic benchmark the shipped oracle ensemble (:mod:`robust.gan.oracles`), otherwise name them
-with ``oracle=path`` (several joined by ``+``; a robust checkpoint, an ``.onnx`` file or
-``package.module:attribute``). Options: ``queries`` (generator queries, default 1000),
-``seconds`` (wall time), ``space`` (z, w, w+), ``batch``, ``steps``, ``step_size``, ``prompt``
-(token groups the search may change joined by ``+``, ``auto``, ``all`` or ``none``), ``threshold`` (oracle
-probability), ``agreement`` (``all`` oracles or their ``mean``), ``confidence`` (the model's
-probability for its wrong class a failure needs), ``checks`` (candidate checks joined by ``+``:
-``realism`` against the audited real images, ``twins``, ``reinversion``; ``auto``: realism where
-possible and twins; ``none``), ``reference`` (a classifier known to be right on real images, for
-the false-failure estimate; the ensemble's held-out member on the synthetic benchmark),
-``regions`` (failures whose failure region is measured, default 8), ``baseline`` (also run random
-sampling with the same budget, default true), ``modes`` (cases shown, default 8), ``verify``
-(check attribute tokens with the ensemble's token oracles, default true), ``method`` (``auto``:
-the gradient search, or random sampling under the same checks for a model without gradients such
-as an ONNX file; ``gradient``; ``random``).
-
-Metrics: ``failures``, ``failures_per_1k_queries``, ``random_failures_per_1k_queries``,
-``ratio_vs_random``, ``first_failure_s``, ``failures_per_minute``, ``ood_rate``, ``modes``,
-``region_radius``, ``false_failure_estimate``, ``rejected_<check>``, and
-``ground_truth_confirmed`` on the synthetic benchmark. One case per failure mode (the most
-distinctive and largest first), with its images; every failure records the value of each check.
+Options, metrics and cases: :func:`sage_suite`.
 """
 from __future__ import annotations
 
@@ -454,6 +433,29 @@ def check_sage_suite(spec: Spec) -> None:
 @SUITES.register("sage", description="SAGE search of the generator's prompt and latent space: verified natural failures, modes, regions",
                  check=check_sage_suite)
 def sage_suite(ctx: AuditContext, spec: Spec) -> SuiteResult:
+    """Needs a generator (``robust audit --generator demo``) and oracles: with a generator of the
+    synthetic benchmark the shipped oracle ensemble (:mod:`robust.gan.oracles`), otherwise name them
+    with ``oracle=path`` (several joined by ``+``; a robust checkpoint, an ``.onnx`` file or
+    ``package.module:attribute``). Options: ``queries`` (generator queries, default 1000),
+    ``seconds`` (wall time), ``space`` (z, w, w+), ``batch``, ``steps``, ``step_size``, ``prompt``
+    (token groups the search may change joined by ``+``, ``auto``, ``all`` or ``none``), ``threshold`` (oracle
+    probability), ``agreement`` (``all`` oracles or their ``mean``), ``confidence`` (the model's
+    probability for its wrong class a failure needs), ``checks`` (candidate checks joined by ``+``:
+    ``realism`` against the audited real images, ``twins``, ``reinversion``; ``auto``: realism where
+    possible and twins; ``none``), ``reference`` (a classifier known to be right on real images, for
+    the false-failure estimate; the ensemble's held-out member on the synthetic benchmark),
+    ``regions`` (failures whose failure region is measured, default 8), ``baseline`` (also run random
+    sampling with the same budget, default true), ``modes`` (cases shown, default 8), ``verify``
+    (check attribute tokens with the ensemble's token oracles, default true), ``method`` (``auto``:
+    the gradient search, or random sampling under the same checks for a model without gradients such
+    as an ONNX file; ``gradient``; ``random``).
+
+    Metrics: ``failures``, ``failures_per_1k_queries``, ``random_failures_per_1k_queries``,
+    ``ratio_vs_random``, ``first_failure_s``, ``failures_per_minute``, ``ood_rate``, ``modes``,
+    ``region_radius``, ``false_failure_estimate``, ``rejected_<check>``, and
+    ``ground_truth_confirmed`` on the synthetic benchmark. One case per failure mode (the most
+    distinctive and largest first), with its images; every failure records the value of each check.
+    """
     if ctx.generator is None:
         raise SuiteSkipped("sage needs a generator (--generator demo or a checkpoint)")
     check_sage_suite(spec)
