@@ -142,21 +142,36 @@ def save_checkpoint(path: PathLike, tensors: Mapping[str, torch.Tensor], config:
     return weights_path, config_path
 
 
-def load_checkpoint(path: PathLike, expected_format: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read a checkpoint written by :func:`save_checkpoint`; checks the config's ``format`` field."""
+def load_checkpoint(path: PathLike, expected_format: str | tuple[str, ...] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a checkpoint written by :func:`save_checkpoint`; checks the config's ``format`` field (one of
+    ``expected_format``'s, when a tuple)."""
     weights_path, config_path = checkpoint_paths(path)
-    if not weights_path.is_file():
+    # A config of another kind says more than missing weights, so it is checked first when it exists.
+    if not weights_path.is_file() and not config_path.is_file():
         raise FileFormatError(weights_path, "a safetensors weights file", "no such file")
     config = read_json(config_path)
     if not isinstance(config, dict):
         raise FileFormatError(config_path, "a JSON object", type(config).__name__)
-    if expected_format is not None and config.get("format") != expected_format:
-        raise FileFormatError(config_path, f"a config with format {expected_format!r}", f"format {config.get('format')!r}")
+    expected = (expected_format,) if isinstance(expected_format, str) else expected_format
+    if expected is not None and config.get("format") not in expected:
+        raise FileFormatError(config_path, "a config with format " + " or ".join(repr(f) for f in expected), f"format {config.get('format')!r}")
+    if not weights_path.is_file():
+        raise FileFormatError(weights_path, "a safetensors weights file", "no such file")
     try:
         tensors = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise FileFormatError(weights_path, "a safetensors file", f"unreadable ({exc})") from None
     return tensors, config
+
+
+def load_state(module: torch.nn.Module, tensors: Mapping[str, torch.Tensor], path: PathLike, expected: str, prefix: str = "") -> Any:
+    """Load the ``prefix``-ed entries of ``tensors`` into ``module`` exactly (every parameter and buffer, nothing
+    else), or raise a :class:`FileFormatError` naming ``path``, ``expected`` and what was missing or unexpected."""
+    state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise FileFormatError(path, expected, f"missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}")
+    return module
 
 
 def torch_load_tensors(path: PathLike) -> Any:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robust.errors import FileFormatError, GradientUnavailableError, InputError
-from robust.io import checkpoint_paths, fingerprint_tensors, load_checkpoint, save_checkpoint
+from robust.io import checkpoint_paths, fingerprint_tensors, load_checkpoint, load_state, save_checkpoint
 from robust.registry import Registry
 from robust.validation import check_images, check_labels
 
@@ -523,9 +523,7 @@ def load_checkpoint_classifier(path: str | Path, device: torch.device | str | No
     except KeyError as exc:
         raise FileFormatError(path, "a classifier config with arch, num_classes and input_size", f"missing {exc}") from None
     _check_shapes(network, tensors, config, path)
-    missing, unexpected = network.load_state_dict(tensors, strict=False)
-    if missing or unexpected:
-        raise FileFormatError(path, f"weights for {config['arch']}", f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+    load_state(network, tensors, path, f"weights for {config['arch']}")
     return Classifier(network, input_size=config["input_size"], num_classes=config["num_classes"], mean=config["mean"],
                       std=config["std"], class_names=config.get("class_names"), name=config.get("name") or Path(path).stem,
                       arch=config["arch"], arch_kwargs=config.get("arch_kwargs", {}), device=device)
@@ -593,9 +591,7 @@ def _import_attribute(text: str, argument: str) -> nn.Module | Classifier:
 
 
 def _load_weights(clf: Classifier, weights: str | Path, arch: str) -> None:
-    missing, unexpected = clf.model.load_state_dict(_load_state(Path(weights)), strict=False)
-    if missing or unexpected:
-        raise FileFormatError(weights, f"weights for {arch}", f"missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}")
+    load_state(clf.model, _load_state(Path(weights)), weights, f"weights for {arch}")
 
 
 def load_classifier(

@@ -13,7 +13,7 @@ import torch
 
 from robust.errors import FileFormatError
 from robust.gan.networks import Discriminator, Generator
-from robust.io import checkpoint_paths, load_checkpoint, read_json, save_checkpoint
+from robust.io import checkpoint_paths, load_checkpoint, load_state, read_json, save_checkpoint
 
 GENERATOR_FORMAT = "robust-gan-generator"
 SNAPSHOT_FORMAT = "robust-gan-snapshot"
@@ -39,21 +39,14 @@ def generator_from_state(kwargs: dict[str, Any], tensors: dict[str, torch.Tensor
         G = Generator.from_kwargs(kwargs)
     except TypeError as exc:
         raise FileFormatError(path, "generator constructor arguments", f"unusable ({exc})") from None
-    state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-    missing, unexpected = G.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise FileFormatError(path, "weights matching the generator config", f"missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}")
-    return G.eval().requires_grad_(False)
+    return load_state(G, tensors, path, "weights matching the generator config", prefix).eval().requires_grad_(False)
 
 
 def load_generator(path: str | Path, device: torch.device | str | None = None) -> Generator:
     """Read a generator checkpoint or a training snapshot (EMA weights), in eval mode without gradients."""
     _, config_path = checkpoint_paths(path)
-    config = read_json(config_path)
-    fmt = config.get("format") if isinstance(config, dict) else None
-    if fmt not in (GENERATOR_FORMAT, SNAPSHOT_FORMAT):
-        raise FileFormatError(config_path, f"a config with format {GENERATOR_FORMAT!r} or {SNAPSHOT_FORMAT!r}", f"format {fmt!r}")
-    tensors, config = load_checkpoint(path, fmt)
+    tensors, config = load_checkpoint(path, (GENERATOR_FORMAT, SNAPSHOT_FORMAT))
+    fmt = config["format"]
     if "generator" not in config:
         raise FileFormatError(config_path, "a config with generator constructor arguments", "no 'generator' entry")
     G = generator_from_state(config["generator"], tensors, path, "" if fmt == GENERATOR_FORMAT else "G_ema.")
@@ -82,10 +75,7 @@ def load_discriminator(path: str | Path, device: torch.device | str | None = Non
         D = Discriminator(**config["discriminator"])
     except (KeyError, TypeError) as exc:
         raise FileFormatError(config_path, "discriminator constructor arguments", f"unusable ({exc!r})") from None
-    missing, unexpected = D.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, strict=False)
-    if missing or unexpected:
-        raise FileFormatError(path, "discriminator weights matching its config", f"missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}")
-    D = D.eval().requires_grad_(False)
+    D = load_state(D, tensors, path, "discriminator weights matching its config", prefix).eval().requires_grad_(False)
     return D.to(device) if device is not None else D
 
 

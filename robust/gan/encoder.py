@@ -20,7 +20,7 @@ from robust.errors import FileFormatError, InputError
 from robust.gan.checkpoint import ASSETS
 from robust.gan.latent import LatentPrior, latent_stats, sample_conditioning
 from robust.gan.networks import Generator
-from robust.io import checkpoint_paths, fingerprint_tensors, load_checkpoint, save_checkpoint
+from robust.io import checkpoint_paths, fingerprint_tensors, load_checkpoint, load_state, save_checkpoint
 from robust.models import eval_mode, frozen
 from robust.seeding import derive_seed, make_generator
 from robust.validation import check_images, check_number
@@ -127,9 +127,7 @@ def load_encoder(path: str | Path, generator: Generator | None = None, device: t
         encoder = Encoder(**config["encoder"])
     except (KeyError, TypeError) as exc:
         raise FileFormatError(path, "encoder constructor arguments", f"unusable ({exc})") from None
-    missing, unexpected = encoder.load_state_dict(tensors, strict=False)
-    if missing or unexpected:
-        raise FileFormatError(path, "encoder weights matching its config", f"missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}")
+    load_state(encoder, tensors, path, "encoder weights matching its config")
     encoder.generator_fingerprint = config.get("generator_fingerprint")
     encoder.extra = dict(config.get("extra", {}))
     if generator is not None:

@@ -25,7 +25,7 @@ from robust.data import ImageSet
 from robust.errors import FileFormatError, InputError
 from robust.gan.checkpoint import ASSETS
 from robust.gan.networks import Generator
-from robust.io import load_checkpoint, save_checkpoint
+from robust.io import load_checkpoint, load_state, save_checkpoint
 from robust.models import Classifier, SmallCNN, build_classifier, load_classifier, save_classifier
 from robust.seeding import derive_seed, make_generator
 from robust.synthetic import CLASS_NAMES, FACTORS, NUM_CLASSES, TAU, Factor, SyntheticBenchmark
@@ -135,9 +135,7 @@ def load_factor_regressor(path: str | Path = FACTOR_REGRESSOR, device: torch.dev
     if config.get("factors") != [f.name for f in FACTORS]:
         raise FileFormatError(path, "a regressor of the current synthetic factors", config.get("factors"))
     model = FactorRegressor(int(config["width"]))
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
-    if missing or unexpected:
-        raise FileFormatError(path, "factor regressor weights", f"missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}")
+    load_state(model, tensors, path, "factor regressor weights")
     model.extra = dict(config.get("extra", {}))
     model.eval().requires_grad_(False)
     return model.to(device) if device is not None else model

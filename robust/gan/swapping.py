@@ -28,7 +28,7 @@ from robust.gan.networks import (
     SynthesisLayer,
     ToRGBLayer,
 )
-from robust.io import checkpoint_paths, load_checkpoint, read_json, save_checkpoint
+from robust.io import checkpoint_paths, load_checkpoint, load_state, save_checkpoint
 from robust.seeding import derive_seed
 from robust.validation import check_images, check_number
 
@@ -317,11 +317,8 @@ def load_swap_model(path: str | Path, device: torch.device | str | None = None) 
     """A model file (:func:`save_swap_model`) or a training snapshot (its EMA weights), in eval mode
     without gradients, float32. Only safetensors and JSON are read."""
     weights, config_path = checkpoint_paths(path)
-    config = read_json(config_path)
-    fmt = config.get("format") if isinstance(config, dict) else None
-    if fmt not in (SWAP_FORMAT, SWAP_SNAPSHOT_FORMAT):
-        raise FileFormatError(config_path, f"a config with format {SWAP_FORMAT!r} or {SWAP_SNAPSHOT_FORMAT!r}", f"format {fmt!r}")
-    tensors, config = load_checkpoint(path, fmt)
+    tensors, config = load_checkpoint(path, (SWAP_FORMAT, SWAP_SNAPSHOT_FORMAT))
+    fmt = config["format"]
     try:
         net = SwapNetConfig.from_dict(config["network"])
     except (KeyError, TypeError) as exc:
@@ -329,9 +326,7 @@ def load_swap_model(path: str | Path, device: torch.device | str | None = None) 
     prefix = "" if fmt == SWAP_FORMAT else "model_ema."
     model = SwapAutoencoder(net)
     state = {k[len(prefix):]: v.float() if v.is_floating_point() else v for k, v in tensors.items() if k.startswith(prefix)}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise FileFormatError(weights, "weights matching the swap network config", f"missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}")
+    load_state(model, state, weights, "weights matching the swap network config")
     model.extra = dict(config.get("extra", {}))
     model.eval().requires_grad_(False)
     return model.to(device) if device is not None else model

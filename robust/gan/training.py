@@ -33,6 +33,7 @@ from robust.io import (
     atomic_path,
     fingerprint_tensors,
     load_checkpoint,
+    load_state,
     png_bytes,
     save_checkpoint,
     write_bytes,
@@ -595,10 +596,7 @@ class Trainer:
             raise InputError("condition", f"the snapshot's conditioning {cond}", data.conditioning)
         trainer = cls(config, data, seed=int(state["seed"]), device=device, metrics=metrics, rank=rank, world_size=world_size)
         for prefix, module in (("G.", trainer.G), ("D.", trainer.D), ("G_ema.", trainer.G_ema)):
-            sub = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-            missing, unexpected = module.load_state_dict(sub, strict=False)
-            if missing or unexpected:
-                raise FileFormatError(path, "a snapshot matching its config", f"missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}")
+            load_state(module, tensors, path, "a snapshot matching its config", prefix)
         _load_optimizer(trainer.opt_G, tensors, "opt_G.", state["opt_G_groups"])
         _load_optimizer(trainer.opt_D, tensors, "opt_D.", state["opt_D_groups"])
         # The learning rates come from the (possibly overridden) config, not from the stored groups.
