@@ -80,7 +80,7 @@ def generator_suites(wanted: tuple[str, ...]) -> tuple[str | None, list[str]]:
     registry = load_suites()
     available = {s for s in GENERATOR_SUITES if s in registry}
     suites = [s for s in wanted if s.split(",")[0].split(":")[0] in available]
-    # The natural suite moves the shortcut with the structure/appearance model once it ships (sage keeps the generator).
+    # The natural suite moves the shortcut with the structure/appearance model when it is installed (sage keeps the generator).
     suites = [f"{s},model=swap" if s.startswith("natural") and shipped("swap") else s for s in suites]
     return ("demo", suites) if suites else (None, [])
 
