@@ -24,6 +24,8 @@ from robust.models import Classifier, export_onnx, load_classifier
 from robust.transforms import get_transform
 from robust.transforms.search import SearchConfig, search_parameters
 
+from classifier_helpers import digits_logreg
+
 ALL_SPECS = ("fgsm:linf@8/255", "fgsm:l2@0.5", "pgd:linf@8/255,steps=5", "pgd:l2@0.5,steps=5",
              "apgd:linf@8/255,steps=6", "apgd:l2@0.5,steps=6", "square:linf@8/255,queries=30", "square:l2@0.5,queries=30")
 
@@ -100,17 +102,7 @@ def rotation_trap() -> tuple[Classifier, torch.Tensor, torch.Tensor]:
 @pytest.fixture(scope="module")
 def onnx_pair(tmp_path_factory):
     """A logistic regression trained on scikit-learn's digits (16x16), in torch and exported to ONNX."""
-    from robust.data import load_dataset
-
-    train, test = load_dataset("digits:train"), load_dataset("digits:test", n=24)
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Flatten(), nn.Linear(256, 10))
-    opt = torch.optim.Adam(net.parameters(), lr=0.1)
-    for _ in range(40):
-        opt.zero_grad()
-        nn.functional.cross_entropy(net(train.images), train.labels).backward()
-        opt.step()
-    torch_clf = Classifier(net, input_size=(1, 16, 16))
+    torch_clf, test = digits_logreg(steps=40)
     path = tmp_path_factory.mktemp("onnx") / "digits.onnx"
     export_onnx(torch_clf, path)
     return torch_clf, load_classifier(path), test.images, test.labels

@@ -9,10 +9,12 @@ from torch import nn
 
 import attacks
 from robust.audit import AuditConfig, run_audit
-from robust.data import ImageSet, load_dataset
+from robust.data import ImageSet
 from robust.models import Classifier, export_onnx, load_classifier
 from robust.suites.strips import failing_image
 from robust.transforms import get_transform
+
+from classifier_helpers import digits_logreg
 
 T = 3 / 255
 
@@ -20,16 +22,9 @@ T = 3 / 255
 @pytest.fixture(scope="module")
 def onnx_digits(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, ImageSet]:
     """A logistic regression on scikit-learn's digits (16x16, grey), exported to ONNX, and 24 test images."""
-    train, test = load_dataset("digits:train"), load_dataset("digits:test", n=24)
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Flatten(), nn.Linear(256, 10))
-    opt = torch.optim.Adam(net.parameters(), lr=0.1)
-    for _ in range(30):
-        opt.zero_grad()
-        nn.functional.cross_entropy(net(train.images), train.labels).backward()
-        opt.step()
+    clf, test = digits_logreg(steps=30)
     path = tmp_path_factory.mktemp("onnx") / "digits.onnx"
-    export_onnx(Classifier(net, input_size=(1, 16, 16)), path)
+    export_onnx(clf, path)
     return str(path), test
 
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from augment.natra import NaturalConfig, NaturalTransform, per_image_loss
 from robust.data import ImageSet
@@ -15,16 +14,12 @@ from robust.gan.latent import latent_stats, sample_ws, synthesize
 from robust.models import Classifier
 from robust.seeding import derive_seed
 
+import classifier_helpers
 from gan_helpers import tiny_generator
 
 
 def pixel_classifier(seed: int = 0) -> Classifier:
-    """A linear classifier of the pixels: every image change moves its logits."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 4))
-        net[1].weight.data.mul_(20.0)
-    return Classifier(net, input_size=(3, 16, 16), num_classes=4)
+    return classifier_helpers.pixel_classifier(4, seed)
 
 
 @pytest.fixture(scope="module")

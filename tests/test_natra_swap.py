@@ -10,7 +10,6 @@ import pytest
 import torch
 from click.testing import CliRunner
 from hypothesis import find, given, settings
-from torch import nn
 
 import robust.strategies as rs
 from augment.swap import AppearanceSwap, DonorBank, SwapConfig
@@ -26,6 +25,7 @@ from robust.models import Classifier
 from robust.synthetic import SyntheticBenchmark
 from robust.transforms import Transform
 
+import classifier_helpers
 from gan_helpers import tiny_generator
 
 NET = SwapNetConfig(resolution=16, structure_res=4, structure_channels=2, appearance_dim=8, width=8, channel_max=16)
@@ -33,12 +33,7 @@ QUICK = settings(max_examples=25, derandomize=True, deadline=None, database=None
 
 
 def pixel_classifier(seed: int = 0) -> Classifier:
-    """A linear classifier of the pixels: every image change moves its logits."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 10))
-        net[1].weight.data.mul_(20.0)
-    return Classifier(net, input_size=(3, 16, 16), num_classes=10)
+    return classifier_helpers.pixel_classifier(10, seed)
 
 
 @pytest.fixture(scope="module")
