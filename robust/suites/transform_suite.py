@@ -61,8 +61,10 @@ def _random_params(tf: Transform, n: int, generator: torch.Generator) -> Params:
 
 @dataclass(frozen=True)
 class _Options:
-    """The suite's search settings: ``method``, ``steps`` and ``k`` of the search, ``sweep_steps`` of the sweep."""
+    """The suite's transforms (``names``) and settings: ``method``, ``steps`` and ``k`` of the search,
+    ``sweep_steps`` of the sweep."""
 
+    names: list[str]
     method: str
     steps: int | None
     k: int | None
@@ -80,11 +82,11 @@ def _options(spec: Spec) -> _Options:
     unknown = sorted(set(spec.options) - set(SUITE_OPTIONS))
     if unknown:
         raise InputError("transforms suite options", "some of " + ", ".join(SUITE_OPTIONS), unknown)
-    transform_names(spec)
+    names = transform_names(spec)
     method, steps, k = str(spec.options.get("method", "grid")), spec.options.get("steps"), spec.options.get("k")
     TransformSearchConfig(method=method, steps=steps, k=k)
     sweep_steps = check_number(spec.options.get("sweep_steps", SWEEP_STEPS), "transforms option sweep_steps", low=2, integer=True)
-    return _Options(method, steps, k, int(sweep_steps))
+    return _Options(names, method, steps, k, int(sweep_steps))
 
 
 def _sweep_values(tf: Transform, param: Param, options: _Options) -> tuple[list[float], bool]:
@@ -165,8 +167,8 @@ def _worst_case(ctx: AuditContext, tf: Transform, images: torch.Tensor, labels: 
 @SUITES.register("transforms", description="worst-case and random parameters of the core transforms, with parameter sweeps",
                  check=_options)
 def transforms_suite(ctx: AuditContext, spec: Spec) -> SuiteResult:
-    names = transform_names(spec)
     options = _options(spec)
+    names = options.names
     data = ctx.subset(ctx.sample_count(spec, 500))
     images, labels = data.images.to(ctx.device), data.labels
     clean_pred = ctx.logits(images).argmax(1)
