@@ -5,8 +5,10 @@ per-process under DDP, and torch's SyncBatchNorm runs on GPUs only.
 """
 from __future__ import annotations
 
+import gc
 import os
 import socket
+import sys
 
 import pytest
 import torch
@@ -64,6 +66,13 @@ def _worker(rank: int, world_size: int, port: int, folder: str) -> None:
         dist.barrier()  # both ranks tear gloo down together (a rank leaving early can abort its peer)
     finally:
         dist.destroy_process_group()
+    # Leave without interpreter finalisation: gloo's C++ threads torn down at exit aborted a rank
+    # ("terminate called without an active exception", SIGABRT) in CI after all work was done.
+    # Every file above is written and closed; an exception still leaves through spawn's error path.
+    gc.collect()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _free_port() -> int:
