@@ -7,6 +7,7 @@ its loss so that DistributedDataParallel's gradient average is the mean over the
 """
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -66,7 +67,10 @@ def setup_from_env(device: str = "auto") -> tuple[World, str]:
 
 
 def teardown() -> None:
+    """Leave the process group; the DDP wrappers (which hold it) are collected first, while the
+    interpreter is whole, so gloo's threads are not torn down during interpreter finalisation."""
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 
