@@ -68,16 +68,22 @@ def erm_classifier(train, epochs: int, seed: int):
     return clf
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model = load_model(args.model, kind="swap")
-    setup = reach_setup(ReachConfig(n=args.n))
-    train = SyntheticBenchmark(size=32, seed=0).split("train", args.donors)
+def swap_setup(model_path: str, n: int, donors: int, threads: int | None):
+    """The model, the reach setup on ``n`` held-out images, the first ``donors`` shortcut train images,
+    their codes and the encoding time (shared with bench_swap_judge.py)."""
+    if threads:
+        torch.set_num_threads(threads)
+    model = load_model(model_path, kind="swap")
+    setup = reach_setup(ReachConfig(n=n))
+    train = SyntheticBenchmark(size=32, seed=0).split("train", donors)
     start = time.perf_counter()
     codes = SwapCodes(*encode_images(model, train.images))
-    encode_seconds = time.perf_counter() - start
+    return model, setup, train, codes, time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    model, setup, train, codes, encode_seconds = swap_setup(args.model, args.n, args.donors, args.threads)
     bank = DonorBank.from_codes(codes, train)
     pca = appearance_directions(model, codes.appearance, "pca", 8)
     clf = erm_classifier(train, args.epochs, args.seed)
