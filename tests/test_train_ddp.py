@@ -5,7 +5,6 @@ per-process under DDP, and torch's SyncBatchNorm runs on GPUs only.
 """
 from __future__ import annotations
 
-import gc
 import os
 import socket
 import sys
@@ -52,6 +51,7 @@ def _worker(rank: int, world_size: int, port: int, folder: str) -> None:
     from safetensors.torch import save_file
 
     from robust.io import write_json
+    from robust.train.distributed import teardown
 
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
@@ -65,11 +65,10 @@ def _worker(rank: int, world_size: int, port: int, folder: str) -> None:
                 write_json(os.path.join(folder, f"metrics{k}.json"), {"metrics": metrics, "history": history})
         dist.barrier()  # both ranks tear gloo down together (a rank leaving early can abort its peer)
     finally:
-        dist.destroy_process_group()
+        teardown()
     # Leave without interpreter finalisation: gloo's C++ threads torn down at exit aborted a rank
     # ("terminate called without an active exception", SIGABRT) in CI after all work was done.
     # Every file above is written and closed; an exception still leaves through spawn's error path.
-    gc.collect()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
