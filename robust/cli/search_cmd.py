@@ -62,7 +62,9 @@ def _load_model(spec: str, device: Any) -> Any:
               help="Real images for the realism check (a data spec: a folder, .npz, synthetic:<split>, ...).")
 @click.option("--reference", default=None,
               help="A classifier known to be right on real images, searched the same way to estimate the false-failure rate "
-                   "(default on the synthetic benchmark: the oracle ensemble's held-out member).")
+                   "(default on the synthetic benchmark: the oracle ensemble's held-out member). One of the same "
+                   "architecture as MODEL, trained on real images, tracks its false failures more closely "
+                   "(benchmarks/results/sage.md); give it a large --budget-queries (false failures are rare).")
 @click.option("--regions", type=click.IntRange(0), default=8, show_default=True, help="Failures whose failure region is measured.")
 @click.option("--baseline/--no-baseline", default=True, show_default=True, help="Also run random sampling with the same budget.")
 @click.option("--export", "export_modes", type=click.IntRange(0), default=3, show_default=True,

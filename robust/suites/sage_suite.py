@@ -443,7 +443,8 @@ def sage_suite(ctx: AuditContext, spec: Spec) -> SuiteResult:
     probability for its wrong class a failure needs), ``checks`` (candidate checks joined by ``+``:
     ``realism`` against the audited real images, ``twins``, ``reinversion``; ``auto``: realism where
     possible and twins; ``none``), ``reference`` (a classifier known to be right on real images, for
-    the false-failure estimate; the ensemble's held-out member on the synthetic benchmark),
+    the false-failure estimate; the ensemble's held-out member on the synthetic benchmark; one of
+    the model's architecture trained on real images tracks the model's false failures more closely),
     ``regions`` (failures whose failure region is measured, default 8), ``baseline`` (also run random
     sampling with the same budget, default true), ``modes`` (cases shown, default 8), ``verify``
     (check attribute tokens with the ensemble's token oracles, default true), ``method`` (``auto``:
