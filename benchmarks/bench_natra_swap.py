@@ -70,7 +70,7 @@ def erm_classifier(train, epochs: int, seed: int):
 
 def swap_setup(model_path: str, n: int, donors: int, threads: int | None):
     """The model, the reach setup on ``n`` held-out images, the first ``donors`` shortcut train images,
-    their codes and the encoding time (shared with bench_swap_judge.py)."""
+    their codes and the encoding time (shared with bench_swap_structure.py)."""
     if threads:
         torch.set_num_threads(threads)
     model = load_model(model_path, kind="swap")

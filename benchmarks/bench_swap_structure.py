@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_natra_swap import swap_setup
 
+from augment._corruption_ops import gaussian_blur
 from augment.swap import AppearanceSwap, DonorBank
 from robust.gan.reach import EditReach, edit_reach, reach_table
 from robust.provenance import command_line, hardware
@@ -79,9 +80,10 @@ def auc(scores: torch.Tensor, positive: torch.Tensor) -> float:
     return float(greater + 0.5 * ties)
 
 
-def judge_probe(model, setup, train, codes, args: argparse.Namespace) -> tuple[dict, list[EditReach]]:
-    """Probe 1: the class judge on structure codes (see the module's documentation)."""
-    judge = train_judge(codes.structure.float(), train.labels, args.epochs, args.seed)
+def judge_probe(model, setup, bank: DonorBank, codes, labels: torch.Tensor, args: argparse.Namespace) -> tuple[dict, list[EditReach]]:
+    """Probe 1: the class judge on structure codes (see the module's documentation); ``codes`` and
+    ``labels`` are the training images'."""
+    judge = train_judge(codes.structure.float(), labels, args.epochs, args.seed)
     held, labels = setup.data, setup.data.labels
 
     def score(images: torch.Tensor) -> torch.Tensor:
@@ -89,7 +91,7 @@ def judge_probe(model, setup, train, codes, args: argparse.Namespace) -> tuple[d
 
     with torch.no_grad():
         real_acc = float((judge(model.encode(held.images)[0].float()).argmax(1) == labels).float().mean())
-        swap = AppearanceSwap(model, DonorBank.from_codes(codes, train), "random", min_strength=1.0)
+        swap = AppearanceSwap(model, bank, "random", min_strength=1.0)
         candidates = torch.stack([swap.transform(held.images.clone(), labels, seed=args.seed + 100 + j).images for j in range(args.k)])
         scores = torch.stack([score(c) for c in candidates])  # [k, N]
         kept = torch.stack([setup.oracle.predict(c).cpu() == labels for c in candidates])
@@ -105,26 +107,16 @@ def judge_probe(model, setup, train, codes, args: argparse.Namespace) -> tuple[d
     return {"judge_real_accuracy": real_acc, "auc": auc(s, ok), "class_kept_top": top}, rows
 
 
-def gaussian_blur(codes: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian low-pass of ``[N, C, R, R]`` codes (replicated borders)."""
-    r = max(1, round(2 * sigma))
-    t = torch.arange(-r, r + 1, dtype=codes.dtype)
-    k = torch.exp(-t.square() / (2 * sigma * sigma))
-    k = (k / k.sum()).repeat(codes.shape[1], 1, 1, 1)
-    out = F.conv2d(F.pad(codes, (r, r, 0, 0), mode="replicate"), k.view(codes.shape[1], 1, 1, -1), groups=codes.shape[1])
-    return F.conv2d(F.pad(out, (0, 0, r, r), mode="replicate"), k.view(codes.shape[1], 1, -1, 1), groups=codes.shape[1])
-
-
-def blur_probe(model, setup, train, codes, sigmas: list[float], seed: int) -> list[EditReach]:
-    """Probe 2: reconstructions and full swaps (one donor of another class per image) from a low-passed structure code."""
+def blur_probe(model, setup, bank: DonorBank, sigmas: list[float], seed: int) -> list[EditReach]:
+    """Probe 2: reconstructions and full swaps (one donor of another class per image) from a low-passed
+    structure code (the corruptions' Gaussian blur, replicated borders)."""
     labels = setup.data.labels
-    bank = DonorBank.from_codes(codes, train)
     donor = bank.appearance[bank.pick(torch.arange(len(labels)) + 1_000_003 * (seed + 1), labels)].float()
     rows = []
     with torch.no_grad():
         structure, own = (c.float() for c in model.encode(setup.data.images))
         for sigma in sigmas:
-            blurred = gaussian_blur(structure, sigma)
+            blurred = gaussian_blur(structure, torch.full((len(structure),), sigma))
             for t in (0.0, 1.0):
                 out = model.decode(blurred, torch.lerp(own, donor, t))
                 rows.append(edit_reach(lambda x, out=out: out, setup, name=f"structure blur {sigma:g}, strength {t:g}"))
@@ -134,9 +126,10 @@ def blur_probe(model, setup, train, codes, sigmas: list[float], seed: int) -> li
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     model, setup, train, codes, _ = swap_setup(args.model, args.n, args.donors, args.threads)
-    judged, rows = judge_probe(model, setup, train, codes, args)
+    bank = DonorBank.from_codes(codes, train)
+    judged, rows = judge_probe(model, setup, bank, codes, train.labels, args)
     sigmas = [float(v) for v in args.blur.split(",") if v.strip()]
-    rows += blur_probe(model, setup, train, codes, sigmas, args.seed)
+    rows += blur_probe(model, setup, bank, sigmas, args.seed)
     print(reach_table(rows), flush=True)
     out = {"command": command_line(), "hardware": hardware(torch.device("cpu")), "model": str(args.model), "n": args.n,
            "k": args.k, **judged, "rows": [r.to_dict() for r in rows]}
