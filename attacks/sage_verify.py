@@ -296,7 +296,8 @@ class FalseFailureEstimate:
     model rate)`` per query. A reference with real errors of its own makes the estimate high; a reference
     that judges the generator's artefacts as the oracles do makes it low (measured on the synthetic
     benchmark: 0% estimated where 12-100% of the failures were artefacts, benchmarks/results/sage.md),
-    so the text calls it a lower bound.
+    so the text calls it a lower bound. ``interval`` is the 95% interval of that ratio from the two
+    counts alone (:func:`rate_ratio_interval`): how far the figure may move by chance.
     """
 
     rate: float
@@ -311,6 +312,10 @@ class FalseFailureEstimate:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def interval(self) -> tuple[float, float]:
+        return rate_ratio_interval(self.reference_failures, self.reference_queries, self.model_failures, self.model_queries)
+
+    @property
     def reference_per_1k(self) -> float:
         return 1000.0 * self.reference_failures / max(1, self.reference_queries)
 
@@ -322,7 +327,9 @@ class FalseFailureEstimate:
         if math.isnan(self.rate):
             return "no failures reported, so no false-failure rate to estimate"
         acc = f" (accuracy {self.reference_accuracy:.1%} on held-out real images)" if self.reference_accuracy is not None else ""
-        return (f"estimated false failures: {self.rate:.0%} of those reported (a lower bound: artefacts that the reference "
+        low, high = self.interval
+        return (f"estimated false failures: {self.rate:.0%} of those reported (95% interval from the counts {low:.0%}-{high:.0%}; "
+                f"a lower bound: artefacts that the reference "
                 f"judges as the oracles do are not counted). Estimated by running the same search, checks and "
                 f"budget against {self.reference}{acc}, a classifier known to be right on real images: {self.reference_failures} "
                 f"'failures' in {self.reference_queries} queries ({self.reference_per_1k:.1f} per 1k) against the model's "
@@ -332,7 +339,29 @@ class FalseFailureEstimate:
         return {"rate": self.rate, "method": self.method, "reference": self.reference, "reference_accuracy": self.reference_accuracy,
                 "reference_failures": self.reference_failures, "reference_queries": self.reference_queries,
                 "reference_per_1k": self.reference_per_1k, "model_failures": self.model_failures, "model_queries": self.model_queries,
-                "model_per_1k": self.model_per_1k, "seconds": self.seconds, "text": self.text(), **self.extra}
+                "model_per_1k": self.model_per_1k, "interval": list(self.interval) if self.model_failures else None,
+                "seconds": self.seconds, "text": self.text(), **self.extra}
+
+
+def rate_ratio_interval(a: int, qa: int, b: int, qb: int, level: float = 0.95) -> tuple[float, float]:
+    """A ``level`` interval of ``(a / qa) / (b / qb)``, clipped to ``[0, 1]``: ``a`` and ``b`` Poisson counts in
+    ``qa`` and ``qb`` queries. Given ``a + b``, ``a`` is binomial with ``p = R qa / (R qa + qb)``; the exact
+    (Clopper-Pearson) bounds of ``p`` map to bounds of the ratio ``R``. ``(nan, nan)`` without model failures."""
+    from scipy.stats import beta
+
+    for name, value in (("a", a), ("qa", qa), ("b", b), ("qb", qb)):
+        check_number(value, name, low=0, integer=True)
+    level = check_number(level, "level", low=0, high=1)
+    if b == 0 or qa == 0 or qb == 0:
+        return math.nan, math.nan
+    tail = (1 - level) / 2
+    low_p = float(beta.ppf(tail, a, b + 1)) if a > 0 else 0.0
+    high_p = float(beta.ppf(1 - tail, a + 1, b))
+
+    def ratio(p: float) -> float:
+        return min(1.0, p * qb / ((1 - p) * qa)) if p < 1 else 1.0
+
+    return ratio(low_p), ratio(high_p)
 
 
 def estimate_false_failures(generator: Any, reference: Classifier, oracles: Sequence[Classifier], result: SageResult, *,

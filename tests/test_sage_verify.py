@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from attacks.sage import Judge, SageConfig, SearchContext, random_search
-from attacks.sage_verify import RealBank, Verifier, VerifyConfig, estimate_false_failures
+from attacks.sage_verify import RealBank, Verifier, VerifyConfig, estimate_false_failures, rate_ratio_interval
 from robust.errors import InputError
 from robust.gan.latent import prompt_prior
 from sage_helpers import CLASSES, Decoder, Rule, classifier, coded_generator
@@ -168,6 +168,23 @@ def test_false_failure_estimate_is_high_when_failures_are_the_generators_and_low
     assert rates["bad"] <= 0.4  # a model with a wide real failure region: most of its failures are its own
     with pytest.raises(InputError, match="reference"):
         estimate_false_failures(world.G, world.oracle, [world.oracle], result)
+
+
+def test_the_estimates_interval_covers_the_true_ratio_and_narrows_with_the_counts():
+    # Poisson counts of false failures (reference) and reported failures (model) at a true ratio of 0.6.
+    gen = torch.Generator().manual_seed(0)
+    covered, trials = 0, 400
+    for _ in range(trials):
+        a, b = (int(v) for v in torch.poisson(torch.tensor([6.0, 10.0]), generator=gen))
+        low, high = rate_ratio_interval(a, 10_000, b, 10_000)
+        covered += b == 0 or low <= 0.6 <= high
+    assert covered / trials >= 0.93
+    few, many = rate_ratio_interval(5, 10_000, 8, 10_000), rate_ratio_interval(500, 10_000, 800, 10_000)
+    assert few[0] < many[0] <= 0.625 <= many[1] < few[1] and many[1] - many[0] < 0.2
+    assert rate_ratio_interval(0, 2000, 4, 2000)[0] == 0.0 and rate_ratio_interval(4, 2000, 2, 2000)[1] == 1.0
+    assert all(v != v for v in rate_ratio_interval(3, 2000, 0, 2000))  # nothing reported: no ratio
+    with pytest.raises(InputError, match="qa"):
+        rate_ratio_interval(1, -5, 2, 100)
 
 
 @pytest.fixture
