@@ -10,7 +10,10 @@ adds named checks that need no ground truth, only real images and the generator 
 * ``twins``: nearby latents (and other noise draws where the generator has noise inputs) fool the
   model too, with the oracles' agreement, in at least half of the twins;
 * ``reinversion``: encoding the image with the generator's encoder and re-rendering it still
-  gives a verified failure.
+  gives a verified failure;
+* ``stability``: the image moved by one pixel each way and slightly blurred still fools the model,
+  with the oracles' agreement (a natural failure survives what a camera changes from shot to shot;
+  a failure that hangs on the exact pixels is the search's, as in feature squeezing, Xu et al. 2018).
 
 :func:`estimate_false_failures` puts a number on what is left: the same search and checks run
 against a *reference* classifier known to be right on real images (a held-out oracle); whatever it
@@ -37,7 +40,7 @@ from robust.models import Classifier
 from robust.seeding import derive_seed, make_generator
 from robust.validation import check_number
 
-CHECKS = ("realism", "twins", "reinversion")
+CHECKS = ("realism", "twins", "reinversion", "stability")
 #: What every check a failure's record names means (the judge's three and the candidate checks).
 DESCRIPTIONS = {
     "oracles": "every oracle (classifiers trained on real images only) gives the prompt's class its top probability, at least "
@@ -49,6 +52,7 @@ DESCRIPTIONS = {
     "twins": "nearby latents (and other noise draws) fool the model too, with the oracles' agreement, in at least half of "
              "the twins",
     "reinversion": "encoding the image with the generator's encoder and re-rendering it is still a verified failure",
+    "stability": "the image moved by one pixel each way and slightly blurred still fools the model, with the oracles' agreement",
 }
 #: Embeds images ``[N, C, H, W]`` in ``[0, 1]`` into features ``[N, D]``.
 Embedding = Callable[[torch.Tensor], torch.Tensor]
@@ -63,7 +67,9 @@ class VerifyConfig:
     distances a candidate may reach, the share of real images held out to calibrate it).
     ``twins``/``twin_radius``/``twin_level``: how many twins, how far (a fraction of the
     prior's typical norm, as in :func:`attacks.sage.failure_regions`) and the share of them
-    that must be verified failures too.
+    that must be verified failures too. ``stability_blur``/``stability_level``: the stability check's
+    Gaussian blur (pixels) beside its four one-pixel shifts, and the share of those copies that
+    must stay verified failures.
     """
 
     checks: tuple[str, ...] = ("realism", "twins")
@@ -74,6 +80,8 @@ class VerifyConfig:
     twins: int = 8
     twin_radius: float = 0.1
     twin_level: float = 0.5
+    stability_blur: float = 0.5
+    stability_level: float = 0.8
 
     def __post_init__(self) -> None:
         self.checks = tuple(str(c) for c in self.checks)
@@ -87,6 +95,8 @@ class VerifyConfig:
         self.twins = int(check_number(self.twins, "twins", low=1, integer=True))
         self.twin_radius = check_number(self.twin_radius, "twin_radius", low=0)
         self.twin_level = check_number(self.twin_level, "twin_level", low=0, high=1)
+        self.stability_blur = check_number(self.stability_blur, "stability_blur", low=0)
+        self.stability_level = check_number(self.stability_level, "stability_level", low=0, high=1)
 
 
 # -- realism: the nearest real images ------------------------------------------------------------------
@@ -190,7 +200,8 @@ class Verifier:
             raise InputError("reinversion check", "an encoder of the generator", None)
         self.bank, self.encoder = bank, encoder
         self.names = tuple(self.config.checks)
-        self.cost = (self.config.twins if "twins" in self.names else 0) + (1 if "reinversion" in self.names else 0)
+        self.cost = ((self.config.twins if "twins" in self.names else 0) + (1 if "reinversion" in self.names else 0)
+                     + (STABILITY_COPIES if "stability" in self.names else 0))
         self.context: SearchContext | None = None
 
     def bind(self, context: SearchContext) -> None:
@@ -218,6 +229,9 @@ class Verifier:
             elif name == "twins":
                 passed, value, used = self.twins(*sub)
                 spent += used
+            elif name == "stability":
+                passed, value = self.stability(sub[0], sub[1])
+                spent += STABILITY_COPIES * rows.numel()
             else:
                 passed, value = self.reinversion(sub[0], sub[1])
                 spent += rows.numel()
@@ -252,13 +266,38 @@ class Verifier:
         ok = (verdict["fooled"] & verdict["oracle_ok"] & verdict["tokens_ok"]).cpu()
         return ok, ok.float()
 
+    @torch.no_grad()
+    def stability(self, images: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(ok, share of the copies that are verified failures)``: four one-pixel shifts and a slight blur of each image."""
+        copies = small_variations(images, self.config.stability_blur)
+        verdict = self.context.judge.check(copies.flatten(0, 1), tokens.repeat(copies.shape[0], 1))
+        good = (verdict["fooled"] & verdict["oracle_ok"] & verdict["tokens_ok"]).float().view(copies.shape[0], -1).mean(0).cpu()
+        return good >= self.config.stability_level, good
+
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"checks": list(self.names), "config": {k: getattr(self.config, k) for k in
                                                                         ("neighbours", "vote", "quantile", "twins", "twin_radius",
-                                                                         "twin_level")}}
+                                                                         "twin_level", "stability_blur", "stability_level")}}
         if self.bank is not None:
             out["realism"] = self.bank.describe()
         return out
+
+
+#: Copies the stability check judges per candidate: four one-pixel shifts and one blur.
+STABILITY_COPIES = 5
+
+
+def small_variations(images01: torch.Tensor, blur: float) -> torch.Tensor:
+    """``[STABILITY_COPIES, N, C, H, W]``: each image shifted by one pixel right, left, down and up (edge colour
+    fills the border) and blurred with a Gaussian of ``blur`` pixels."""
+    from robust.transforms import get_transform
+
+    n, h, w = images01.shape[0], images01.shape[-2], images01.shape[-1]
+    shift = get_transform("translation")
+    full = lambda v: torch.full((n,), float(v), device=images01.device)  # noqa: E731
+    copies = [shift.apply(images01, {"dx": full(dx / w), "dy": full(dy / h)}) for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1))]
+    copies.append(get_transform("blur").apply(images01, {"sigma": full(blur)}))
+    return torch.stack(copies)
 
 
 def _device(G: Any) -> torch.device:

@@ -88,7 +88,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--oracle", default="ensemble", help="'ensemble' (the shipped oracle ensemble's class members), 'synthetic' "
                    "(the generator metrics' oracle) or classifier checkpoints joined by +")
     p.add_argument("--agreement", default="all", choices=["all", "mean"], help="every oracle must agree, or their mean")
-    p.add_argument("--checks", default="auto", help="candidate checks joined by + (realism, twins, reinversion), auto or none")
+    p.add_argument("--checks", default="auto", help="candidate checks joined by + (realism, twins, reinversion, stability), auto or none")
     p.add_argument("--real", default="synthetic:generator,seed=98,n=2000", help="real images of the realism check (a data spec; none)")
     p.add_argument("--reference", default=None, help="reference classifier of the false-failure estimate (default: the ensemble's "
                    "held-out member)")

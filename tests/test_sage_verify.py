@@ -122,6 +122,42 @@ def test_reinversion_rejects_what_the_encoder_cannot_render_again_and_keeps_real
     assert ok[:, 0].tolist() == [False, True] and values[:, 0].tolist() == [0.0, 1.0] and spent == 2
 
 
+class Brightness(torch.nn.Module):
+    """Class from the mean brightness (four bins), moved one class on where ``fail(images)``: it reads no exact pixel."""
+
+    def __init__(self, fail=None):
+        super().__init__()
+        self.fail = fail
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cls = (x.mean((1, 2, 3)) * 4).clamp(0, 3.999).long()
+        if self.fail is not None:
+            cls = torch.where(self.fail(x), (cls + 1) % 4, cls)
+        return 8.0 * torch.nn.functional.one_hot(cls, 4).float()
+
+
+def test_stability_rejects_a_failure_that_hangs_on_exact_pixels_and_keeps_a_colour_failure(world):
+    # The artefact: a one-pixel checker at one phase fools the model (a shift inverts the phase, a blur flattens it);
+    # the real failure: a red cast, which no shift or slight blur removes. Both images are class c0 (dark) to the oracle.
+    checker = ((torch.arange(16)[:, None] + torch.arange(16)[None]) % 2 * 2 - 1).float()
+    artefact = 0.12 + 0.1 * checker.expand(3, 16, 16)
+    real = torch.tensor([0.45, 0.05, 0.05])[:, None, None].expand(3, 16, 16)
+    images = torch.stack([artefact, real])
+
+    def fail(x: torch.Tensor) -> torch.Tensor:
+        phase = (x * checker).mean((1, 2, 3)) > 0.05
+        red_cast = x[:, 0].mean((1, 2)) - x[:, 1].mean((1, 2)) > 0.3
+        return phase | red_cast
+
+    model, oracle = classifier(Brightness(fail), "model"), classifier(Brightness(), "oracle")
+    assert model.predict(images).tolist() == [1, 1] and oracle.predict(images).tolist() == [0, 0]
+    checks = bound(world, model, Verifier(VerifyConfig(checks=("stability",))), oracles=[oracle])
+    tokens = torch.zeros(2, 2, dtype=torch.long)
+    ok, values, spent = checks(images, tokens, torch.zeros(2, world.G.z_dim), None, torch.arange(2))
+    assert ok[:, 0].tolist() == [False, True] and values[:, 0].tolist() == [0.0, 1.0]
+    assert spent == 10 and checks.cost == 5 and "stability" in checks.describe()["checks"]
+
+
 def test_checks_run_in_order_and_need_their_inputs(world):
     model = classifier(Rule(world.decoder, fail=lambda w: (w[:, 5] > 1).float()), "model")
     images, tokens, z, delta = candidates(world.G, [{5: -1.0}, {5: 2.5}])

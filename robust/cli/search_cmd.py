@@ -57,7 +57,8 @@ def _load_model(spec: str, device: Any) -> Any:
               help="The model's probability for its wrong class a failure needs (0: any misclassification).")
 @click.option("--checks", default="auto", show_default=True,
               help="Candidate checks joined by +: realism (nearest real images of --real), twins (nearby latents fail too), "
-                   "reinversion (the generator's encoder); 'auto': realism when --real is given, and twins; 'none'.")
+                   "reinversion (the generator's encoder), stability (one-pixel shifts and a slight blur still fail); 'auto': realism "
+                   "when --real is given, and twins; 'none'.")
 @click.option("--real", "real_data", default=None,
               help="Real images for the realism check (a data spec: a folder, .npz, synthetic:<split>, ...).")
 @click.option("--reference", default=None,

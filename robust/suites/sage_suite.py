@@ -441,7 +441,7 @@ def sage_suite(ctx: AuditContext, spec: Spec) -> SuiteResult:
     (token groups the search may change joined by ``+``, ``auto``, ``all`` or ``none``), ``threshold`` (oracle
     probability), ``agreement`` (``all`` oracles or their ``mean``), ``confidence`` (the model's
     probability for its wrong class a failure needs), ``checks`` (candidate checks joined by ``+``:
-    ``realism`` against the audited real images, ``twins``, ``reinversion``; ``auto``: realism where
+    ``realism`` against the audited real images, ``twins``, ``reinversion``, ``stability``; ``auto``: realism where
     possible and twins; ``none``), ``reference`` (a classifier known to be right on real images, for
     the false-failure estimate; the ensemble's held-out member on the synthetic benchmark; one of
     the model's architecture trained on real images tracks the model's false failures more closely),
