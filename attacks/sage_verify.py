@@ -292,9 +292,12 @@ def small_variations(images01: torch.Tensor, blur: float) -> torch.Tensor:
     fills the border) and blurred with a Gaussian of ``blur`` pixels."""
     from robust.transforms import get_transform
 
-    n, h, w = images01.shape[0], images01.shape[-2], images01.shape[-1]
+    h, w = images01.shape[-2], images01.shape[-1]
+
+    def full(value: float) -> torch.Tensor:
+        return torch.full((images01.shape[0],), float(value), device=images01.device)
+
     shift = get_transform("translation")
-    full = lambda v: torch.full((n,), float(v), device=images01.device)  # noqa: E731
     copies = [shift.apply(images01, {"dx": full(dx / w), "dy": full(dy / h)}) for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1))]
     copies.append(get_transform("blur").apply(images01, {"sigma": full(blur)}))
     return torch.stack(copies)

@@ -8,6 +8,7 @@ planted *real failure* is a wide region of ordinary images where the model is wr
 """
 from __future__ import annotations
 
+import math
 import sys
 import types
 
@@ -218,7 +219,7 @@ def test_the_estimates_interval_covers_the_true_ratio_and_narrows_with_the_count
     few, many = rate_ratio_interval(5, 10_000, 8, 10_000), rate_ratio_interval(500, 10_000, 800, 10_000)
     assert few[0] < many[0] <= 0.625 <= many[1] < few[1] and many[1] - many[0] < 0.2
     assert rate_ratio_interval(0, 2000, 4, 2000)[0] == 0.0 and rate_ratio_interval(4, 2000, 2, 2000)[1] == 1.0
-    assert all(v != v for v in rate_ratio_interval(3, 2000, 0, 2000))  # nothing reported: no ratio
+    assert all(math.isnan(v) for v in rate_ratio_interval(3, 2000, 0, 2000))  # nothing reported: no ratio
     with pytest.raises(InputError, match="qa"):
         rate_ratio_interval(1, -5, 2, 100)
 
