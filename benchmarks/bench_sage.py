@@ -120,7 +120,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-# name -> (split, training images, epochs): the shortcut-trained model, the diverse one, and a briefly
+# name -> (split, training images, epochs, recipe): the shortcut-trained model, the diverse one, and a briefly
 # trained diverse one (half the images) whose failures are rare but exist (where a search can beat sampling by a wide margin).
 KINDS = {
     "erm": lambda a: ("train", a.n_train, a.epochs, "erm"),
