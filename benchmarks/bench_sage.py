@@ -105,6 +105,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--step-size", type=float, default=0.25)
     p.add_argument("--threshold", type=float, default=0.8, help="oracle probability a failure needs")
+    p.add_argument("--min-confidence", type=float, default=0.0, help="the model's probability for its wrong class a failure needs")
     p.add_argument("--no-adaptive-restart", action="store_true", help="chains always run all --steps (the ablation)")
     p.add_argument("--regions", type=int, default=16, help="failures whose failure region is measured")
     p.add_argument("--hardened-recipe", default="0.5*natra:random@1,model=demo-swap,min_strength=0.5+0.5*erm",
@@ -197,7 +198,8 @@ def run_one(kind: str, clf: Any, G: Any, oracles: list[Any], verification: Any, 
 
     config = SageConfig(space=args.space, budget_queries=args.budget_queries, budget_seconds=args.budget_seconds,
                         batch_size=args.batch_size, steps=args.steps, step_size=args.step_size, oracle_threshold=args.threshold,
-                        oracle_agreement=args.agreement, adaptive_restart=not args.no_adaptive_restart)
+                        oracle_agreement=args.agreement, adaptive_restart=not args.no_adaptive_restart,
+                        min_confidence=args.min_confidence)
     run = run_sage(G, clf, oracles, config, seed=args.seed, verification=verification, regions=args.regions, baseline=False,
                    progress=False)
     r = run.result
