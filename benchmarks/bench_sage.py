@@ -134,7 +134,7 @@ KINDS = {
 
 def train_classifier(kind: str, args: argparse.Namespace, device: torch.device) -> tuple[Any, dict[str, float]]:
     """The smallcnn of ``kind`` (see :data:`KINDS`), from the cache or trained now."""
-    from robust.train import fit, harden
+    from robust.train import fit
 
     if kind not in KINDS:
         raise SystemExit(f"--models: expected some of {', '.join(KINDS)}, got {kind}")
@@ -149,11 +149,7 @@ def train_classifier(kind: str, args: argparse.Namespace, device: torch.device) 
         data = bench.split(split, n_train)
         clf = build_classifier("smallcnn", len(CLASS_NAMES), (3, 32, 32), class_names=list(CLASS_NAMES), device=device)
         start = time.perf_counter()
-        if recipe == "erm":
-            fit(clf, data, epochs=epochs, seed=args.seed, progress=False)
-        else:  # fit's settings, with the recipe
-            harden(clf, data, recipe, device=device, progress=False, epochs=epochs, batch_size=128, seed=args.seed,
-                   warmup_steps=min(50, epochs * -(-n_train // 128) // 5), amp=False, channels_last=False)
+        fit(clf, data, epochs=epochs, seed=args.seed, progress=False, recipe=recipe)
         info = {"split": split, "n_train": n_train, "epochs": epochs, "recipe": recipe, "train_seconds": time.perf_counter() - start}
         for test in ("test_iid", "test_shift"):
             held = bench.split(test, 2000)

@@ -258,6 +258,15 @@ def test_fit_keeps_its_plain_interface(train_set):
     assert history[1]["loss"] < history[0]["loss"]
 
 
+def test_fit_trains_with_a_recipe_under_its_own_settings_and_refuses_two_augmentations(train_set):
+    plain, hue = small(), small()
+    fit(plain, train_set, epochs=1, batch_size=32, seed=0, progress=False)
+    fit(hue, train_set, epochs=1, batch_size=32, seed=0, progress=False, recipe="transform:hue")
+    assert any(not torch.equal(p, q) for p, q in zip(plain.model.parameters(), hue.model.parameters()))
+    with pytest.raises(InputError, match="augment"):
+        fit(small(), train_set, augment=lambda x, y, g: x, recipe="transform:hue", progress=False)
+
+
 def test_a_config_object_gives_the_run_of_its_keywords_and_keywords_override_it(train_set):
     cfg = TrainConfig(epochs=2, batch_size=32, optimizer="sgd", lr=0.05, ema_decay=0.5, seed=3)
     a = harden(small(), train_set, "erm", config=cfg, progress=False, device="cpu")

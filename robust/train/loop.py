@@ -687,16 +687,21 @@ def fit(
     augment: Augment | None = None,
     seed: int = 0,
     progress: bool | None = None,
+    recipe: str | Recipe = "erm",
 ) -> list[dict[str, float]]:
     """Train ``classifier`` in place on ``data`` with cross-entropy; returns per-epoch loss/accuracy.
 
-    ``augment(x, y, generator) -> x'`` transforms each batch (images in ``[0, 1]``). Deterministic
-    by ``seed`` on a CPU. The plain case of :func:`harden` (no evaluation, no files).
+    ``augment(x, y, generator) -> x'`` transforms each batch (images in ``[0, 1]``); or ``recipe``
+    (a spec of :mod:`robust.train.recipes`) trains with that recipe. Deterministic by ``seed`` on a
+    CPU. The plain case of :func:`harden` (no evaluation, no files).
     """
     if not isinstance(classifier, Classifier):
         raise InputError("classifier", "a robust.models.Classifier", type(classifier).__name__)
+    if augment is not None and recipe != "erm":
+        raise InputError("augment", "either augment or a recipe other than erm, not both", recipe)
     steps = math.ceil(len(data) / max(1, batch_size)) * max(1, epochs)
-    recipe: Recipe | str = CallableRecipe(augment) if augment is not None else "erm"
+    if augment is not None:
+        recipe = CallableRecipe(augment)
     result = harden(classifier, data, recipe, device=classifier.device, progress=progress, epochs=epochs, batch_size=batch_size,
                     lr=lr, optimizer=optimizer, weight_decay=weight_decay, label_smoothing=label_smoothing,
                     warmup_steps=min(warmup_steps, steps // 5), seed=seed, amp=False, channels_last=False)
